@@ -1,0 +1,74 @@
+"""Command line: parse, call one function, print user errors without a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from imseg.errors import ImsegError
+
+# Each module registers its own `imseg prepare <name>` sub-command through
+# ``register(subparsers)``; adding a data source means adding its module here.
+PREPARE_SOURCES = (
+    "imseg.data.sources.sample",
+    "imseg.data.sources.folder",
+    "imseg.data.sources.isic2018",
+    "imseg.data.sources.hela",
+    "imseg.data.sources.suim",
+    "imseg.data.sources.cityscapes",
+)
+
+# Top-level commands: module with ``register(subparsers)``.
+COMMANDS = (
+    "imseg.commands.train",
+    "imseg.commands.run",
+    "imseg.commands.demo",
+    "imseg.commands.report",
+    "imseg.commands.predict",
+)
+
+
+def _optional_module(name: str):
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name:  # not written yet: leave the command out
+            return None
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imseg",
+        description="Semi-supervised segmentation with Inconsistency Masks.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    prepare = sub.add_parser("prepare", help="turn a source into the prepared layout")
+    prepare_sub = prepare.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    for name in PREPARE_SOURCES:
+        module = _optional_module(name)
+        if module is not None:
+            module.register(prepare_sub)
+    for name in COMMANDS:
+        module = _optional_module(name)
+        if module is not None:
+            module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ImsegError as exc:
+        print(f"imseg: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("imseg: stopped; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

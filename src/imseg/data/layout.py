@@ -1,0 +1,154 @@
+"""The prepared on-disk layout every source writes and every run reads.
+
+::
+
+    <root>/dataset.yaml
+    <root>/{train_labeled,train_unlabeled,val,test}/images/<stem>.png
+    <root>/{train_labeled,train_unlabeled,val,test}/masks/<stem>.png
+
+``train_unlabeled/masks`` is optional: when present it holds the hidden truth,
+used only to score pseudo labels, never for training. Masks are encoded as
+:mod:`imseg.tasks` describes (binary/multilabel 0/255 with 128 void,
+multiclass class ids with 255 void).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from imseg.errors import DataError
+from imseg.tasks import TASK_KINDS, Task
+
+SPLITS: tuple[str, ...] = ("train_labeled", "train_unlabeled", "val", "test")
+INFO_FILE = "dataset.yaml"
+
+# A readable default palette (RGB) for class colours in figures and overlays.
+DEFAULT_COLORS: list[tuple[int, int, int]] = [
+    (0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
+    (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60),
+    (250, 190, 212), (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200),
+    (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128),
+]
+
+
+def default_colors(n: int) -> list[tuple[int, int, int]]:
+    """``n`` distinct colours, cycling the default palette."""
+    return [DEFAULT_COLORS[i % len(DEFAULT_COLORS)] for i in range(n)]
+
+
+@dataclass
+class DatasetInfo:
+    """What dataset.yaml holds: enough to load and score the data without guessing.
+
+    ``classes`` are the foreground labels for binary (one) and multilabel (one
+    per channel), and all classes including background for multiclass.
+    """
+
+    task: str
+    classes: list[str]
+    image_size: tuple[int, int]
+    channels: int = 3
+    colors: list[tuple[int, int, int]] = field(default_factory=list)
+    seed: int = 42
+    source: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+    rotate: bool = True
+    """Whether free 90° rotations suit the data (augmentation, input ensembles)."""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASK_KINDS:
+            raise DataError(f"dataset.yaml: task must be one of {TASK_KINDS}, not {self.task!r}")
+        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+        self.classes = [str(c) for c in self.classes]
+        if not self.colors:
+            n = len(self.classes) + (1 if self.task == "binary" else 0)
+            self.colors = default_colors(n) if self.task != "multilabel" else default_colors(
+                len(self.classes) + 1
+            )[1:]
+        self.colors = [tuple(int(v) for v in c) for c in self.colors]  # type: ignore[misc]
+
+    @property
+    def task_obj(self) -> Task:
+        return Task(self.task, len(self.classes))  # type: ignore[arg-type]
+
+    def to_yaml(self) -> str:
+        data = asdict(self)
+        data["image_size"] = list(self.image_size)
+        data["colors"] = [list(c) for c in self.colors]
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+def write_info(root: Path, info: DatasetInfo) -> None:
+    """Write ``dataset.yaml`` (atomically)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / (INFO_FILE + ".tmp")
+    tmp.write_text(info.to_yaml())
+    tmp.replace(root / INFO_FILE)
+
+
+def read_info(root: Path) -> DatasetInfo:
+    """Read ``dataset.yaml`` of a prepared data set, with a clear error when absent."""
+    path = Path(root) / INFO_FILE
+    if not path.is_file():
+        raise DataError(
+            f"{path} not found: {root} is not a prepared data set "
+            "(create one with `imseg prepare folder|sample|...`)"
+        )
+    data = yaml.safe_load(path.read_text()) or {}
+    known = set(DatasetInfo.__dataclass_fields__)
+    unknown = set(data) - known
+    if unknown:
+        raise DataError(f"{path}: unknown keys {sorted(unknown)}")
+    for key in ("task", "classes", "image_size"):
+        if key not in data:
+            raise DataError(f"{path}: missing key {key!r}")
+    return DatasetInfo(**data)
+
+
+def split_dirs(root: Path, split: str) -> tuple[Path, Path]:
+    """``(images_dir, masks_dir)`` of one split."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+    return Path(root) / split / "images", Path(root) / split / "masks"
+
+
+def write_pair(
+    root: Path,
+    split: str,
+    stem: str,
+    image: np.ndarray,
+    label: np.ndarray | None,
+    task: Task,
+) -> None:
+    """Write one image (``H×W×C`` or ``H×W`` uint8) and its in-memory label as PNGs.
+
+    ``label`` is the in-memory encoding ``(label_channels, H, W)`` (see
+    :mod:`imseg.tasks`); None writes the image only (an unlabeled image whose
+    truth is unknown).
+    """
+    images, masks = split_dirs(root, split)
+    images.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(image.squeeze())).save(images / f"{stem}.png")
+    if label is not None:
+        masks.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.ascontiguousarray(task.decode_mask(label))).save(masks / f"{stem}.png")
+
+
+def count_split(root: Path, split: str) -> int:
+    """Number of images in a split (0 when the split folder is absent)."""
+    images, _ = split_dirs(root, split)
+    return len(list(images.glob("*.png"))) if images.is_dir() else 0
+
+
+def finalize_counts(root: Path, info: DatasetInfo) -> DatasetInfo:
+    """Fill ``info.counts`` from the files on disk and write dataset.yaml."""
+    info.counts = {split: count_split(root, split) for split in SPLITS}
+    write_info(root, info)
+    return info
