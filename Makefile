@@ -1,0 +1,29 @@
+# `make demo` and `make test` work on a fresh clone: each creates .venv and installs what it needs.
+# GPU users: create .venv and install their CUDA build of torch first; it is kept (see README).
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench clean-venv
+
+$(BIN)/imseg: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(BIN)/imseg
+
+demo: $(BIN)/imseg
+	$(BIN)/imseg demo
+
+test: $(BIN)/imseg
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/imseg
+	$(BIN)/ruff check src tests bench
+
+bench: $(BIN)/imseg
+	$(BIN)/python bench/run_all.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,276 @@
+"""Validated configuration: code defaults (the reference's), YAML presets, command-line overrides.
+
+A config is built in three layers, later ones winning:
+
+1. the defaults below (the paper's reference settings);
+2. YAML files (``--config FILE``, may be given several times; a file may name
+   ``base: other.yaml`` relative to itself);
+3. command-line flags and ``--set section.key=value`` overrides.
+
+Unknown keys and wrong types are rejected with a message that names the key.
+Every run writes its resolved config to ``RUN/config.yaml``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from imseg.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are re-validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TrainConfig(Section):
+    """Training one model (SPEC §3)."""
+
+    epochs: int = Field(50, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(0.003, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    steps_per_epoch: int | None = Field(
+        None, ge=1, description="None: N // batch_size (at least 1), as the reference"
+    )
+    alpha: float = Field(1.0, gt=0, description="U-Net width multiplier (16·alpha base filters)")
+    bn_momentum: float = Field(
+        0.01, gt=0, le=1,
+        description="BatchNorm running-stat momentum (torch convention; Keras' 0.99 = 0.01)",
+    )
+    ignore_im: bool = Field(
+        False, description="leave inconsistency-mask pixels out of the loss (reference: False)"
+    )
+    amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
+    channels_last: bool = True
+    compile: bool = Field(False, description="torch.compile the model (pays off on GPU)")
+    eval_batch_size: int = Field(64, ge=1)
+
+
+class AugmentConfig(Section):
+    """Augmentation of a pair (SPEC §4); geometry on image and mask, photometrics on the image."""
+
+    flip_h: bool = True
+    flip_v: bool = True
+    rotate: bool | None = Field(None, description="None: from dataset.yaml's `rotate`")
+    brightness_prob: float = Field(0.5, ge=0, le=1)
+    alpha_range: tuple[float, float] = (0.5, 1.5)
+    beta_range: tuple[float, float] = (-25.0, 25.0)
+    max_blur: int = Field(3, ge=0, le=3)
+    max_noise: int = Field(25, ge=0)
+
+
+class BenchmarkConfig(Section):
+    """FDT / LDT / ALDT stages (SPEC §4)."""
+
+    candidates: int = Field(10, ge=1, description="models trained per benchmark stage")
+    keep: int = Field(4, ge=1, description="top-K kept by validation score")
+    aldt_copies: int = Field(9, ge=0, description="augmented copies per labeled pair in ALDT")
+
+
+class NoiseSchedule(Section):
+    """Per-generation noise and student width (Noisy Student, IM+, AIM+...; SPEC §6)."""
+
+    max_blur: list[int] = [0, 1, 1, 2, 3]
+    max_noise: list[int] = [5, 10, 15, 20, 25]
+    alpha_ranges: list[tuple[float, float]] = [
+        (0.9, 1.1), (0.8, 1.2), (0.7, 1.3), (0.6, 1.4), (0.5, 1.5)
+    ]
+    beta_ranges: list[tuple[float, float]] = [
+        (-5, 5), (-10, 10), (-15, 15), (-20, 20), (-25, 25)
+    ]
+    student_alphas: list[float] = Field(
+        [1.0, 1.25, 1.5, 1.75, 2.0], description="growing students: alpha per generation"
+    )
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> NoiseSchedule:
+        for name in ("max_blur", "max_noise", "alpha_ranges", "beta_ranges", "student_alphas"):
+            if not getattr(self, name):
+                raise ValueError(f"noise schedule {name} must not be empty")
+        return self
+
+    def at(self, generation: int, field: str) -> Any:
+        """Value of a schedule list for a generation (1-based); the last entry repeats."""
+        values = getattr(self, field)
+        return values[min(generation - 1, len(values) - 1)]
+
+
+class InconsistencyConfig(Section):
+    """How the inconsistency mask is built and applied (SPEC §6)."""
+
+    erode: int = Field(0, ge=0, description="erosion kernel size of the IM, 0 = off")
+    dilate: int = Field(0, ge=0, description="dilation kernel size of the IM, 0 = off")
+    block_input: bool = True
+    block_output: bool = True
+    binary_filter: bool = Field(
+        True, description="binary: keep a pair only if agreed positive area > 0 and > IM area"
+    )
+
+
+class SSLConfig(Section):
+    """The generation loop (SPEC §5)."""
+
+    approaches: list[str] = ["im"]
+    generations: int = Field(5, ge=1)
+    teachers: list[int] = [2, 3, 4]
+    runs: int = Field(3, ge=1)
+    students: int = Field(5, ge=1)
+    keep: int = Field(4, ge=1)
+    pseudo_batch_size: int = Field(64, ge=1)
+    input_ensemble_views: int = Field(0, ge=0, description="0: use the teacher count n")
+    soft_vote: bool = Field(False, description="model ensemble: argmax of the mean instead of all-agree")
+    consistency_epochs: int = Field(100, ge=2)
+    samples_per_generation: int = Field(4, ge=0, description="pseudo-label PNGs kept per generation")
+    inconsistency: InconsistencyConfig = InconsistencyConfig()
+    noise: NoiseSchedule = NoiseSchedule()
+
+
+class EvalNetConfig(Section):
+    """EvalNet (SPEC §2, §6)."""
+
+    alpha: float = Field(1.0, gt=0)
+    count: int = Field(5, ge=1, description="EvalNets trained")
+    keep: int = Field(3, ge=1)
+    epochs: int = Field(30, ge=1)
+    threshold: float | None = Field(None, description="evalnet_select: None = chosen on val")
+    min_threshold: float | None = None
+    max_threshold: float | None = None
+
+
+class Config(Section):
+    """Everything a run needs besides the data."""
+
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    train: TrainConfig = TrainConfig()
+    augment: AugmentConfig = AugmentConfig()
+    benchmark: BenchmarkConfig = BenchmarkConfig()
+    ssl: SSLConfig = SSLConfig()
+    evalnet: EvalNetConfig = EvalNetConfig()
+    recipes: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="extra or overriding approach recipes"
+    )
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- loading
+def _deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "recipes":
+            out[key] = _deep_merge(out[key], value)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A config file by path, or by preset name in ``configs/`` (``quick`` → configs/quick.yaml)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    for candidate in (CONFIG_DIR / path, CONFIG_DIR / f"{name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"config file {name} not found (nor as a preset in {CONFIG_DIR})")
+
+
+def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A YAML config file as a dict, following ``base:`` references."""
+    path = resolve_config_path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"{path}: `base` references form a cycle")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    base = data.pop("base", None)
+    if base is not None:
+        base_path = Path(base) if Path(base).is_absolute() else path.parent / base
+        data = _deep_merge(read_yaml(base_path, (*_seen, path)), data)
+    return data
+
+
+def parse_override(text: str) -> dict:
+    """``train.epochs=3`` → ``{"train": {"epochs": 3}}`` (the value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: bad value ({exc})") from exc
+    out: dict = {}
+    node = out
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def _format_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def build_config(
+    files: list[str | Path] | None = None,
+    overrides: dict | None = None,
+    sets: list[str] | None = None,
+) -> Config:
+    """Defaults ← YAML files ← ``overrides`` (a nested dict, e.g. from CLI flags) ← ``--set``."""
+    data: dict = {}
+    sources = ["defaults"]
+    for f in files or []:
+        data = _deep_merge(data, read_yaml(Path(f)))
+        sources.append(str(f))
+    if overrides:
+        data = _deep_merge(data, overrides)
+        sources.append("command line")
+    for text in sets or []:
+        data = _deep_merge(data, parse_override(text))
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, " ← ".join(sources))) from None
+
+
+def load_config_file(path: Path) -> Config:
+    """A resolved config written by a run (``RUN/config.yaml``)."""
+    return build_config([path])
+
+
+def nested(**flat: Any) -> dict:
+    """CLI flags → nested override dict, dropping flags that were not given.
+
+    ``nested(**{"train.epochs": 3, "seed": None})`` → ``{"train": {"epochs": 3}}``.
+    """
+    out: dict = {}
+    for key, value in flat.items():
+        if value is None:
+            continue
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out

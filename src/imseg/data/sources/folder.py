@@ -1,0 +1,627 @@
+"""``imseg prepare folder``: any folder of images and masks → the prepared layout.
+
+Lets users bring their own data without writing a source module::
+
+    imseg prepare folder --images imgs/ --masks masks/ --out data/mine --size 256 256
+
+**Inputs.** Images are png, jpg, bmp or tif files, RGB or gray (16-bit gray
+images above 255 are scaled by their own maximum); they are written as RGB, or
+gray with ``--channels 1``. Masks are matched to images by file stem
+(``a.jpg`` ↔ ``a.png``). ``--val-images/--val-masks`` and
+``--test-images/--test-masks`` give fixed validation and test folders;
+``--unlabeled`` adds images without masks to ``train_unlabeled``. Stems must
+be unique across all these folders (the same name twice usually means the
+same image in two splits).
+
+**Mask formats and task inference** (``--task`` overrides the inference):
+
+* ``--palette FILE``: RGB colour-coded masks, one colour per class
+  (:mod:`imseg.data.palette` describes the file) → multiclass.
+* single-channel masks whose values lie within {0, 1} or within {0, 255}
+  → binary (one foreground value for the whole set);
+* single-channel masks with more values → multiclass with class ids
+  ``0..max`` (mode ``P`` PNGs give their palette indices);
+* RGB masks without a palette → an error asking for ``--palette`` or
+  ``--task multilabel``. An RGB mask whose three channels are equal is read
+  as gray (except for multilabel).
+* ``--task multilabel``: channel ``c`` of the mask is label ``c``, 0/1 or
+  0/255; the label count is the channel count, or ``len(--classes)`` (an
+  alpha channel is kept only when ``--classes`` names 4 labels).
+
+``--classes a,b,c`` names the classes (binary: the foreground class only;
+without ``--task``, two or more names mean multiclass); else the palette's
+names, else ``foreground`` / ``class0, class1, ...`` / ``label0, ...``.
+
+**Void.** ``--ignore-index V`` marks source value ``V`` (e.g. 255, or CamVid's
+11) as void: it is written as the task's void on disk and left out of losses
+and metrics. For multiclass the classes are the values other than ``V`` in
+order: when ``V`` lies inside the class range, the values above it move down by
+one (``V=1`` with values 0..3 gives classes 0←0, 1←2, 2←3). With a palette,
+``V`` is a palette index and that entry is dropped from the classes.
+
+**Size.** ``--size H W`` resizes images bilinearly and masks by nearest
+neighbour. Without it all images must share one size. The size must be a
+multiple of 16 (the U-Net halves it four times). An image and its mask must
+always have the same size (else the pairing is likely wrong).
+
+**Splits.** From the pairs of ``--images``, first ``--test-fraction`` and
+``--val-fraction`` of all pairs (0.1 each, or 0 when the matching folder is
+given) go to test and val, then ``--labeled-fraction`` of the remaining pairs
+goes to ``train_labeled`` and the rest to ``train_unlabeled``, whose masks are
+written too as hidden truth for scoring pseudo labels, unless ``--unlabeled``
+adds images without masks: then ``train_unlabeled`` has no masks at all, so
+the split is either fully scored or not. Splits depend on the seed only, not
+on file listing order.
+
+**Safety.** Every input file is read and checked before anything is written;
+a problem raises one DataError naming the file. A non-empty ``--out`` is
+refused unless ``--overwrite`` (which replaces only the split folders and
+dataset.yaml there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from imseg.data.imageio import list_images, open_image, resize_image, resize_mask
+from imseg.data.layout import INFO_FILE, SPLITS, DatasetInfo, finalize_counts, write_pair
+from imseg.data.palette import Palette, colors_to_ids, read_palette
+from imseg.data.splitting import split_keys
+from imseg.errors import ConfigError, DataError
+from imseg.tasks import DISK_BINARY_VOID, DISK_MULTICLASS_VOID, TASK_KINDS, Task
+
+_PROGRESS_MIN = 20  # show progress bars from this many files on
+_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+@dataclass
+class _Item:
+    """One source image, its mask (None for unlabeled images) and where it came from."""
+
+    stem: str
+    image: Path
+    mask: Path | None
+    origin: str  # "pool", "val", "test" or "unlabeled"
+    size: tuple[int, int] = (0, 0)
+    present: np.ndarray | None = None  # (mask channels, 256) bool: values seen per channel
+
+
+@dataclass
+class _Plan:
+    """How source mask values become disk mask values, decided once for the whole set."""
+
+    task: Task
+    classes: list[str]
+    colors: list[tuple[int, int, int]] = field(default_factory=list)
+    lut: np.ndarray = field(default_factory=lambda: np.zeros(256, np.uint8))
+    allowed: np.ndarray = field(default_factory=lambda: np.zeros(256, bool))
+    expect: str = ""  # the allowed values, in words, for error messages
+
+
+@dataclass(frozen=True)
+class _MaskRead:
+    palette: Palette | None
+    keep_channels: bool  # multilabel: no gray collapse
+    keep_alpha: bool
+
+
+# ----------------------------------------------------------------------------- public
+def prepare_folder(
+    *,
+    images: Path,
+    masks: Path,
+    out: Path,
+    unlabeled: Path | None = None,
+    val_images: Path | None = None,
+    val_masks: Path | None = None,
+    test_images: Path | None = None,
+    test_masks: Path | None = None,
+    size: tuple[int, int] | None = None,
+    labeled_fraction: float = 0.1,
+    val_fraction: float | None = None,
+    test_fraction: float | None = None,
+    seed: int = 42,
+    task: str | None = None,
+    classes: list[str] | None = None,
+    palette: Path | None = None,
+    ignore_index: int | None = None,
+    rotate: bool = True,
+    channels: int = 3,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> DatasetInfo:
+    """Check every input, then write the prepared layout and dataset.yaml to ``out``.
+
+    See the module docstring for the rules; returns the written DatasetInfo.
+    """
+    out = Path(out)
+    val_fraction = (0.0 if val_images else 0.1) if val_fraction is None else val_fraction
+    test_fraction = (0.0 if test_images else 0.1) if test_fraction is None else test_fraction
+    _check_args(
+        val_images, val_masks, test_images, test_masks, size, labeled_fraction, val_fraction,
+        test_fraction, task, classes, palette, ignore_index, channels,
+    )
+    _check_out(out, overwrite, [images, masks, unlabeled, val_images, val_masks, test_images,
+                                test_masks])
+    pal = read_palette(palette) if palette is not None else None
+    if pal is not None and ignore_index is not None and ignore_index >= len(pal):
+        raise ConfigError(
+            f"--ignore-index {ignore_index} is not an entry of the {len(pal)}-class palette "
+            f"{palette}: with a palette it is a palette index (0..{len(pal) - 1})"
+        )
+
+    items = _pairs(Path(images), Path(masks), "pool")
+    if val_images is not None:
+        items += _pairs(Path(val_images), Path(val_masks), "val")  # type: ignore[arg-type]
+    if test_images is not None:
+        items += _pairs(Path(test_images), Path(test_masks), "test")  # type: ignore[arg-type]
+    if unlabeled is not None:
+        items += [_Item(s, p, None, "unlabeled") for s, p in list_images(Path(unlabeled)).items()]
+    _check_unique_stems(items)
+
+    how = _MaskRead(
+        palette=pal,
+        keep_channels=task == "multilabel",
+        keep_alpha=task == "multilabel" and classes is not None and len(classes) == 4,
+    )
+    for item in _bar(items, "checking", progress):
+        _scan(item, how, channels)
+    target = _target_size(items, size)
+    plan = _plan(items, task, classes, pal, ignore_index)
+    for item in items:
+        if item.present is not None:
+            problem = _mask_problem(item.present, plan)
+            if problem:
+                raise DataError(f"{item.mask}: {problem}")
+
+    splits = _assign(items, labeled_fraction, val_fraction, test_fraction, seed)
+    with_truth = {
+        "train_labeled": True,
+        "val": True,
+        "test": True,
+        "train_unlabeled": all(i.mask is not None for i in splits["train_unlabeled"]),
+    }
+
+    _clear(out)
+    for split in SPLITS:
+        (out / split / "images").mkdir(parents=True, exist_ok=True)
+        if with_truth[split]:
+            (out / split / "masks").mkdir(parents=True, exist_ok=True)
+    jobs = [(split, item) for split in SPLITS for item in splits[split]]
+    for split, item in _bar(jobs, "writing", progress):
+        image = resize_image(_read_image(item.image, channels), target)
+        label = None
+        if with_truth[split] and item.mask is not None:
+            disk = resize_mask(_to_disk(_read_mask(item.mask, how), plan), target)
+            label = plan.task.encode_mask(disk)
+        write_pair(out, split, item.stem, image, label, plan.task)
+
+    extra = {} if ignore_index is None else {"ignore_index": int(ignore_index)}
+    info = DatasetInfo(
+        task=plan.task.kind,
+        classes=plan.classes,
+        image_size=target,
+        channels=channels,
+        colors=plan.colors,
+        seed=seed,
+        source=str(Path(images).resolve()),
+        rotate=rotate,
+        extra=extra,
+    )
+    return finalize_counts(out, info)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``imseg prepare folder`` to the ``imseg prepare`` sub-commands."""
+    p = subparsers.add_parser(
+        "folder",
+        help="any folder of images and masks",
+        description="Turn a folder of images and masks into the prepared layout. "
+        "Masks are matched to images by file stem; everything is checked before "
+        "anything is written.",
+    )
+    p.add_argument("--images", type=Path, required=True, help="folder of images")
+    p.add_argument("--masks", type=Path, required=True, help="folder of masks (same stems)")
+    p.add_argument("--out", type=Path, required=True, help="prepared data set folder to create")
+    p.add_argument("--unlabeled", type=Path, help="extra images without masks (train_unlabeled)")
+    p.add_argument("--val-images", type=Path, help="fixed validation images")
+    p.add_argument("--val-masks", type=Path, help="masks of --val-images")
+    p.add_argument("--test-images", type=Path, help="fixed test images")
+    p.add_argument("--test-masks", type=Path, help="masks of --test-images")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="resize to H W (multiples of 16)")
+    p.add_argument("--labeled-fraction", type=float, default=0.1,
+                   help="share of the training pairs kept labeled (default 0.1)")
+    p.add_argument("--val-fraction", type=float,
+                   help="share of all pairs for validation (default 0.1, 0 with --val-images)")
+    p.add_argument("--test-fraction", type=float,
+                   help="share of all pairs for testing (default 0.1, 0 with --test-images)")
+    p.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
+    p.add_argument("--task", choices=TASK_KINDS, help="task kind (default: inferred from masks)")
+    p.add_argument("--classes", help="comma-separated class names")
+    p.add_argument("--palette", type=Path, help="YAML/JSON palette for RGB colour-coded masks")
+    p.add_argument("--ignore-index", type=int, help="void value in the source masks")
+    p.add_argument("--no-rotate", dest="rotate", action="store_false",
+                   help="90° rotations do not suit this data (e.g. street scenes)")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=3,
+                   help="write RGB (3, default) or gray (1) images")
+    p.add_argument("--overwrite", action="store_true", help="replace a prepared set in --out")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    classes = None
+    if args.classes is not None:
+        classes = [c.strip() for c in args.classes.split(",")]
+        if not all(classes):
+            raise ConfigError(f"--classes {args.classes!r}: empty class name")
+    info = prepare_folder(
+        images=args.images, masks=args.masks, out=args.out, unlabeled=args.unlabeled,
+        val_images=args.val_images, val_masks=args.val_masks, test_images=args.test_images,
+        test_masks=args.test_masks, size=tuple(args.size) if args.size else None,
+        labeled_fraction=args.labeled_fraction, val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction, seed=args.seed, task=args.task, classes=classes,
+        palette=args.palette, ignore_index=args.ignore_index, rotate=args.rotate,
+        channels=args.channels, overwrite=args.overwrite,
+    )
+    counts = ", ".join(f"{k} {v}" for k, v in info.counts.items())
+    print(f"prepared {args.out}: {info.task} {info.classes}, "
+          f"{info.image_size[0]}×{info.image_size[1]}; {counts}")
+    return 0
+
+
+# --------------------------------------------------------------------------- checks
+def _check_args(
+    val_images, val_masks, test_images, test_masks, size, labeled_fraction, val_fraction,
+    test_fraction, task, classes, palette, ignore_index, channels,
+) -> None:
+    for name, a, b in (("val", val_images, val_masks), ("test", test_images, test_masks)):
+        if (a is None) != (b is None):
+            raise ConfigError(f"--{name}-images and --{name}-masks go together")
+    if size is not None and (len(size) != 2 or min(size) <= 0):
+        raise ConfigError(f"--size {size}: give a positive height and width")
+    if not 0.0 < labeled_fraction <= 1.0:
+        raise ConfigError(f"--labeled-fraction {labeled_fraction} must lie in (0, 1]")
+    for name, f in (("val", val_fraction), ("test", test_fraction)):
+        if not 0.0 <= f < 1.0:
+            raise ConfigError(f"--{name}-fraction {f} must lie in [0, 1)")
+    if val_fraction + test_fraction >= 1.0:
+        raise ConfigError("--val-fraction and --test-fraction leave no training pairs")
+    if task is not None and task not in TASK_KINDS:
+        raise ConfigError(f"--task {task!r}: choose one of {TASK_KINDS}")
+    if palette is not None and task not in (None, "multiclass"):
+        raise ConfigError("--palette describes multiclass colour masks; drop --task or use "
+                          "--task multiclass")
+    if classes is not None:
+        if not classes or not all(str(c).strip() for c in classes):
+            raise ConfigError("--classes: give non-empty comma-separated names")
+        if len(classes) > 254:
+            raise ConfigError(f"--classes names {len(classes)} classes; at most 254 fit")
+        if len(set(classes)) != len(classes):
+            raise ConfigError(f"--classes {classes}: a name appears twice")
+        if task == "binary" and len(classes) != 1:
+            raise ConfigError("--task binary: --classes names the one foreground class")
+        if task == "multiclass" and not 2 <= len(classes) <= 254:
+            raise ConfigError("--task multiclass: --classes names 2 to 254 classes, "
+                              "background included")
+        if task == "multilabel" and len(classes) > 4:
+            raise ConfigError("--task multilabel: at most 4 labels (mask channels)")
+    if ignore_index is not None and not 0 <= ignore_index <= 255:
+        raise ConfigError(f"--ignore-index {ignore_index} must lie in 0..255")
+    if channels not in (1, 3):
+        raise ConfigError(f"--channels {channels}: choose 1 (gray) or 3 (RGB)")
+
+
+def _check_out(out: Path, overwrite: bool, sources: list[Path | None]) -> None:
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: --out exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise DataError(f"{out}: --out is not empty; choose a new folder or pass --overwrite")
+    if overwrite:
+        doomed = [(out / s).resolve() for s in SPLITS]
+        for src in sources:
+            if src is not None and any(Path(src).resolve().is_relative_to(d) for d in doomed):
+                raise ConfigError(f"{src}: lies inside {out}, which --overwrite would replace")
+
+
+def _pairs(images: Path, masks: Path, origin: str) -> list[_Item]:
+    """Images and masks matched by stem; an unmatched file on either side is an error."""
+    imgs, msks = list_images(images), list_images(masks)
+    for stem, path in imgs.items():
+        if stem not in msks:
+            raise DataError(f"{path}: no mask named {stem}.* in {masks}")
+    for stem, path in msks.items():
+        if stem not in imgs:
+            raise DataError(f"{path}: no image named {stem}.* in {images}")
+    return [_Item(stem, imgs[stem], msks[stem], origin) for stem in sorted(imgs)]
+
+
+def _check_unique_stems(items: list[_Item]) -> None:
+    seen: dict[str, Path] = {}
+    for item in items:
+        if item.stem in seen:
+            raise DataError(
+                f"{item.image}: same name as {seen[item.stem]}; stems must be unique across "
+                "the image folders (is the same image in two splits?)"
+            )
+        seen[item.stem] = item.image
+
+
+def _scan(item: _Item, how: _MaskRead, channels: int) -> None:
+    """Read an item fully (catching unreadable files) and record its size and mask values."""
+    image = _read_image(item.image, channels)
+    item.size = (int(image.shape[0]), int(image.shape[1]))
+    if item.mask is None:
+        return
+    mask = _read_mask(item.mask, how)
+    if mask.shape[:2] != item.size:
+        raise DataError(
+            f"{item.mask}: mask size {mask.shape[0]}×{mask.shape[1]} (H×W) differs from its "
+            f"image {item.image.name} ({item.size[0]}×{item.size[1]}): wrong pairing?"
+        )
+    planes = mask[..., None] if mask.ndim == 2 else mask
+    item.present = np.stack(
+        [np.bincount(planes[..., c].ravel(), minlength=256) > 0 for c in range(planes.shape[2])]
+    )
+
+
+def _target_size(items: list[_Item], size: tuple[int, int] | None) -> tuple[int, int]:
+    if size is not None:
+        target = (int(size[0]), int(size[1]))
+        where = f"--size {target[0]} {target[1]}"
+    else:
+        ref = items[0]
+        for item in items[1:]:
+            if item.size != ref.size:
+                raise DataError(
+                    f"{item.image}: size {item.size[0]}×{item.size[1]} (H×W) differs from "
+                    f"{ref.image.name} ({ref.size[0]}×{ref.size[1]}); pass --size H W to resize "
+                    "all images to one size"
+                )
+        target = ref.size
+        where = f"{ref.image}: images are {target[0]}×{target[1]} (H×W)"
+    if target[0] % 16 or target[1] % 16:
+        h, w = (max(16, int(round(v / 16)) * 16) for v in target)
+        raise DataError(
+            f"{where}: the U-Net needs sides that are multiples of 16; pass e.g. --size {h} {w}"
+        )
+    return target
+
+
+# --------------------------------------------------------------------- the mask plan
+def _plan(
+    items: list[_Item],
+    task: str | None,
+    classes: list[str] | None,
+    palette: Palette | None,
+    ignore: int | None,
+) -> _Plan:
+    """Decide the task, classes and value mapping from all masks at once."""
+    scanned = [i for i in items if i.present is not None]
+    if palette is not None:
+        kind = "multiclass"
+    elif task is not None:
+        kind = task
+    else:
+        for item in scanned:
+            if item.present.shape[0] > 1:  # type: ignore[union-attr]
+                raise DataError(
+                    f"{item.mask}: a colour (RGB) mask; pass --palette FILE when colours code "
+                    "classes, or --task multilabel when each channel is one label"
+                )
+        if classes is not None:
+            kind = "binary" if len(classes) == 1 else "multiclass"
+        else:
+            seen = _union(scanned, 1, ignore)
+            binary = seen <= {0, 1} or seen <= {0, 255}
+            kind = "binary" if binary else "multiclass"
+    if kind == "multiclass":
+        return _multiclass_plan(scanned, classes, palette, ignore)
+    return _binary_plan(scanned, kind, classes, ignore)
+
+
+def _union(items: list[_Item], n_channels: int, ignore: int | None) -> set[int]:
+    seen = np.zeros(256, bool)
+    for item in items:
+        seen |= item.present[:n_channels].any(axis=0)  # type: ignore[index]
+    if ignore is not None:
+        seen[ignore] = False
+    return set(np.flatnonzero(seen).tolist())
+
+
+def _binary_plan(
+    items: list[_Item], kind: str, classes: list[str] | None, ignore: int | None
+) -> _Plan:
+    if kind == "multilabel":
+        n = len(classes) if classes else _channel_count(items)
+        names = classes or [f"label{c}" for c in range(n)]
+    else:
+        n, names = 1, classes or ["foreground"]
+    seen = _union(items, n, ignore)
+    if 1 in seen and 255 in seen:
+        with1 = next(i for i in items if i.present[:n, 1].any())  # type: ignore[index]
+        with255 = next(i for i in items if i.present[:n, 255].any())  # type: ignore[index]
+        raise DataError(
+            f"{with255.mask}: foreground value 255, but {with1.mask} uses 1: masks must use "
+            "one foreground value (0/1 or 0/255); pass --ignore-index when one of them is void"
+        )
+    fg = 1 if 1 in seen else 255
+    plan = _Plan(Task(kind, n), names)  # type: ignore[arg-type]
+    plan.lut[fg] = 255
+    plan.allowed[[0, fg]] = True
+    plan.expect = f"0/{fg}"
+    if ignore is not None:
+        plan.lut[ignore] = DISK_BINARY_VOID
+        plan.allowed[ignore] = True
+        plan.expect += f" (void {ignore})"
+    return plan
+
+
+def _channel_count(items: list[_Item]) -> int:
+    first = items[0]
+    n = first.present.shape[0]  # type: ignore[union-attr]
+    for item in items[1:]:
+        if item.present.shape[0] != n:  # type: ignore[union-attr]
+            raise DataError(
+                f"{item.mask}: {item.present.shape[0]} channels, but {first.mask.name} "  # type: ignore[union-attr]
+                f"has {n}; multilabel masks need one channel per label (or pass --classes)"
+            )
+    return n
+
+
+def _multiclass_plan(
+    items: list[_Item], classes: list[str] | None, palette: Palette | None, ignore: int | None
+) -> _Plan:
+    values = np.arange(256)
+    rank = values - (values > ignore) if ignore is not None else values.copy()
+    colors: list[tuple[int, int, int]] = []
+    if palette is not None:
+        keep = [i for i in range(len(palette)) if i != ignore]
+        n = len(keep)
+        names = [palette.names[i] for i in keep]
+        colors = [palette.colors[i] for i in keep]
+        if classes is not None:
+            if len(classes) != n:
+                raise ConfigError(
+                    f"--classes names {len(classes)} classes, the palette has {n}"
+                    + (" (void entry left out)" if ignore is not None else "")
+                )
+            names = list(classes)
+        if n < 2:
+            raise ConfigError("a palette needs at least two classes besides the void entry")
+    elif classes is not None:
+        n, names = len(classes), list(classes)
+    else:
+        seen = _union(items, 1, ignore)
+        top = max(seen) if seen else 0
+        n = max(int(rank[top]) + 1, 2)
+        if n > 254:
+            where = next(i for i in items if i.present[0, top])  # type: ignore[index]
+            raise DataError(
+                f"{where.mask}: value {top} would make {n} classes (at most 254); pass "
+                f"--ignore-index {top} if it marks void pixels, or --task binary for 0/{top} masks"
+            )
+        names = [f"class{c}" for c in range(n)]
+    plan = _Plan(Task("multiclass", n), names, colors)
+    plan.allowed = rank < n
+    plan.lut = np.where(plan.allowed, rank, DISK_MULTICLASS_VOID).astype(np.uint8)
+    plan.expect = f"class ids of {n} classes"
+    if palette is not None:
+        plan.expect = f"palette entries of {n} classes"
+    if ignore is not None:
+        plan.lut[ignore] = DISK_MULTICLASS_VOID
+        plan.allowed[ignore] = True
+        plan.expect += f" (void {ignore})"
+    return plan
+
+
+def _mask_problem(present: np.ndarray, plan: _Plan) -> str | None:
+    """Why a scanned mask does not fit the plan, or None."""
+    task = plan.task
+    if task.kind != "multilabel":
+        if present.shape[0] != 1:
+            return f"a {present.shape[0]}-channel mask; {task.kind} masks are single-channel"
+        n = 1
+    else:
+        n = task.n_classes
+        if present.shape[0] < n:
+            return f"{present.shape[0]} channel(s) for {n} labels"
+        extra = present[n:, 1:].any(axis=1)
+        if extra.any():
+            c = int(np.flatnonzero(extra)[0]) + n
+            return f"channel {c} has labels, but --classes names only {n}"
+    bad = np.flatnonzero(present[:n].any(axis=0) & ~plan.allowed)
+    if bad.size:
+        return f"values {bad[:8].tolist()} outside {plan.expect}"
+    return None
+
+
+# ------------------------------------------------------------------------ reading
+def _bar(items: list, desc: str, progress: bool):
+    return tqdm(items, desc=desc, unit="file", disable=not progress or len(items) < _PROGRESS_MIN)
+
+
+def _read_image(path: Path, channels: int) -> np.ndarray:
+    """An image file → ``H×W×channels`` uint8."""
+    im = open_image(path)
+    if im.mode in _WIDE_MODES:  # 16-bit or float gray: scale into 0..255
+        arr = np.asarray(im, dtype=np.float64)
+        top = float(arr.max()) if arr.size else 0.0
+        if top > 255:
+            arr = arr * (255.0 / top)
+        im = Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8))
+    arr = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _read_mask(path: Path, how: _MaskRead) -> np.ndarray:
+    """A mask file → ``H×W`` values (or palette ids), or ``H×W×C`` for multi-channel masks."""
+    im = open_image(path)
+    if how.palette is not None:
+        return colors_to_ids(np.asarray(im.convert("RGB")), how.palette, source=str(path))
+    if im.mode in _WIDE_MODES:
+        arr = np.asarray(im)
+        if arr.size and (arr.min() < 0 or arr.max() > 255 or not np.all(arr == np.round(arr))):
+            raise DataError(f"{path}: mask values must be whole numbers 0..255")
+        arr = arr.astype(np.uint8)
+    elif im.mode in ("1", "L", "P", "RGB", "RGBA", "LA"):
+        arr = np.asarray(im).astype(np.uint8)  # P: palette indices are the class ids
+        if im.mode in ("RGBA", "LA") and not how.keep_alpha:
+            arr = arr[..., :-1]
+    else:
+        arr = np.asarray(im.convert("RGB"))
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if not how.keep_channels and arr.ndim == 3 and (arr == arr[..., :1]).all():
+        arr = arr[..., 0]  # gray saved as RGB
+    return np.ascontiguousarray(arr)
+
+
+def _to_disk(mask: np.ndarray, plan: _Plan) -> np.ndarray:
+    """Source mask → mask in the prepared layout's encoding (see imseg.tasks)."""
+    if plan.task.kind != "multilabel":
+        return plan.lut[mask]
+    planes = mask[..., None] if mask.ndim == 2 else mask
+    disk = plan.lut[planes[..., : plan.task.n_classes]]
+    return disk[..., 0] if disk.shape[2] == 1 else disk
+
+
+# ------------------------------------------------------------------- splits and out
+def _assign(
+    items: list[_Item], labeled: float, val: float, test: float, seed: int
+) -> dict[str, list[_Item]]:
+    by_stem = {i.stem: i for i in items}
+    pool = [i.stem for i in items if i.origin == "pool"]
+    first = split_keys(pool, {"test": test, "val": val}, seed, rest="train")
+    train = split_keys(first["train"], {"train_labeled": labeled}, seed, rest="train_unlabeled")
+    keys = {
+        "train_labeled": train["train_labeled"],
+        "train_unlabeled": train["train_unlabeled"]
+        + [i.stem for i in items if i.origin == "unlabeled"],
+        "val": first["val"] + [i.stem for i in items if i.origin == "val"],
+        "test": first["test"] + [i.stem for i in items if i.origin == "test"],
+    }
+    if not keys["train_labeled"]:
+        raise ConfigError(
+            f"no labeled training pairs left from {len(pool)} pairs after test "
+            f"({len(first['test'])}) and val ({len(first['val'])}); add pairs or lower the "
+            "fractions"
+        )
+    if not keys["val"]:
+        raise ConfigError("no validation images: pass --val-fraction > 0 or --val-images")
+    return {split: [by_stem[s] for s in sorted(stems)] for split, stems in keys.items()}
+
+
+def _clear(out: Path) -> None:
+    """Remove what an earlier prepare wrote (only the split folders and dataset.yaml)."""
+    for split in SPLITS:
+        if (out / split).exists():
+            shutil.rmtree(out / split)
+    (out / INFO_FILE).unlink(missing_ok=True)

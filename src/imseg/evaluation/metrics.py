@@ -1,0 +1,232 @@
+"""Segmentation metrics (SPEC §7): per-image IoU/Dice and their dataset averages.
+
+All three task kinds are scored from the same three counts per image and scored
+class: intersection, predicted area and true area. Pixels whose *target* is
+``VOID`` are left out of every count. Everything is vectorised over images and
+pixels (only the number of classes may drive a Python loop) and runs on the
+device of its inputs.
+
+Conventions (SPEC §8 asks us to decide and document):
+
+* Binary and multilabel: when truth and prediction of a channel are both empty
+  in an image, its IoU and Dice count as 1.0; every (image, channel) entry is
+  valid. A prediction value other than 1 counts as negative.
+* Multiclass: class ``k`` counts in an image only when it is present in the
+  truth or the prediction of that image (the reference's "classes present");
+  a class found only in the prediction scores 0. Target pixels holding no
+  scored class (e.g. the IM class 0) are not void: predicting a class there is
+  a false positive. Prediction values outside ``1..C`` match no class.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from imseg.tasks import VOID, Task
+
+_CHUNK_PIXELS = 1 << 24
+"""Pixels processed at once, bounding the memory of the multiclass index tensor."""
+
+
+def _check(task: Task, pred: torch.Tensor, target: torch.Tensor) -> None:
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction shape {tuple(pred.shape)} != target {tuple(target.shape)}")
+    if target.ndim != 4 or target.shape[1] != task.label_channels:
+        raise ValueError(
+            f"labels must be (N, {task.label_channels}, H, W) for a {task.kind} task, "
+            f"got {tuple(target.shape)}"
+        )
+    if pred.device != target.device:
+        raise ValueError(f"prediction on {pred.device}, target on {target.device}")
+
+
+def _counts_channels(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Binary/multilabel counts ``(N, C)``: intersection, predicted, true area."""
+    truth = target == 1
+    predicted = (pred == 1) & (target != VOID)
+    dims = (2, 3)
+    return (truth & predicted).sum(dims), predicted.sum(dims), truth.sum(dims)
+
+
+def _counts_multiclass(
+    task: Task, pred: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """Multiclass counts ``(N, C)`` from one per-image confusion matrix (a bincount)."""
+    n, c = target.shape[0], task.n_classes
+    m = c + 1  # bucket 0: "no scored class"; target bucket m: VOID
+    t = target[:, 0].long()
+    p = pred[:, 0].long()
+    t = torch.where((t >= 1) & (t <= c), t, 0)
+    t = torch.where(target[:, 0] == VOID, m, t)
+    p = torch.where((p >= 1) & (p <= c), p, 0)
+    img = torch.arange(n, device=target.device).view(n, 1, 1)
+    idx = (img * (m + 1) + t) * m + p
+    conf = torch.bincount(idx.flatten(), minlength=n * (m + 1) * m).view(n, m + 1, m)[:, :m]
+    inter = conf.diagonal(dim1=1, dim2=2)[:, 1:]
+    return inter, conf[:, :, 1:].sum(1), conf[:, 1:, :].sum(2)
+
+
+def _counts(task: Task, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Intersection, predicted and true area ``(N, K)`` (int64), in chunks of images."""
+    _check(task, pred, target)
+    step = max(1, _CHUNK_PIXELS // max(1, math.prod(target.shape[1:])))
+    parts = []
+    for p, t in zip(pred.split(step), target.split(step), strict=True):
+        if task.kind == "multiclass":
+            parts.append(_counts_multiclass(task, p, t))
+        else:
+            parts.append(_counts_channels(p, t))
+    return tuple(torch.cat([part[i] for part in parts]).long() for i in range(3))
+
+
+def _scores(task: Task, inter: torch.Tensor, pa: torch.Tensor, ta: torch.Tensor):
+    """IoU, Dice (float64) and valid from counts, by the conventions above."""
+    inter, pa, ta = inter.double(), pa.double(), ta.double()
+    union = pa + ta - inter
+    total = pa + ta
+    nonempty = union > 0
+    iou = torch.where(nonempty, inter / union.clamp_min(1), 1.0)
+    dice = torch.where(nonempty, 2 * inter / total.clamp_min(1), 1.0)
+    if task.kind == "multiclass":
+        valid = nonempty
+        iou, dice = iou * valid, dice * valid
+    else:
+        valid = torch.ones_like(nonempty)
+    return iou, dice, valid
+
+
+def image_scores(
+    task: Task, pred: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per image and scored class: IoU ``(N, K)``, Dice ``(N, K)`` and bool ``valid``.
+
+    Invalid entries (multiclass classes absent from both truth and prediction)
+    hold 0.
+    """
+    iou, dice, valid = _scores(task, *_counts(task, pred, target))
+    return iou.float(), dice.float(), valid
+
+
+def _image_mean(values: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean over the valid classes of each image, and whether it had any."""
+    n_valid = valid.sum(1)
+    mean = (values * valid).sum(1) / n_valid.clamp_min(1)
+    return mean, n_valid > 0
+
+
+def iou_of_masks(task: Task, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image headline IoU ``(N,)`` (float32), never NaN.
+
+    Binary: foreground IoU; multilabel: mean over channels; multiclass: mean
+    over the valid classes, and 1.0 for an image without any (all void).
+    """
+    iou, _, valid = _scores(task, *_counts(task, pred, target))
+    mean, has_any = _image_mean(iou, valid)
+    return torch.where(has_any, mean, 1.0).float()
+
+
+def _nan_div(num: torch.Tensor, den: torch.Tensor) -> list[float]:
+    return [float(a) / float(b) if b > 0 else math.nan for a, b in zip(num, den, strict=True)]
+
+
+class MetricAccumulator:
+    """Sums of per-image scores and pixel counts over any number of batches.
+
+    ``compute()`` returns:
+
+    * ``iou`` / ``dice``: the headline. Binary: mean over images of the
+      foreground score; multilabel: mean over channels of each channel's mean
+      over images; multiclass: mean over images of the mean over that image's
+      valid classes (images without a valid class, i.e. all void, are skipped;
+      NaN if no image has one).
+    * ``class_iou`` / ``class_dice``: per scored class, mean over the images
+      where it is valid (NaN when never valid).
+    * ``pixel_class_iou``: per class, dataset-level intersection / union
+      (Cityscapes style; NaN where the union is 0); ``pixel_miou`` its nanmean.
+    * ``n_images``: images seen.
+    """
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self._state: dict[str, torch.Tensor] | None = None
+        self.n_images = 0
+
+    def _zeros(self, device: torch.device) -> dict[str, torch.Tensor]:
+        k = len(self.task.eval_classes)
+        f = {"dtype": torch.float64, "device": device}
+        i = {"dtype": torch.long, "device": device}
+        return {
+            "iou": torch.zeros(k, **f),
+            "dice": torch.zeros(k, **f),
+            "valid": torch.zeros(k, **i),
+            "img_iou": torch.zeros((), **f),
+            "img_dice": torch.zeros((), **f),
+            "img_valid": torch.zeros((), **i),
+            "inter": torch.zeros(k, **i),
+            "union": torch.zeros(k, **i),
+        }
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Add a batch of predictions and targets (same shape, any batch size)."""
+        inter, pa, ta = _counts(self.task, pred, target)
+        iou, dice, valid = _scores(self.task, inter, pa, ta)
+        if self._state is None:
+            self._state = self._zeros(target.device)
+        s = self._state
+        dev = s["iou"].device
+        img_iou, has_any = _image_mean(iou, valid)
+        img_dice, _ = _image_mean(dice, valid)
+        batch = {
+            "iou": (iou * valid).sum(0),
+            "dice": (dice * valid).sum(0),
+            "valid": valid.long().sum(0),
+            "img_iou": (img_iou * has_any).sum(),
+            "img_dice": (img_dice * has_any).sum(),
+            "img_valid": has_any.long().sum(),
+            "inter": inter.sum(0),
+            "union": (pa + ta - inter).sum(0),
+        }
+        for key, value in batch.items():
+            s[key] += value.to(dev)
+        self.n_images += int(target.shape[0])
+
+    def compute(self) -> dict:
+        """The metrics of everything seen so far (plain floats and lists)."""
+        s = self._state if self._state is not None else self._zeros(torch.device("cpu"))
+        s = {key: value.cpu() for key, value in s.items()}
+        class_iou = _nan_div(s["iou"], s["valid"])
+        class_dice = _nan_div(s["dice"], s["valid"])
+        if self.task.kind == "multiclass":
+            n = int(s["img_valid"])
+            iou = float(s["img_iou"]) / n if n else math.nan
+            dice = float(s["img_dice"]) / n if n else math.nan
+        else:
+            iou = _mean(class_iou)
+            dice = _mean(class_dice)
+        pixel_class_iou = _nan_div(s["inter"], s["union"])
+        return {
+            "iou": iou,
+            "dice": dice,
+            "class_iou": class_iou,
+            "class_dice": class_dice,
+            "pixel_class_iou": pixel_class_iou,
+            "pixel_miou": _nanmean(pixel_class_iou),
+            "n_images": self.n_images,
+        }
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def _nanmean(values: list[float]) -> float:
+    return _mean([v for v in values if not math.isnan(v)])
+
+
+def evaluate(task: Task, pred: torch.Tensor, target: torch.Tensor) -> dict:
+    """Metrics of one batch (see ``MetricAccumulator.compute``)."""
+    acc = MetricAccumulator(task)
+    acc.update(pred, target)
+    return acc.compute()

@@ -1,0 +1,65 @@
+"""The yardsticks FDT, LDT and ALDT (SPEC §4): C candidates each, top K kept."""
+
+from __future__ import annotations
+
+from imseg.config import AugmentConfig
+from imseg.data.augment import AugmentParams, augmented_copies
+from imseg.data.dataset import Split
+from imseg.errors import DataError
+from imseg.experiment.context import RunContext
+from imseg.experiment.results import top_k
+from imseg.experiment.stages import Place, train_stage
+from imseg.runtime import derive_seed, seed_everything
+
+BENCHMARKS = ("fdt", "ldt", "aldt")
+
+
+def augment_params(cfg: AugmentConfig, rotate_default: bool, **changes) -> AugmentParams:
+    """AugmentParams from the config section; ``rotate`` falls back to dataset.yaml."""
+    values = cfg.model_dump()
+    values["rotate"] = rotate_default if values["rotate"] is None else values["rotate"]
+    values.update(changes)
+    return AugmentParams(**values)
+
+
+def augmented_labeled_set(ctx: RunContext, run: int) -> Split:
+    """The labeled pairs plus ``aldt_copies`` augmented copies of each (seeded by the run)."""
+    labeled, _ = ctx.splits_for_run(run)
+    copies = ctx.config.benchmark.aldt_copies
+    if copies == 0:
+        return labeled
+    gen = seed_everything(derive_seed(ctx.config.seed, "aldt-data", run))
+    params = augment_params(ctx.config.augment, ctx.dataset.info.rotate)
+    images, labels = augmented_copies(labeled.images, labeled.labels, params, copies, gen)
+    stems = [f"{s}_aug{k}" for k in range(copies) for s in labeled.stems]
+    return Split.concat([labeled, Split(images, labels, stems)])
+
+
+def benchmark_train_set(ctx: RunContext, name: str, run: int = 0) -> Split:
+    labeled, unlabeled = ctx.splits_for_run(run)
+    if name == "ldt":
+        return labeled
+    if name == "aldt":
+        return augmented_labeled_set(ctx, run)
+    if name == "fdt":
+        if len(unlabeled) and unlabeled.labels is None:
+            raise DataError(
+                f"FDT needs the true masks of the unlabeled split "
+                f"({ctx.data_dir / 'train_unlabeled' / 'masks'})"
+            )
+        return Split.concat([labeled, unlabeled])
+    raise ValueError(f"unknown benchmark {name!r}; choose one of {BENCHMARKS}")
+
+
+def run_benchmark(ctx: RunContext, name: str, run: int = 0) -> list[dict]:
+    """Train the benchmark's candidates (skipping finished ones); return all its rows."""
+    train = benchmark_train_set(ctx, name, run)
+    cfg = ctx.config
+    return train_stage(ctx, Place(stage=name, approach=name, run=run), cfg.benchmark.candidates,
+                       train, cfg.train.alpha)
+
+
+def benchmark_top(ctx: RunContext, name: str, run: int, k: int | None = None) -> list[dict]:
+    """The kept (top-K) rows of a benchmark stage, training it first when needed."""
+    rows = run_benchmark(ctx, name, run)
+    return top_k(rows, k or ctx.config.benchmark.keep)

@@ -1,0 +1,73 @@
+"""Everything a run shares: its folder, config, data in memory, device and results table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from imseg.config import Config
+from imseg.data.dataset import Dataset, Split, load_dataset
+from imseg.data.splitting import seeded_permutation
+from imseg.experiment.results import ResultsTable
+from imseg.runtime import configure_threads, resolve_device
+from imseg.storage import atomic_write_text
+from imseg.tasks import Task
+
+RUN_INFO = "run.yaml"
+
+
+@dataclass
+class RunContext:
+    run_dir: Path
+    data_dir: Path
+    config: Config
+    dataset: Dataset
+    device: torch.device
+    results: ResultsTable
+    progress: bool = True
+    _run_splits: dict[int, tuple[Split, Split]] = field(default_factory=dict, repr=False)
+
+    @property
+    def task(self) -> Task:
+        return self.dataset.task
+
+    @classmethod
+    def open(cls, data_dir: Path, run_dir: Path, config: Config, progress: bool = True,
+             command: str = "") -> RunContext:
+        """Load the data once, create the run folder and record the resolved config."""
+        configure_threads()
+        run_dir = Path(run_dir)
+        dataset = load_dataset(Path(data_dir))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", config.to_yaml())
+        atomic_write_text(
+            run_dir / RUN_INFO,
+            yaml.safe_dump({"data": str(Path(data_dir).resolve()), "command": command}),
+        )
+        return cls(run_dir, Path(data_dir), config, dataset, resolve_device(config.device),
+                   ResultsTable(run_dir / "results.csv"), progress)
+
+    def splits_for_run(self, run: int) -> tuple[Split, Split]:
+        """``(labeled, unlabeled)`` of run ``run``.
+
+        Run 0 uses the prepared split. Later runs draw a new labeled part of the
+        same size, seeded by the run, from labeled ∪ unlabeled when the unlabeled
+        truth is known (the paper's "different labeled splits"); otherwise only
+        the seeds differ.
+        """
+        if run not in self._run_splits:
+            ds = self.dataset
+            if run == 0 or ds.unlabeled.labels is None or len(ds.unlabeled) == 0:
+                self._run_splits[run] = (ds.labeled, ds.unlabeled)
+            else:
+                pool = Split.concat([ds.labeled, ds.unlabeled])
+                order = seeded_permutation(pool.stems, ds.info.seed + run)
+                index = {s: i for i, s in enumerate(pool.stems)}
+                n = len(ds.labeled)
+                labeled = pool.subset(sorted(index[s] for s in order[:n]))
+                unlabeled = pool.subset(sorted(index[s] for s in order[n:]))
+                self._run_splits[run] = (labeled, unlabeled)
+        return self._run_splits[run]

@@ -1,0 +1,222 @@
+"""The one generation loop (SPEC §5); every approach is a recipe plugged into it.
+
+A *chain* is one approach × run × teacher count: its generations run in
+order, each generation's teachers being the previous stage's best students.
+Chains are independent of each other, which is what executors exploit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from PIL import Image
+
+from imseg.data.augment import AugmentParams
+from imseg.data.dataset import Split
+from imseg.errors import DataError
+from imseg.evaluation.metrics import evaluate
+from imseg.experiment.benchmarks import (
+    augment_params,
+    augmented_labeled_set,
+    benchmark_top,
+    run_benchmark,
+)
+from imseg.experiment.context import RunContext
+from imseg.experiment.recipes import Recipe
+from imseg.experiment.results import top_k
+from imseg.experiment.stages import Place, load_models, train_stage
+from imseg.pseudo.copies import pseudo_split
+from imseg.pseudo.labelers import LABELERS, LabelingInput, PseudoSet
+from imseg.runtime import derive_seed, seed_everything
+from imseg.tasks import VOID
+
+
+@dataclass(frozen=True)
+class Chain:
+    """One independent line of generations."""
+
+    approach: str
+    run: int
+    n_teachers: int | None
+
+    def place(self, generation: int) -> Place:
+        return Place("ssl", self.approach, self.run, self.n_teachers, generation)
+
+
+def chains_of(recipes: dict[str, Recipe], teacher_counts: list[int], runs: int) -> list[Chain]:
+    """Every chain of a study; approaches that do not depend on n run once per run."""
+    out = []
+    for run in range(runs):
+        for name, recipe in recipes.items():
+            counts = teacher_counts if recipe.per_teacher_count else [None]
+            out.extend(Chain(name, run, n) for n in counts)
+    return out
+
+
+def start_stages(recipes: dict[str, Recipe]) -> list[str]:
+    """Benchmark stages the chains start from (LDT always: it is the yardstick)."""
+    stages = ["ldt"]
+    if any(r.start == "aldt" for r in recipes.values()):
+        stages.append("aldt")
+    return stages
+
+
+# ------------------------------------------------------------------------ one generation
+def student_alpha(ctx: RunContext, recipe: Recipe, generation: int) -> float:
+    if recipe.students == "growing":
+        return float(ctx.config.ssl.noise.at(generation, "student_alphas"))
+    return ctx.config.train.alpha
+
+
+def copy_params(ctx: RunContext, recipe: Recipe, generation: int) -> AugmentParams:
+    """Augmentation of the copies: the Noisy Student schedule at this generation, or the
+    data set's base augmentation."""
+    rotate = ctx.dataset.info.rotate
+    if recipe.noise == "noisy_student":
+        s = ctx.config.ssl.noise
+        return augment_params(ctx.config.augment, rotate,
+                              max_blur=s.at(generation, "max_blur"),
+                              max_noise=s.at(generation, "max_noise"),
+                              alpha_range=tuple(s.at(generation, "alpha_ranges")),
+                              beta_range=tuple(s.at(generation, "beta_ranges")))
+    return augment_params(ctx.config.augment, rotate)
+
+
+def choose_teachers(recipe: Recipe, rows: list[dict], n: int | None) -> list[dict]:
+    if recipe.teachers == "all":
+        return top_k(rows, len(rows))
+    return top_k(rows, 1 if recipe.teachers == "top_1" else int(n or 1))
+
+
+def pseudo_quality(ctx: RunContext, pseudo: PseudoSet, unlabeled: Split) -> dict:
+    """Pseudo labels against the hidden truth, IM pixels left out (their share is
+    reported separately as ``im_fraction``)."""
+    out: dict = {"im_fraction": pseudo.im_fraction}
+    if unlabeled.labels is None or len(pseudo) == 0:
+        return out
+    truth = unlabeled.labels[pseudo.source].clone()
+    if pseudo.mask is not None:
+        truth.masked_fill_(pseudo.mask.expand_as(truth), VOID)
+    scores = evaluate(ctx.task, pseudo.labels, truth)
+    out.update(pseudo_iou=scores["iou"], pseudo_dice=scores["dice"])
+    return out
+
+
+def sample_indices(ctx: RunContext, unlabeled: Split, run: int) -> list[int]:
+    """The same few unlabeled images every generation, so their labels can be compared."""
+    k = min(ctx.config.ssl.samples_per_generation, len(unlabeled))
+    gen = torch.Generator().manual_seed(derive_seed(ctx.config.seed, "samples", run))
+    return sorted(torch.randperm(len(unlabeled), generator=gen)[:k].tolist())
+
+
+def write_samples(ctx: RunContext, chain: Chain, generation: int, pseudo: PseudoSet,
+                  unlabeled: Split, index: list[int]) -> None:
+    """image / teachers' masks / pseudo image / pseudo label / IM as PNGs for inspection."""
+    folder = ctx.run_dir / "samples" / chain.place(generation).folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    task = ctx.task
+    position = {int(s): j for j, s in enumerate(pseudo.source.tolist())}
+    for i in index:
+        stem = unlabeled.stems[i]
+        _png(folder / f"{stem}_image.png", unlabeled.images[i])
+        for t, label in enumerate(pseudo.teacher_labels.get(i, [])):
+            _png_array(folder / f"{stem}_teacher{t}.png", task.decode_mask(label.numpy()))
+        if i in position:
+            j = position[i]
+            _png(folder / f"{stem}_input.png", pseudo.images[j])
+            _png_array(folder / f"{stem}_label.png", task.decode_mask(pseudo.labels[j].numpy()))
+            if pseudo.mask is not None:
+                _png_array(folder / f"{stem}_im.png", pseudo.mask[j, 0].numpy().astype("uint8") * 255)
+
+
+def _png(path, image: torch.Tensor) -> None:
+    _png_array(path, image.permute(1, 2, 0).squeeze(-1).numpy())
+
+
+def _png_array(path, array) -> None:
+    Image.fromarray(array).save(path)
+
+
+def make_pseudo(ctx: RunContext, recipe: Recipe, chain: Chain, generation: int,
+                teachers: list[dict], unlabeled: Split, samples: list[int]) -> PseudoSet:
+    """Pseudo-label the unlabeled split with the recipe's labeler."""
+    cfg = ctx.config
+    generator = seed_everything(derive_seed(cfg.seed, "pseudo", *chain.place(generation).key().values()))
+    inp = LabelingInput(
+        task=ctx.task,
+        teachers=load_models(ctx, teachers),
+        images=unlabeled.images,
+        device=ctx.device,
+        ssl=cfg.ssl,
+        generator=generator,
+        n=chain.n_teachers or 1,
+        rotate=ctx.dataset.info.rotate,
+        ignore_im=cfg.train.ignore_im,
+        amp=cfg.train.amp,
+        sample_index=samples,
+        extra={"ctx": ctx, "chain": chain, "generation": generation, "teacher_rows": teachers},
+    )
+    return LABELERS[recipe.labeler](inp)
+
+
+def run_generation(ctx: RunContext, recipe: Recipe, chain: Chain, generation: int,
+                   teachers: list[dict], labeled_train: Split, unlabeled: Split) -> list[dict]:
+    """Pseudo-label, build the training set, train S students; skipped when all are done."""
+    cfg = ctx.config
+    place = chain.place(generation)
+    students = cfg.ssl.students
+    done = [ctx.results.get(**replace(place, candidate=c).key()) for c in range(students)]
+    if all(done):
+        return done  # type: ignore[return-value]
+    samples = sample_indices(ctx, unlabeled, chain.run)
+    pseudo = make_pseudo(ctx, recipe, chain, generation, teachers, unlabeled, samples)
+    write_samples(ctx, chain, generation, pseudo, unlabeled, samples)
+    generator = seed_everything(derive_seed(cfg.seed, "copies", *place.key().values()))
+    score_range = pseudo_score_range(ctx) if recipe.copies == "evalnet" else None
+    pseudo_pairs = pseudo_split(pseudo, unlabeled.stems, recipe.copies, recipe.keep_originals,
+                                copy_params(ctx, recipe, generation), generator, score_range)
+    train = Split.concat([labeled_train, pseudo_pairs])
+    extra = pseudo_quality(ctx, pseudo, unlabeled)
+    return train_stage(ctx, place, students, train, student_alpha(ctx, recipe, generation),
+                       extra=extra)
+
+
+def pseudo_score_range(ctx: RunContext) -> tuple[float, float]:
+    from imseg.experiment.evalnet_stage import score_range
+
+    return score_range(ctx)
+
+
+# ------------------------------------------------------------------------------ a chain
+def run_chain(ctx: RunContext, recipe: Recipe, chain: Chain) -> list[dict]:
+    """All generations of one chain; returns every student row it produced."""
+    cfg = ctx.config
+    labeled, unlabeled = ctx.splits_for_run(chain.run)
+    if len(unlabeled) == 0:
+        raise DataError(f"{ctx.data_dir / 'train_unlabeled'}: no unlabeled images to pseudo-label")
+    if recipe.mode == "consistency":
+        return run_consistency(ctx, chain, labeled, unlabeled)
+    labeled_train = labeled if recipe.start == "ldt" else augmented_labeled_set(ctx, chain.run)
+    stage_rows = run_benchmark(ctx, recipe.start, chain.run)
+    produced: list[dict] = []
+    for generation in range(1, cfg.ssl.generations + 1):
+        teachers = choose_teachers(recipe, stage_rows, chain.n_teachers)
+        stage_rows = run_generation(ctx, recipe, chain, generation, teachers, labeled_train,
+                                    unlabeled)
+        produced.extend(stage_rows)
+        stage_rows = top_k(stage_rows, max(cfg.ssl.keep, chain.n_teachers or 1))
+    return produced
+
+
+def run_consistency(ctx: RunContext, chain: Chain, labeled: Split, unlabeled: Split) -> list[dict]:
+    """Fine-tune the LDT top-1 with the consistency loss: one stage, generation 1."""
+    from imseg.training.consistency import consistency_epochs
+
+    cfg = ctx.config
+    best = benchmark_top(ctx, "ldt", chain.run, 1)[0]
+    factory = consistency_epochs(ctx.task, labeled, unlabeled, cfg.train, ctx.device,
+                                 ctx.dataset.info.rotate)
+    return train_stage(ctx, chain.place(1), cfg.ssl.students, labeled, float(best["alpha"]),
+                       init=ctx.run_dir / best["checkpoint"], epochs=cfg.ssl.consistency_epochs,
+                       epoch_fn_factory=factory)

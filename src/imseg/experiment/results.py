@@ -1,0 +1,99 @@
+"""``RUN/results.csv``: one row per trained model, shared by every stage of a run.
+
+Rows are keyed by the model's place in the study (stage, approach, run,
+teacher count, generation, candidate); a key already present means the model
+is done, which is what resume relies on. The file is rewritten atomically on
+every append, so an interrupted run never leaves a torn row.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+from imseg.storage import atomic_write_text
+
+COLUMNS: tuple[str, ...] = (
+    "stage", "approach", "run", "n_teachers", "generation", "candidate", "seed", "alpha",
+    "params", "n_train_pairs", "val_iou", "test_iou", "val_dice", "test_dice", "pseudo_iou",
+    "pseudo_dice", "im_fraction", "best_epoch", "seconds", "checkpoint", "test_details",
+)
+KEY: tuple[str, ...] = ("stage", "approach", "run", "n_teachers", "generation", "candidate")
+INT_COLUMNS = {"run", "n_teachers", "generation", "candidate", "seed", "params",
+               "n_train_pairs", "best_epoch"}
+FLOAT_COLUMNS = {"alpha", "val_iou", "test_iou", "val_dice", "test_dice", "pseudo_iou",
+                 "pseudo_dice", "im_fraction", "seconds"}
+
+
+def _key(row: dict) -> tuple[str, ...]:
+    return tuple(str(row.get(k, "")) for k in KEY)
+
+
+def _format(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
+
+
+def _parse(column: str, text: str) -> object:
+    if text == "":
+        return None
+    if column in INT_COLUMNS:
+        return int(float(text))
+    if column in FLOAT_COLUMNS:
+        return float(text)
+    return text
+
+
+class ResultsTable:
+    """Rows of a run's results.csv, kept in memory and written through atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.rows: list[dict] = []
+        if self.path.is_file():
+            with self.path.open(newline="") as fh:
+                for raw in csv.DictReader(fh):
+                    self.rows.append({c: _parse(c, raw.get(c, "") or "") for c in COLUMNS})
+        self._keys = {_key(r) for r in self.rows}
+
+    def has(self, **key: object) -> bool:
+        return _key(key) in self._keys
+
+    def get(self, **key: object) -> dict | None:
+        k = _key(key)
+        return next((r for r in self.rows if _key(r) == k), None)
+
+    def add(self, row: dict) -> None:
+        """Append one row (unknown columns are an error) and rewrite the file atomically."""
+        unknown = set(row) - set(COLUMNS)
+        if unknown:
+            raise KeyError(f"unknown results columns {sorted(unknown)}")
+        k = _key(row)
+        if k in self._keys:
+            raise ValueError(f"results.csv already has a row for {dict(zip(KEY, k, strict=True))}")
+        self.rows.append({c: row.get(c) for c in COLUMNS})
+        self._keys.add(k)
+        self._write()
+
+    def select(self, **where: object) -> list[dict]:
+        """Rows whose columns equal the given values (compared as text)."""
+        return [r for r in self.rows if all(_format(r.get(c)) == _format(v) for c, v in where.items())]
+
+    def _write(self) -> None:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for row in self.rows:
+            writer.writerow([_format(row.get(c)) for c in COLUMNS])
+        atomic_write_text(self.path, buf.getvalue())
+
+
+def top_k(rows: list[dict], k: int, score: str = "val_iou") -> list[dict]:
+    """The ``k`` best rows by validation score; ties broken by candidate number."""
+    return sorted(rows, key=lambda r: (-(r[score] if r[score] is not None else -1.0),
+                                       r["candidate"]))[:k]

@@ -1,0 +1,149 @@
+"""Train the candidates of one stage, resumably: a checkpoint and a results row per model."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from imseg.data.dataset import Split
+from imseg.experiment.context import RunContext
+from imseg.models.unet import build_unet, count_parameters
+from imseg.runtime import derive_seed, seed_everything
+from imseg.storage import load_checkpoint, save_checkpoint
+from imseg.tasks import Task
+from imseg.training.fit import EpochFn, fit
+from imseg.training.inference import evaluate_model
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a model sits in a study; its seed and its results row follow from this."""
+
+    stage: str
+    approach: str
+    run: int = 0
+    n_teachers: int | None = None
+    generation: int = 0
+    candidate: int = 0
+
+    def key(self) -> dict:
+        return asdict(self)
+
+    def folder(self) -> str:
+        n = f"_n{self.n_teachers}" if self.n_teachers is not None else ""
+        return f"{self.approach}/r{self.run}{n}_g{self.generation}"
+
+
+def checkpoint_path(ctx: RunContext, place: Place) -> Path:
+    return ctx.run_dir / "models" / place.folder() / f"c{place.candidate}.pt"
+
+
+def build_model(task: Task, in_channels: int, alpha: float, bn_momentum: float) -> nn.Module:
+    return build_unet(in_channels, task.out_channels, alpha, bn_momentum=bn_momentum)
+
+
+def load_model(path: Path) -> nn.Module:
+    """A U-Net rebuilt from its checkpoint (weights + the shape that built them)."""
+    ckpt = load_checkpoint(path)
+    spec = ckpt["model"]
+    model = build_unet(spec["in_channels"], spec["out_channels"], spec["alpha"],
+                       bn_momentum=spec.get("bn_momentum", 0.01))
+    model.load_state_dict(ckpt["state_dict"])
+    return model
+
+
+def train_candidate(
+    ctx: RunContext,
+    place: Place,
+    train: Split,
+    alpha: float,
+    extra: dict | None = None,
+    init: Path | None = None,
+    epochs: int | None = None,
+    epoch_fn_factory=None,
+) -> dict:
+    """Train the model at ``place`` unless its row exists; return its results row.
+
+    ``init`` starts from a checkpoint (fine-tuning); ``epoch_fn_factory(model_seed_generator)``
+    builds a custom epoch (consistency loss). ``extra`` adds columns such as
+    pseudo-label quality to the row.
+    """
+    done = ctx.results.get(**place.key())
+    if done is not None:
+        return done
+    cfg = ctx.config
+    seed = derive_seed(cfg.seed, *place.key().values())
+    generator = seed_everything(seed)
+    info = ctx.dataset.info
+    model = load_model(init) if init is not None else build_model(ctx.task, info.channels, alpha,
+                                                                     cfg.train.bn_momentum)
+    epoch_fn: EpochFn | None = epoch_fn_factory(generator) if epoch_fn_factory else None
+    desc = f"{place.approach} r{place.run} n{place.n_teachers or '-'} g{place.generation} c{place.candidate}"
+    result = fit(model, ctx.task, train, ctx.dataset.val, cfg.train, ctx.device, generator,
+                 epochs=epochs, epoch_fn=epoch_fn, desc=desc, progress=ctx.progress)
+    test = evaluate_model(model, ctx.dataset.test, ctx.task, ctx.device,
+                          cfg.train.eval_batch_size, cfg.train.amp)
+    path = checkpoint_path(ctx, place)
+    save_checkpoint(path, {
+        "model": {"kind": "unet", "in_channels": info.channels,
+                  "out_channels": ctx.task.out_channels, "alpha": alpha,
+                  "bn_momentum": cfg.train.bn_momentum},
+        "state_dict": result.state,
+        "task": {"kind": ctx.task.kind, "n_classes": ctx.task.n_classes},
+        "place": place.key(),
+        "seed": seed,
+        "config": cfg.model_dump(mode="json"),
+        "val": _plain(result.val),
+        "test": _plain(test),
+    })
+    row = {
+        **place.key(),
+        "seed": seed,
+        "alpha": alpha,
+        "params": count_parameters(model),
+        "n_train_pairs": len(train),
+        "val_iou": result.val.get("iou"),
+        "val_dice": result.val.get("dice"),
+        "test_iou": test.get("iou"),
+        "test_dice": test.get("dice"),
+        "best_epoch": result.best_epoch,
+        "seconds": round(result.seconds, 2),
+        "checkpoint": str(path.relative_to(ctx.run_dir)),
+        "test_details": _details(test),
+        **(extra or {}),
+    }
+    ctx.results.add(row)
+    return ctx.results.get(**place.key())  # type: ignore[return-value]
+
+
+def train_stage(ctx: RunContext, place: Place, count: int, train: Split, alpha: float,
+                **kwargs) -> list[dict]:
+    """Train candidates 0..count-1 at ``place`` (resuming after the last finished one)."""
+    return [train_candidate(ctx, replace(place, candidate=c), train, alpha, **kwargs)
+            for c in range(count)]
+
+
+def load_models(ctx: RunContext, rows: list[dict]) -> list[nn.Module]:
+    """The models of some results rows, on the run's device, in eval mode."""
+    models = []
+    for row in rows:
+        model = load_model(ctx.run_dir / row["checkpoint"]).to(ctx.device)
+        if ctx.config.train.channels_last:
+            model.to(memory_format=torch.channels_last)
+        models.append(model.eval())
+    return models
+
+
+def _plain(scores: dict) -> dict:
+    return {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in scores.items()}
+
+
+def _details(scores: dict) -> str:
+    """Per-class test IoU etc. as compact JSON text for the CSV."""
+    import json
+
+    keep = {k: v for k, v in scores.items() if k not in ("iou", "dice")}
+    return json.dumps(keep, default=float, separators=(",", ":")) if keep else ""

@@ -1,0 +1,218 @@
+"""Labelers: how teachers turn unlabeled images into pseudo-labeled pairs.
+
+Each labeler is a function ``(LabelingInput) -> PseudoSet`` registered in
+``LABELERS`` under the name a recipe uses. They all stream the unlabeled
+images in batches through :func:`label_in_batches`; only what differs (how a
+batch of teacher predictions becomes labels) is written per labeler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from imseg.config import SSLConfig
+from imseg.data.augment import (
+    AugmentParams,
+    apply_geometry,
+    invert_geometry,
+    photometric,
+    random_geometry,
+)
+from imseg.pseudo.inconsistency import agreement, binary_keep, block, erode, im_fraction, refine
+from imseg.tasks import IM_CLASS, Task
+from imseg.training.inference import autocast, to_input
+
+
+@dataclass
+class LabelingInput:
+    """What a labeler needs; ``n`` is the teacher count of the chain (or views)."""
+
+    task: Task
+    teachers: list[nn.Module]
+    images: torch.Tensor
+    """Unlabeled images, uint8 ``(N, C, H, W)`` on CPU."""
+    device: torch.device
+    ssl: SSLConfig
+    generator: torch.Generator
+    n: int = 1
+    rotate: bool = True
+    ignore_im: bool = False
+    amp: bool = True
+    sample_index: list[int] = field(default_factory=list)
+    """Images whose per-teacher labels are kept for figures."""
+    extra: dict = field(default_factory=dict)
+    """Labeler-specific inputs (e.g. the EvalNet ensemble)."""
+
+
+@dataclass
+class PseudoSet:
+    """Pseudo-labeled pairs (on CPU) and what was learned while making them."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    source: torch.Tensor
+    """Index of each pair's image in the unlabeled split."""
+    mask: torch.Tensor | None = None
+    """Inconsistency (or disagreement) mask of each kept pair, bool ``(M, 1, H, W)``."""
+    im_fraction: float | None = None
+    """Mean IM fraction over every labeled image, kept or not."""
+    scores: torch.Tensor | None = None
+    """Predicted quality per pair (EvalNet labelers), for copies by score."""
+    teacher_labels: dict[int, torch.Tensor] = field(default_factory=dict)
+    n_input: int = 0
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+@dataclass
+class BatchResult:
+    images: torch.Tensor
+    labels: torch.Tensor
+    keep: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+    teacher_labels: torch.Tensor | None = None
+
+
+BatchFn = Callable[[torch.Tensor], BatchResult]
+
+
+@torch.no_grad()
+def teacher_probs(models: list[nn.Module], x: torch.Tensor, task: Task, device: torch.device,
+                  amp: bool) -> torch.Tensor:
+    """``(T, B, out_channels, H, W)`` probabilities of every teacher for a uint8 batch."""
+    inp = to_input(x, device)
+    with autocast(device, amp):
+        return torch.stack([task.activate(m(inp)) for m in models]).float()
+
+
+@torch.no_grad()
+def label_in_batches(inp: LabelingInput, batch_fn: BatchFn) -> PseudoSet:
+    """Run ``batch_fn`` over the unlabeled images in batches and gather a PseudoSet."""
+    for m in inp.teachers:
+        m.eval()
+    bs = inp.ssl.pseudo_batch_size
+    images, labels, sources, masks = [], [], [], []
+    fractions: list[torch.Tensor] = []
+    teacher_samples: dict[int, torch.Tensor] = {}
+    wanted = set(inp.sample_index)
+    n = inp.images.shape[0]
+    for start in range(0, n, bs):
+        x = inp.images[start : start + bs].to(inp.device)
+        out = batch_fn(x)
+        idx = torch.arange(start, start + x.shape[0])
+        keep = out.keep.cpu() if out.keep is not None else torch.ones(len(idx), dtype=torch.bool)
+        if out.mask is not None:
+            fractions.append(im_fraction(out.mask).cpu())
+            masks.append(out.mask[keep.to(out.mask.device)].cpu())
+        if out.teacher_labels is not None:
+            for j, i in enumerate(idx.tolist()):
+                if i in wanted:
+                    teacher_samples[i] = out.teacher_labels[:, j].cpu()
+        images.append(out.images[keep.to(out.images.device)].cpu())
+        labels.append(out.labels[keep.to(out.labels.device)].cpu())
+        sources.append(idx[keep])
+    task = inp.task
+    h, w = inp.images.shape[-2:]
+    empty_img = torch.empty((0, inp.images.shape[1], h, w), dtype=torch.uint8)
+    empty_lab = torch.empty((0, task.label_channels, h, w), dtype=torch.uint8)
+    return PseudoSet(
+        images=torch.cat(images) if images else empty_img,
+        labels=torch.cat(labels) if labels else empty_lab,
+        source=torch.cat(sources) if sources else torch.empty(0, dtype=torch.long),
+        mask=torch.cat(masks) if masks else None,
+        im_fraction=float(torch.cat(fractions).mean()) if fractions else None,
+        teacher_labels=teacher_samples,
+        n_input=n,
+    )
+
+
+# ----------------------------------------------------------------------------- labelers
+def threshold(inp: LabelingInput) -> PseudoSet:
+    """The top-1 teacher's thresholded (argmax) prediction."""
+    task, teacher = inp.task, inp.teachers[:1]
+
+    def batch(x: torch.Tensor) -> BatchResult:
+        label = task.to_label(teacher_probs(teacher, x, task, inp.device, inp.amp)[0])
+        return BatchResult(x, label, teacher_labels=label[None])
+
+    return label_in_batches(inp, batch)
+
+
+def model_ensemble(inp: LabelingInput) -> PseudoSet:
+    """Hard vote: positive (a class) only where every teacher agrees; soft vote: the
+    thresholded mean. Disagreement is recorded as a mask but not blocked."""
+    task = inp.task
+
+    def batch(x: torch.Tensor) -> BatchResult:
+        probs = teacher_probs(inp.teachers, x, task, inp.device, inp.amp)
+        votes = task.to_label(probs.flatten(0, 1)).unflatten(0, probs.shape[:2])
+        agreed = agreement(task, votes)
+        label = task.to_label(probs.mean(dim=0)) if inp.ssl.soft_vote else agreed.label
+        return BatchResult(x, label, mask=agreed.mask, teacher_labels=votes)
+
+    return label_in_batches(inp, batch)
+
+
+def input_ensemble(inp: LabelingInput) -> PseudoSet:
+    """The top-1 teacher on ``views`` random flips/rotations with light photometric
+    noise; predictions are transformed back and kept where all views agree. Images
+    whose prediction is empty after a 5×5 erosion are dropped (binary, multilabel)."""
+    task, teacher = inp.task, inp.teachers[:1]
+    views = inp.ssl.input_ensemble_views or (2 * inp.n - 1)
+    geometry = AugmentParams(rotate=inp.rotate)
+    light = AugmentParams(flip_h=False, flip_v=False, rotate=False, brightness_prob=0.5,
+                          alpha_range=(0.9, 1.1), beta_range=(-5.0, 5.0), max_blur=0,
+                          max_noise=5)
+
+    def batch(x: torch.Tensor) -> BatchResult:
+        per_view = []
+        for v in range(views):
+            if v == 0:
+                codes = torch.zeros(x.shape[0], dtype=torch.long)  # the image as it is
+            else:
+                codes = random_geometry(x.shape[0], geometry, inp.generator)
+            xv = photometric(apply_geometry(x, codes), light, inp.generator) if v else x
+            label = task.to_label(teacher_probs(teacher, xv, task, inp.device, inp.amp)[0])
+            per_view.append(invert_geometry(label, codes))
+        votes = torch.stack(per_view)
+        agreed = agreement(task, votes)
+        keep = None
+        if task.kind != "multiclass":
+            core = erode(agreed.label.amax(dim=1, keepdim=True).bool(), 5)
+            keep = core.flatten(1).any(dim=1)
+        return BatchResult(x, agreed.label, keep=keep, mask=agreed.mask, teacher_labels=votes)
+
+    return label_in_batches(inp, batch)
+
+
+def inconsistency(inp: LabelingInput) -> PseudoSet:
+    """The Inconsistency Mask: agreed label, IM refined, input and label blocked,
+    and (binary) the keep/drop filter."""
+    task, im_cfg = inp.task, inp.ssl.inconsistency
+
+    def batch(x: torch.Tensor) -> BatchResult:
+        probs = teacher_probs(inp.teachers, x, task, inp.device, inp.amp)
+        votes = task.to_label(probs.flatten(0, 1)).unflatten(0, probs.shape[:2])
+        agreed = agreement(task, votes)
+        mask = refine(agreed.mask, im_cfg.erode, im_cfg.dilate)
+        images, label = block(task, x, agreed.label, mask, im_cfg.block_input,
+                              im_cfg.block_output, inp.ignore_im)
+        keep = binary_keep(agreed.label, mask) if (task.kind == "binary" and im_cfg.binary_filter) else None
+        return BatchResult(images, label, keep=keep, mask=mask, teacher_labels=votes)
+
+    return label_in_batches(inp, batch)
+
+
+LABELERS: dict[str, Callable[[LabelingInput], PseudoSet]] = {
+    "threshold": threshold,
+    "model_ensemble": model_ensemble,
+    "input_ensemble": input_ensemble,
+    "inconsistency": inconsistency,
+}
+
+__all__ = ["LABELERS", "IM_CLASS", "LabelingInput", "PseudoSet", "label_in_batches"]

@@ -1,0 +1,138 @@
+"""Train one model: AdamW, fixed steps per epoch, best epoch by validation score."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from imseg.config import TrainConfig
+from imseg.data.dataset import Split
+from imseg.tasks import Task
+from imseg.training.inference import autocast, evaluate_model, to_input
+
+EpochFn = Callable[[nn.Module, torch.optim.Optimizer, int], float]
+"""A custom epoch: ``(model, optimizer, epoch) -> mean loss`` (the consistency-loss mode)."""
+
+
+@dataclass
+class FitResult:
+    state: dict
+    """Weights of the best epoch (on CPU)."""
+    val: dict
+    """Validation scores of the best epoch."""
+    best_epoch: int
+    history: list[float] = field(default_factory=list)
+    """Validation headline score per epoch."""
+    seconds: float = 0.0
+
+
+class Batches:
+    """Random mini-batches of an in-memory split, kept on the training device.
+
+    Each epoch draws a fresh permutation from the seeded generator; an epoch is
+    ``steps`` batches (default ``N // batch_size``, at least one, as the
+    reference), wrapping around to a new permutation when it needs more.
+    """
+
+    def __init__(self, split: Split, batch_size: int, device: torch.device,
+                 generator: torch.Generator, steps: int | None = None) -> None:
+        if len(split) == 0:
+            raise ValueError("no pairs to train on")
+        self.images = split.images.to(device)
+        self.labels = None if split.labels is None else split.labels.to(device)
+        self.n = len(split)
+        self.batch_size = min(batch_size, self.n)
+        self.steps = steps or max(1, self.n // batch_size)
+        self.generator = generator
+        self._perm = torch.empty(0, dtype=torch.long)
+        self._pos = 0
+
+    def _next_index(self) -> torch.Tensor:
+        if self._pos + self.batch_size > self._perm.numel():
+            self._perm = torch.randperm(self.n, generator=self.generator)
+            self._pos = 0
+        idx = self._perm[self._pos : self._pos + self.batch_size]
+        self._pos += self.batch_size
+        return idx.to(self.images.device)
+
+    def epoch(self):
+        """Yield ``(images uint8, labels uint8 or None)`` batches of one epoch."""
+        self._pos = self._perm.numel()  # every epoch starts on a fresh permutation
+        for _ in range(self.steps):
+            idx = self._next_index()
+            yield self.images[idx], None if self.labels is None else self.labels[idx]
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def supervised_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Batches,
+                     task: Task, cfg: TrainConfig, device: torch.device) -> float:
+    """One epoch of plain supervised training; returns the mean loss."""
+    model.train()
+    total, steps = 0.0, 0
+    for images, labels in batches.epoch():
+        x = to_input(images, device, cfg.channels_last)
+        with autocast(device, cfg.amp):
+            logits = model(x)
+        loss = task.loss(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach())
+        steps += 1
+    return total / max(steps, 1)
+
+
+def fit(
+    model: nn.Module,
+    task: Task,
+    train: Split,
+    val: Split,
+    cfg: TrainConfig,
+    device: torch.device,
+    generator: torch.Generator,
+    epochs: int | None = None,
+    epoch_fn: EpochFn | None = None,
+    desc: str = "train",
+    progress: bool = True,
+) -> FitResult:
+    """Train ``model`` and return the weights of its best validation epoch.
+
+    ``epoch_fn`` replaces the supervised epoch (used by the consistency-loss
+    mode, which alternates supervised and unsupervised epochs).
+    """
+    start = time.perf_counter()
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, cfg)
+    step_model = torch.compile(model) if cfg.compile and device.type == "cuda" else model
+    batches = None if epoch_fn else Batches(train, cfg.batch_size, device, generator,
+                                            cfg.steps_per_epoch)
+    n_epochs = epochs or cfg.epochs
+    best_score, best_epoch, best_state, best_val = -1.0, 0, None, {}
+    history: list[float] = []
+    bar = tqdm(range(1, n_epochs + 1), desc=desc, leave=False, disable=not progress)
+    for epoch in bar:
+        if epoch_fn is None:
+            loss = supervised_epoch(step_model, optimizer, batches, task, cfg, device)
+        else:
+            loss = epoch_fn(step_model, optimizer, epoch)
+        scores = evaluate_model(model, val, task, device, cfg.eval_batch_size, cfg.amp)
+        score = float(scores["iou"])
+        history.append(score)
+        if score > best_score:
+            best_score, best_epoch, best_val = score, epoch, scores
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        bar.set_postfix(loss=f"{loss:.4f}", val=f"{score:.3f}", best=f"{best_score:.3f}")
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    return FitResult(best_state, best_val, best_epoch, history,
+                     time.perf_counter() - start)

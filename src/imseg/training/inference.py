@@ -1,0 +1,68 @@
+"""Batched inference and evaluation on in-memory uint8 images."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from imseg.data.dataset import Split
+from imseg.evaluation.metrics import MetricAccumulator
+from imseg.tasks import Task
+
+
+def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on CUDA when ``enabled`` (no loss scaling needed); a no-op on CPU."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_input(images: torch.Tensor, device: torch.device, channels_last: bool = True) -> torch.Tensor:
+    """uint8 images → float tensor on ``device`` (the model scales by 1/255 itself)."""
+    x = images.to(device, non_blocking=True).float()
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@torch.no_grad()
+def predict_batches(
+    models: list[nn.Module],
+    images: torch.Tensor,
+    task: Task,
+    device: torch.device,
+    batch_size: int = 64,
+    amp: bool = True,
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Yield ``(index slice, probabilities)`` per batch; probabilities are
+    ``(n_models, B, out_channels, H, W)`` float32 on ``device``.
+
+    Streaming keeps memory bounded: a multiclass data set's full probability
+    maps would not fit, its labels do.
+    """
+    for m in models:
+        m.eval()
+    for start in range(0, images.shape[0], batch_size):
+        sl = slice(start, min(start + batch_size, images.shape[0]))
+        x = to_input(images[sl], device)
+        with autocast(device, amp):
+            probs = torch.stack([task.activate(m(x)) for m in models])
+        yield sl, probs.float()
+
+
+def evaluate_model(
+    model: nn.Module,
+    split: Split,
+    task: Task,
+    device: torch.device,
+    batch_size: int = 64,
+    amp: bool = True,
+) -> dict:
+    """Score one model on a labeled split (headline ``iou``, ``dice``, per-class values)."""
+    if split.labels is None or len(split) == 0:
+        return {}
+    acc = MetricAccumulator(task)
+    for sl, probs in predict_batches([model], split.images, task, device, batch_size, amp):
+        acc.update(task.to_label(probs[0]), split.labels[sl].to(device))
+    return acc.compute()

@@ -1,0 +1,483 @@
+"""`imseg prepare folder`: any folder of images and masks → the prepared layout."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from imseg.cli import main
+from imseg.data.dataset import Split, load_dataset, read_mask
+from imseg.data.layout import SPLITS, read_info
+from imseg.data.sources.folder import prepare_folder
+from imseg.errors import DataError
+from imseg.tasks import VOID
+
+DSB = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "dsb2018"
+
+
+# ------------------------------------------------------------------------ helpers
+def _save(path: Path, arr: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def _image(i: int, size=(32, 32), gray=False) -> np.ndarray:
+    rng = np.random.default_rng(i)
+    shape = size if gray else (*size, 3)
+    return rng.integers(0, 256, shape, dtype=np.uint8)
+
+
+def _blocks(i: int, size=(32, 32), values=(0, 1)) -> np.ndarray:
+    """A mask with vertical stripes of ``values``, shifted by ``i`` so masks differ."""
+    cols = (np.arange(size[1]) // 4 + i) % len(values)
+    return np.broadcast_to(np.asarray(values, np.uint8)[cols], size).copy()
+
+
+def _binary_set(root: Path, n: int = 10, fg: int = 255, size=(32, 32), order=None) -> Path:
+    for i in order if order is not None else range(n):
+        _save(root / "images" / f"im{i:02d}.png", _image(i, size))
+        _save(root / "masks" / f"im{i:02d}.png", _blocks(i, size, (0, fg)))
+    return root
+
+
+def _prep(root: Path, out: Path, **kw):
+    return prepare_folder(images=root / "images", masks=root / "masks", out=out, **kw)
+
+
+def _stems(out: Path, split: str) -> list[str]:
+    return sorted(p.stem for p in (out / split / "images").glob("*.png"))
+
+
+# --------------------------------------------------------------------- happy paths
+def test_binary_set_layout_counts_and_labels(tmp_path):
+    src = _binary_set(tmp_path / "src", n=10)
+    out = tmp_path / "out"
+    info = _prep(src, out, seed=3)
+
+    assert info.task == "binary" and info.classes == ["foreground"]
+    assert info.image_size == (32, 32) and info.channels == 3 and info.rotate
+    assert info.source == str((src / "images").resolve())
+    # 10 pairs: test 1, val 1; of the 8 left 10 % → 1 labeled, 7 unlabeled
+    assert info.counts == {"train_labeled": 1, "train_unlabeled": 7, "val": 1, "test": 1}
+    assert read_info(out).counts == info.counts
+    all_stems = sorted(s for split in SPLITS for s in _stems(out, split))
+    assert all_stems == [f"im{i:02d}" for i in range(10)]
+    for split in SPLITS:  # every split carries its truth, unlabeled included
+        assert _stems(out, split) == sorted(p.stem for p in (out / split / "masks").glob("*.png"))
+
+    ds = load_dataset(out)
+    assert ds.unlabeled.labels is not None and len(ds.unlabeled) == 7
+    for split in (ds.labeled, ds.unlabeled, ds.val, ds.test):
+        for k, stem in enumerate(split.stems):
+            i = int(stem[2:])
+            assert np.array_equal(split.images[k].permute(1, 2, 0).numpy(), _image(i))
+            assert np.array_equal(split.labels[k, 0].numpy(), _blocks(i, values=(0, 1)))
+
+
+def test_split_is_seeded_and_independent_of_creation_order(tmp_path):
+    a = _binary_set(tmp_path / "a", order=range(20))
+    b = _binary_set(tmp_path / "b", order=reversed(range(20)))
+    _prep(a, tmp_path / "oa", seed=7, labeled_fraction=0.25)
+    _prep(b, tmp_path / "ob", seed=7, labeled_fraction=0.25)
+    _prep(a, tmp_path / "oc", seed=8, labeled_fraction=0.25)
+    splits = {o: {s: _stems(tmp_path / o, s) for s in SPLITS} for o in ("oa", "ob", "oc")}
+    assert splits["oa"] == splits["ob"]
+    assert splits["oa"] != splits["oc"]
+    assert {s: len(v) for s, v in splits["oa"].items()} == {
+        "train_labeled": 4, "train_unlabeled": 12, "val": 2, "test": 2
+    }
+
+
+def test_binary_01_and_0255_give_the_same_labels(tmp_path):
+    one = _binary_set(tmp_path / "one", n=6, fg=1)
+    full = _binary_set(tmp_path / "full", n=6, fg=255)
+    d1 = load_dataset(_prep(one, tmp_path / "o1", labeled_fraction=0.5) and tmp_path / "o1")
+    d2 = load_dataset(_prep(full, tmp_path / "o2", labeled_fraction=0.5) and tmp_path / "o2")
+    assert d1.labeled.stems == d2.labeled.stems
+    assert np.array_equal(d1.labeled.labels.numpy(), d2.labeled.labels.numpy())
+    assert set(np.unique(d1.labeled.labels.numpy()).tolist()) == {0, 1}
+    # on disk both are 0/255
+    stem = d1.labeled.stems[0]
+    disk = read_mask(tmp_path / "o1" / "train_labeled" / "masks" / f"{stem}.png")
+    assert set(np.unique(disk).tolist()) == {0, 255}
+
+
+def test_mixed_file_formats_gray_and_rgb(tmp_path):
+    src = tmp_path / "src"
+    exts = [".png", ".jpg", ".bmp", ".tif", ".png", ".jpg"]
+    for i, ext in enumerate(exts):
+        _save(src / "images" / f"x{i}{ext}", _image(i, gray=i % 2 == 0))
+        _save(src / "masks" / f"x{i}{'.bmp' if i == 3 else '.png'}", _blocks(i, values=(0, 255)))
+    info = _prep(src, tmp_path / "rgb", labeled_fraction=1.0)
+    assert info.counts["train_labeled"] == 4 and info.counts["train_unlabeled"] == 0
+    ds = load_dataset(tmp_path / "rgb")
+    assert ds.labeled.images.shape[1:] == (3, 32, 32)
+    everything = Split.concat([ds.labeled, ds.val, ds.test])
+    assert sorted(everything.stems) == [f"x{i}" for i in range(6)]
+    img = everything.images[everything.stems.index("x2")].numpy()
+    # a gray png becomes RGB with equal channels, pixel values kept
+    assert np.array_equal(img[0], _image(2, gray=True)) and np.array_equal(img[0], img[2])
+    img = everything.images[everything.stems.index("x4")].numpy()
+    assert np.array_equal(np.moveaxis(img, 0, -1), _image(4, gray=True)[..., None].repeat(3, -1))
+
+    info = _prep(src, tmp_path / "gray", labeled_fraction=1.0, channels=1)
+    assert info.channels == 1
+    ds = load_dataset(tmp_path / "gray")
+    assert ds.labeled.images.shape[1:] == (1, 32, 32)
+    assert Image.open(next((tmp_path / "gray" / "val" / "images").iterdir())).mode == "L"
+
+
+def test_16_bit_gray_images_are_scaled_not_clipped(tmp_path):
+    src = tmp_path / "src"
+    for i in range(3):
+        ramp = (np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 4)  # max 4092
+        Image.fromarray(ramp).save(_dir(src / "images") / f"w{i}.png")
+        _save(src / "masks" / f"w{i}.png", _blocks(i, values=(0, 255)))
+    _prep(src, tmp_path / "out", channels=1, val_fraction=0.34, test_fraction=0.0)
+    written = np.asarray(Image.open(next((tmp_path / "out" / "val" / "images").iterdir())))
+    assert written.max() == 255 and written.min() == 0
+    assert written[16, 0] == round(16 * 32 * 4 * 255 / 4092)
+
+
+def _dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_class_id_masks_infer_multiclass(tmp_path):
+    src = tmp_path / "src"
+    for i in range(5):
+        _save(src / "images" / f"c{i}.png", _image(i))
+        _save(src / "masks" / f"c{i}.png", _blocks(i, values=(0, 1, 2, 3)))
+    info = _prep(src, tmp_path / "out", labeled_fraction=1.0)
+    assert info.task == "multiclass"
+    assert info.classes == ["class0", "class1", "class2", "class3"]
+    ds = load_dataset(tmp_path / "out")
+    for k, stem in enumerate(ds.labeled.stems):
+        assert np.array_equal(ds.labeled.labels[k, 0].numpy(),
+                              _blocks(int(stem[1:]), values=(1, 2, 3, 4)))
+
+
+def test_palette_rgb_masks_become_class_ids(tmp_path):
+    colors = [(0, 0, 0), (255, 0, 0), (0, 0, 255)]
+    pal = tmp_path / "pal.yaml"
+    pal.write_text(yaml.safe_dump([{"name": n, "color": list(c)}
+                                   for n, c in zip(["sea", "robot", "diver"], colors, strict=True)]))
+    src = tmp_path / "src"
+    for i in range(5):
+        ids = _blocks(i, values=(0, 1, 2))
+        _save(src / "images" / f"p{i}.jpg", _image(i))
+        _save(src / "masks" / f"p{i}.bmp", np.asarray(colors, np.uint8)[ids])
+    info = _prep(src, tmp_path / "out", palette=pal, labeled_fraction=1.0)
+    assert info.task == "multiclass" and info.classes == ["sea", "robot", "diver"]
+    assert info.colors == colors
+    for split in ("train_labeled", "val", "test"):
+        for path in (tmp_path / "out" / split / "masks").glob("*.png"):
+            assert np.array_equal(read_mask(path), _blocks(int(path.stem[1:]), values=(0, 1, 2)))
+
+
+def test_palette_with_void_entry_and_renamed_classes(tmp_path):
+    colors = [(0, 0, 0), (9, 9, 9), (255, 255, 255)]  # entry 1 is void
+    pal = tmp_path / "pal.json"
+    pal.write_text(json.dumps([{"name": f"n{k}", "color": list(c)}
+                               for k, c in enumerate(colors)]))
+    src = tmp_path / "src"
+    for i in range(4):
+        _save(src / "images" / f"p{i}.png", _image(i))
+        _save(src / "masks" / f"p{i}.png",
+              np.asarray(colors, np.uint8)[_blocks(i, values=(0, 1, 2))])
+    info = _prep(src, tmp_path / "out", palette=pal, ignore_index=1, classes=["bg", "snow"],
+                 labeled_fraction=1.0)
+    assert info.classes == ["bg", "snow"] and info.colors == [colors[0], colors[2]]
+    for path in (tmp_path / "out" / "train_labeled" / "masks").glob("*.png"):
+        assert np.array_equal(read_mask(path), _blocks(int(path.stem[1:]), values=(0, 255, 1)))
+
+
+def test_ignore_index_inside_the_class_range_renumbers(tmp_path):
+    src = tmp_path / "src"
+    for i in range(4):
+        _save(src / "images" / f"v{i}.png", _image(i))
+        _save(src / "masks" / f"v{i}.png", _blocks(i, values=(0, 1, 2, 3)))
+    info = _prep(src, tmp_path / "out", ignore_index=1, labeled_fraction=1.0)
+    assert info.task == "multiclass" and len(info.classes) == 3
+    assert info.extra == {"ignore_index": 1}
+    ds = load_dataset(tmp_path / "out")
+    for k, stem in enumerate(ds.labeled.stems):
+        # source 0→class 0 (label 1), 1→void, 2→class 1 (label 2), 3→class 2 (label 3)
+        expected = _blocks(int(stem[1:]), values=(1, VOID, 2, 3))
+        assert np.array_equal(ds.labeled.labels[k, 0].numpy(), expected)
+
+
+def test_ignore_index_above_the_classes_like_camvid(tmp_path):
+    src = tmp_path / "src"
+    for i in range(4):
+        _save(src / "images" / f"v{i}.png", _image(i))
+        _save(src / "masks" / f"v{i}.png", _blocks(i, values=(0, 1, 2, 11)))
+    info = _prep(src, tmp_path / "out", ignore_index=11, labeled_fraction=1.0,
+                 task="multiclass")
+    assert info.classes == ["class0", "class1", "class2"]
+    for path in (tmp_path / "out" / "train_labeled" / "masks").glob("*.png"):
+        assert np.array_equal(read_mask(path), _blocks(int(path.stem[1:]), values=(0, 1, 2, 255)))
+
+
+def test_ignore_index_in_binary_masks_is_void(tmp_path):
+    src = tmp_path / "src"
+    for i in range(4):
+        _save(src / "images" / f"b{i}.png", _image(i))
+        _save(src / "masks" / f"b{i}.png", _blocks(i, values=(0, 1, 255)))
+    info = _prep(src, tmp_path / "out", ignore_index=255, labeled_fraction=1.0)
+    assert info.task == "binary"
+    ds = load_dataset(tmp_path / "out")
+    for k, stem in enumerate(ds.labeled.stems):
+        expected = _blocks(int(stem[1:]), values=(0, 1, VOID))
+        assert np.array_equal(ds.labeled.labels[k, 0].numpy(), expected)
+    path = next((tmp_path / "out" / "val" / "masks").glob("*.png"))
+    assert set(np.unique(read_mask(path)).tolist()) == {0, 128, 255}
+
+
+def test_multilabel_channels(tmp_path):
+    src = tmp_path / "src"
+    for i in range(4):
+        planes = [_blocks(i + c, values=(0, 255)) for c in range(2)] + [np.zeros((32, 32))]
+        _save(src / "images" / f"m{i}.png", _image(i))
+        _save(src / "masks" / f"m{i}.png", np.stack(planes, -1).astype(np.uint8))
+    info = _prep(src, tmp_path / "three", task="multilabel", labeled_fraction=1.0)
+    assert info.task == "multilabel" and info.classes == ["label0", "label1", "label2"]
+    info = _prep(src, tmp_path / "two", task="multilabel", classes=["a", "b"],
+                 labeled_fraction=1.0)
+    assert info.classes == ["a", "b"]
+    ds = load_dataset(tmp_path / "two")
+    assert ds.labeled.labels.shape[1:] == (2, 32, 32)
+    for k, stem in enumerate(ds.labeled.stems):
+        i = int(stem[1:])
+        for c in range(2):
+            assert np.array_equal(ds.labeled.labels[k, c].numpy(), _blocks(i + c, values=(0, 1)))
+
+
+def test_size_resizes_images_and_masks_without_new_values(tmp_path):
+    src = tmp_path / "src"
+    for i in range(5):
+        size = (40, 40) if i % 2 else (48, 36)  # mixed sizes are fine with --size
+        _save(src / "images" / f"s{i}.png", _image(i, size))
+        _save(src / "masks" / f"s{i}.png", _blocks(i, size, values=(0, 1, 2)))
+    info = _prep(src, tmp_path / "out", size=(32, 16), labeled_fraction=1.0)
+    assert info.image_size == (32, 16)
+    for split in ("train_labeled", "val", "test"):
+        for path in (tmp_path / "out" / split / "masks").glob("*.png"):
+            mask = read_mask(path)
+            assert mask.shape == (32, 16)
+            assert set(np.unique(mask).tolist()) <= {0, 1, 2}
+    assert load_dataset(tmp_path / "out").labeled.images.shape[2:] == (32, 16)
+
+
+def test_unlabeled_folder_drops_unlabeled_truth(tmp_path):
+    src = _binary_set(tmp_path / "src", n=10)
+    for i in range(3):
+        _save(src / "extra" / f"u{i}.jpg", _image(50 + i))
+    info = _prep(src, tmp_path / "out", unlabeled=src / "extra")
+    assert info.counts == {"train_labeled": 1, "train_unlabeled": 10, "val": 1, "test": 1}
+    assert not (tmp_path / "out" / "train_unlabeled" / "masks").exists()
+    assert {"u0", "u1", "u2"} <= set(_stems(tmp_path / "out", "train_unlabeled"))
+    ds = load_dataset(tmp_path / "out")
+    assert ds.unlabeled.labels is None and len(ds.unlabeled) == 10
+
+
+def test_explicit_val_and_test_folders(tmp_path):
+    src = _binary_set(tmp_path / "src", n=4)
+    for name, base in (("val", 20), ("test", 30)):
+        for i in range(2):
+            _save(src / f"{name}_img" / f"{name}{i}.png", _image(base + i))
+            _save(src / f"{name}_msk" / f"{name}{i}.png", _blocks(i, values=(0, 255)))
+    info = _prep(src, tmp_path / "out", labeled_fraction=0.5,
+                 val_images=src / "val_img", val_masks=src / "val_msk",
+                 test_images=src / "test_img", test_masks=src / "test_msk")
+    assert info.counts == {"train_labeled": 2, "train_unlabeled": 2, "val": 2, "test": 2}
+    assert _stems(tmp_path / "out", "val") == ["val0", "val1"]
+    assert _stems(tmp_path / "out", "test") == ["test0", "test1"]
+
+
+def test_overwrite(tmp_path):
+    out = tmp_path / "out"
+    _prep(_binary_set(tmp_path / "a", n=10), out)
+    with pytest.raises(DataError, match="not empty"):
+        _prep(_binary_set(tmp_path / "b", n=6, size=(16, 16)), out)
+    info = _prep(tmp_path / "b", out, overwrite=True)
+    assert info.image_size == (16, 16)
+    assert sum(info.counts.values()) == 6 == sum(len(_stems(out, s)) for s in SPLITS)
+
+
+# ------------------------------------------------------------------------ bad input
+def _no_mask(src):
+    (src / "masks" / "im03.png").unlink()
+    return "im03.png", {}
+
+
+def _no_image(src):
+    (src / "images" / "im04.png").unlink()
+    return "im04.png", {}
+
+
+def _unreadable_image(src):
+    (src / "images" / "im05.png").write_bytes(b"not a png at all")
+    return "im05.png", {}
+
+
+def _truncated_mask(src):
+    path = src / "masks" / "im06.png"
+    path.write_bytes(path.read_bytes()[:60])
+    return "im06.png", {}
+
+
+def _value_outside_binary(src):
+    _save(src / "masks" / "im02.png", _blocks(2, values=(0, 255, 7)))
+    return "im02.png", {"task": "binary"}
+
+
+def _value_outside_classes(src):
+    for i in range(10):
+        _save(src / "masks" / f"im{i:02d}.png", _blocks(i, values=(0, 1, 2)))
+    _save(src / "masks" / "im01.png", _blocks(1, values=(0, 1, 5)))
+    return "im01.png", {"classes": ["a", "b", "c"]}
+
+
+def _mixed_foreground_values(src):
+    _save(src / "masks" / "im08.png", _blocks(8, values=(0, 1)))
+    return "im08.png", {"task": "binary"}
+
+
+def _colour_not_in_palette(src):
+    pal = src / "pal.yaml"
+    pal.write_text("- {name: bg, color: [0, 0, 0]}\n- {name: fg, color: [255, 255, 255]}\n")
+    bad = np.zeros((32, 32, 3), np.uint8)
+    bad[5, 5] = (255, 0, 0)
+    _save(src / "masks" / "im07.png", bad)
+    return "im07.png", {"palette": pal}
+
+
+def _rgb_mask_without_palette(src):
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    rgb[:8, :, 0] = 255
+    _save(src / "masks" / "im09.png", rgb)
+    return "im09.png", {}
+
+
+def _mask_size_mismatch(src):
+    _save(src / "masks" / "im04.png", _blocks(4, (32, 48), values=(0, 255)))
+    return "im04.png", {"size": (32, 32)}
+
+
+def _image_size_mismatch(src):
+    _save(src / "images" / "im05.png", _image(5, (48, 32)))
+    _save(src / "masks" / "im05.png", _blocks(5, (48, 32), values=(0, 255)))
+    return "im05.png", {}
+
+
+def _not_multiple_of_16(src):
+    for i in range(10):
+        _save(src / "images" / f"im{i:02d}.png", _image(i, (30, 30)))
+        _save(src / "masks" / f"im{i:02d}.png", _blocks(i, (30, 30), values=(0, 255)))
+    return "im00.png", {}
+
+
+def _duplicate_stem(src):
+    _save(src / "images" / "im03.jpg", _image(3))
+    return "im03", {}
+
+
+def _duplicate_across_folders(src):
+    _save(src / "extra" / "im02.png", _image(2))
+    return "im02.png", {"unlabeled": src / "extra"}
+
+
+def _empty_masks_folder(src):
+    shutil.rmtree(src / "masks")
+    (src / "masks").mkdir()
+    return "masks", {}
+
+
+def _missing_folder(src):
+    shutil.rmtree(src / "images")
+    return "images", {}
+
+
+@pytest.mark.parametrize(
+    "breaker",
+    [_no_mask, _no_image, _unreadable_image, _truncated_mask, _value_outside_binary,
+     _value_outside_classes, _mixed_foreground_values, _colour_not_in_palette,
+     _rgb_mask_without_palette, _mask_size_mismatch, _image_size_mismatch,
+     _not_multiple_of_16, _duplicate_stem, _duplicate_across_folders, _empty_masks_folder,
+     _missing_folder],
+)
+def test_bad_input_names_the_file_and_writes_nothing(tmp_path, breaker):
+    src = _binary_set(tmp_path / "src", n=10)
+    name, kw = breaker(src)
+    out = tmp_path / "out"
+    with pytest.raises(DataError) as err:
+        _prep(src, out, **kw)
+    assert name in str(err.value)
+    assert not out.exists()
+
+
+def test_messages_suggest_the_fix(tmp_path):
+    src = _binary_set(tmp_path / "src", n=10)
+    _image_size_mismatch(src)
+    with pytest.raises(DataError, match="--size"):
+        _prep(src, tmp_path / "out")
+    src = _binary_set(tmp_path / "rgb", n=10)
+    _rgb_mask_without_palette(src)
+    with pytest.raises(DataError, match="--palette FILE.*--task multilabel"):
+        _prep(src, tmp_path / "out")
+    src = _binary_set(tmp_path / "bin", n=10)
+    with pytest.raises(DataError, match="256 classes.*--ignore-index 255.*--task binary"):
+        _prep(src, tmp_path / "out", task="multiclass")
+
+
+def test_palette_mode_png_masks_give_their_indices(tmp_path):
+    src = tmp_path / "src"
+    for i in range(4):
+        _save(src / "images" / f"q{i}.png", _image(i))
+        mask = Image.fromarray(_blocks(i, values=(0, 1, 2)))
+        mask.putpalette([0, 0, 0, 200, 10, 10, 10, 200, 10] + [0] * 759)  # L → P, same values
+        assert mask.mode == "P"
+        mask.save(_dir(src / "masks") / f"q{i}.png")
+    info = _prep(src, tmp_path / "out", labeled_fraction=1.0)
+    assert info.task == "multiclass" and len(info.classes) == 3
+    for path in (tmp_path / "out" / "train_labeled" / "masks").glob("*.png"):
+        assert np.array_equal(read_mask(path), _blocks(int(path.stem[1:]), values=(0, 1, 2)))
+
+
+# ------------------------------------------------------------------------------ CLI
+def test_cli_on_dsb2018_subset(tmp_path):
+    if not DSB.is_dir():
+        pytest.skip("shared dsb2018 data not present")
+    src = tmp_path / "dsb"
+    stems = sorted(p.stem for p in (DSB / "images").glob("*.png"))[:12]
+    for sub in ("images", "masks"):
+        (src / sub).mkdir(parents=True)
+        for stem in stems:
+            (src / sub / f"{stem}.png").symlink_to((DSB / sub / f"{stem}.png").resolve())
+    out = tmp_path / "prepared"
+    rc = main(["prepare", "folder", "--images", str(src / "images"), "--masks",
+               str(src / "masks"), "--out", str(out), "--size", "64", "64",
+               "--labeled-fraction", "0.2", "--seed", "1"])
+    assert rc == 0
+    ds = load_dataset(out)
+    assert ds.info.task == "binary" and ds.info.image_size == (64, 64)
+    assert (len(ds.labeled), len(ds.unlabeled), len(ds.val), len(ds.test)) == (2, 8, 1, 1)
+    assert ds.labeled.images.shape[1:] == (3, 64, 64)
+    labels = ds.labeled.labels.numpy()
+    assert set(np.unique(labels).tolist()) == {0, 1}  # nuclei and background both present
+
+
+def test_cli_reports_user_errors_without_traceback(tmp_path, capsys):
+    rc = main(["prepare", "folder", "--images", str(tmp_path / "none"), "--masks",
+               str(tmp_path / "none"), "--out", str(tmp_path / "out")])
+    assert rc == 2
+    assert "none: folder not found" in capsys.readouterr().err
