@@ -140,9 +140,17 @@ class EvalNetConfig(Section):
     count: int = Field(5, ge=1, description="EvalNets trained")
     keep: int = Field(3, ge=1)
     epochs: int = Field(30, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(0.003, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    train_loops: int = Field(10, ge=1, description="IM++ data: IM masks per labeled image")
+    val_loops: int = Field(3, ge=1, description="IM++ data: IM masks per val image")
+    auto_min_fraction: float = Field(
+        0.1, gt=0, le=1, description="automatic thresholds keep at least this share of val masks"
+    )
     threshold: float | None = Field(None, description="evalnet_select: None = chosen on val")
-    min_threshold: float | None = None
-    max_threshold: float | None = None
+    min_threshold: float | None = Field(None, description="IM++ copies: None = chosen on val")
+    max_threshold: float | None = Field(None, description="IM++ copies: None = chosen on val")
 
 
 class Config(Section):

@@ -171,9 +171,11 @@ def run_generation(ctx: RunContext, recipe: Recipe, chain: Chain, generation: in
         return done  # type: ignore[return-value]
     samples = sample_indices(ctx, unlabeled, chain.run)
     pseudo = make_pseudo(ctx, recipe, chain, generation, teachers, unlabeled, samples)
+    if recipe.copies == "evalnet" and pseudo.scores is None:
+        pseudo.scores = pseudo_scores(ctx, chain.run, pseudo)
     write_samples(ctx, chain, generation, pseudo, unlabeled, samples)
     generator = seed_everything(derive_seed(cfg.seed, "copies", *place.key().values()))
-    score_range = pseudo_score_range(ctx) if recipe.copies == "evalnet" else None
+    score_range = pseudo_score_range(ctx, chain.run, recipe) if recipe.copies == "evalnet" else None
     pseudo_pairs = pseudo_split(pseudo, unlabeled.stems, recipe.copies, recipe.keep_originals,
                                 copy_params(ctx, recipe, generation), generator, score_range)
     train = Split.concat([labeled_train, pseudo_pairs])
@@ -182,10 +184,17 @@ def run_generation(ctx: RunContext, recipe: Recipe, chain: Chain, generation: in
                        extra=extra)
 
 
-def pseudo_score_range(ctx: RunContext) -> tuple[float, float]:
-    from imseg.experiment.evalnet_stage import score_range
+def pseudo_score_range(ctx: RunContext, run: int, recipe: Recipe) -> tuple[float, float]:
+    from imseg.experiment.evalnet_stage import score_range, scores_kind
 
-    return score_range(ctx)
+    return score_range(ctx, run, scores_kind(recipe))
+
+
+def pseudo_scores(ctx: RunContext, run: int, pseudo: PseudoSet) -> torch.Tensor:
+    """The run's IM++ EvalNet ensemble's predicted IoU of each pseudo pair."""
+    from imseg.experiment.evalnet_stage import score_pairs
+
+    return score_pairs(ctx, run, pseudo.images, pseudo.labels)
 
 
 # ------------------------------------------------------------------------------ a chain

@@ -4,6 +4,11 @@ Rows are keyed by the model's place in the study (stage, approach, run,
 teacher count, generation, candidate); a key already present means the model
 is done, which is what resume relies on. The file is rewritten atomically on
 every append, so an interrupted run never leaves a torn row.
+
+One process writes a given file. Parallel workers (the Ray executor) each keep
+their own table on a journal file, seeded with the driver's rows as ``known``
+rows that are looked up but never written there; the driver ``merge``s what
+they produced into results.csv.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 from imseg.storage import atomic_write_text
@@ -28,7 +34,7 @@ FLOAT_COLUMNS = {"alpha", "val_iou", "test_iou", "val_dice", "test_dice", "pseud
 
 
 def _key(row: dict) -> tuple[str, ...]:
-    return tuple(str(row.get(k, "")) for k in KEY)
+    return tuple(_format(row.get(k)) for k in KEY)
 
 
 def _format(value: object) -> str:
@@ -52,7 +58,9 @@ def _parse(column: str, text: str) -> object:
 class ResultsTable:
     """Rows of a run's results.csv, kept in memory and written through atomically."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, known: Iterable[dict] = ()) -> None:
+        """Read ``path`` if it exists. ``known`` rows (another table's) are found by
+        ``get``/``has``/``select`` like the file's own but are never written to ``path``."""
         self.path = Path(path)
         self.rows: list[dict] = []
         if self.path.is_file():
@@ -60,6 +68,13 @@ class ResultsTable:
                 for raw in csv.DictReader(fh):
                     self.rows.append({c: _parse(c, raw.get(c, "") or "") for c in COLUMNS})
         self._keys = {_key(r) for r in self.rows}
+        self._known: set[tuple[str, ...]] = set()
+        for row in known:
+            k = _key(row)
+            if k not in self._keys:
+                self.rows.append({c: row.get(c) for c in COLUMNS})
+                self._keys.add(k)
+                self._known.add(k)
 
     def has(self, **key: object) -> bool:
         return _key(key) in self._keys
@@ -80,6 +95,24 @@ class ResultsTable:
         self._keys.add(k)
         self._write()
 
+    def merge(self, rows: Iterable[dict]) -> int:
+        """Add the rows whose keys are new (others are skipped), writing the file once;
+        returns how many were added. How a driver takes in rows made elsewhere."""
+        added = 0
+        for row in rows:
+            unknown = set(row) - set(COLUMNS)
+            if unknown:
+                raise KeyError(f"unknown results columns {sorted(unknown)}")
+            k = _key(row)
+            if k in self._keys:
+                continue
+            self.rows.append({c: row.get(c) for c in COLUMNS})
+            self._keys.add(k)
+            added += 1
+        if added:
+            self._write()
+        return added
+
     def select(self, **where: object) -> list[dict]:
         """Rows whose columns equal the given values (compared as text)."""
         return [r for r in self.rows if all(_format(r.get(c)) == _format(v) for c, v in where.items())]
@@ -89,7 +122,8 @@ class ResultsTable:
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(COLUMNS)
         for row in self.rows:
-            writer.writerow([_format(row.get(c)) for c in COLUMNS])
+            if _key(row) not in self._known:
+                writer.writerow([_format(row.get(c)) for c in COLUMNS])
         atomic_write_text(self.path, buf.getvalue())
 
 

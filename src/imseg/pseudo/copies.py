@@ -21,8 +21,10 @@ def copies_by_score(scores: torch.Tensor, low: float, high: float, most: int = 5
     """1..``most`` copies per pair, rising linearly with the score between ``low`` and ``high``."""
     if high <= low:
         return torch.where(scores >= high, most, 1).long()
-    t = ((scores - low) / (high - low)).clamp(0, 1)
-    return (1 + torch.floor(t * (most - 1) + 1e-6)).long()
+    # float64: in float32 a score equal to ``high`` can land just below 1 (0.75 - 0.72 < 0.03)
+    t = ((scores.double() - low) / (high - low)).clamp(0, 1)
+    counts = (1 + torch.floor(t * (most - 1) + 1e-6)).long()
+    return torch.where(scores >= high, most, counts)
 
 
 def pseudo_split(pseudo: PseudoSet, stems: list[str], mode: str, keep_originals: bool,

@@ -175,7 +175,8 @@ def input_ensemble(inp: LabelingInput) -> PseudoSet:
             if v == 0:
                 codes = torch.zeros(x.shape[0], dtype=torch.long)  # the image as it is
             else:
-                codes = random_geometry(x.shape[0], geometry, inp.generator)
+                codes = random_geometry(x.shape[0], geometry, inp.generator,
+                                        square=x.shape[-2] == x.shape[-1])
             xv = photometric(apply_geometry(x, codes), light, inp.generator) if v else x
             label = task.to_label(teacher_probs(teacher, xv, task, inp.device, inp.amp)[0])
             per_view.append(invert_geometry(label, codes))
@@ -214,5 +215,15 @@ LABELERS: dict[str, Callable[[LabelingInput], PseudoSet]] = {
     "input_ensemble": input_ensemble,
     "inconsistency": inconsistency,
 }
+
+
+def _evalnet_select(inp: LabelingInput) -> PseudoSet:
+    """EvalNet selection (imported on use: it needs the experiment's EvalNet stage)."""
+    from imseg.evalnet.select import evalnet_select
+
+    return evalnet_select(inp)
+
+
+LABELERS["evalnet_select"] = _evalnet_select
 
 __all__ = ["LABELERS", "IM_CLASS", "LabelingInput", "PseudoSet", "label_in_batches"]

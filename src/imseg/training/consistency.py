@@ -37,7 +37,8 @@ def consistency_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batche
     geometry = AugmentParams(rotate=rotate)
     total, steps = 0.0, 0
     for images, _ in batches.epoch():
-        codes = random_geometry(images.shape[0], geometry, generator)
+        codes = random_geometry(images.shape[0], geometry, generator,
+                                square=images.shape[-2] == images.shape[-1])
         flipped = apply_geometry(images, codes)
         level = int(torch.randint(len(STRENGTHS), (1,), generator=generator))
         params = strength_params(level)

@@ -52,6 +52,9 @@ COLORS: dict[str, list[tuple[int, int, int]]] = {
 
 F32 = np.float32
 
+LESION_TINTS = np.array([[0.75, 1.0, 1.1], [0.3, 0.9, 0.8], [1.0, 0.9, 0.7], [1.0, 1.0, 1.0]], F32)
+"""How a lesion darkens each RGB channel: brown, red, blue-grey, plain dark."""
+
 
 # --------------------------------------------------------------------------- helpers
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -159,7 +162,7 @@ def _make_binary(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarra
     vy, vx = _u(rng, 0.2, 0.8, n) * size, _u(rng, 0.2, 0.8, n) * size
     vign = ((yy - _col(vy)) ** 2 + (xx - _col(vx)) ** 2) / (size * size)
     light = 1 + _col(_u(rng, 0.1, 0.5, n)) * ramp - _col(_u(rng, 0.0, 0.5, n)) * vign
-    texture = 1 + _col(_u(rng, 0.03, 0.09, n)) * _noise(rng, n, size, (4, 8, 16))
+    texture = 1 + _col(_u(rng, 0.03, 0.12, n)) * _noise(rng, n, size, (4, 8, 16))
     img = skin * (light * texture)[:, None]
 
     # The lesion: an irregular ellipse, sometimes with a satellite blob.
@@ -173,7 +176,14 @@ def _make_binary(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarra
     cx = np.where(touch & (side >= 2), edge, cx)
     harm = _u(rng, 0, 1, (n, 4)) * np.array([0.15, 0.1, 0.07, 0.05], F32)
     sd = _blob_sd(
-        yy, xx, cy, cx, r0, _u(rng, 0.6, 1.0, n), _u(rng, 0, np.pi, n), harm,
+        yy,
+        xx,
+        cy,
+        cx,
+        r0,
+        _u(rng, 0.6, 1.0, n),
+        _u(rng, 0, np.pi, n),
+        harm,
         _u(rng, 0, 2 * np.pi, (n, 4)),
     )
     sat = rng.random(n) < 0.3
@@ -181,30 +191,50 @@ def _make_binary(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarra
     sat_a = _u(rng, 0, 2 * np.pi, n)
     sat_d = r0 * _u(rng, 0.7, 1.2, n)
     sd_sat = _blob_sd(
-        yy, xx, cy + sat_d * np.sin(sat_a), cx + sat_d * np.cos(sat_a), sat_r,
-        _u(rng, 0.6, 1.0, n), _u(rng, 0, np.pi, n), harm * 0.5, _u(rng, 0, 2 * np.pi, (n, 4)),
+        yy,
+        xx,
+        cy + sat_d * np.sin(sat_a),
+        cx + sat_d * np.cos(sat_a),
+        sat_r,
+        _u(rng, 0.6, 1.0, n),
+        _u(rng, 0, np.pi, n),
+        harm * 0.5,
+        _u(rng, 0, 2 * np.pi, (n, 4)),
     )
     sd = np.where(_col(sat), np.maximum(sd, sd_sat), sd)
     sd += _col(r0 * _u(rng, 0.03, 0.1, n)) * _noise(rng, n, size, (8, 16))
     label = (sd > 0).astype(np.uint8)[:, None]
 
-    # Lesion colour: darker and browner than the skin, sometimes barely so.
-    low = rng.random(n) < 0.25
+    # Lesion colour: darker than the skin (brown, red, blue-grey or plain dark),
+    # sometimes barely so; a darker or lighter core; mottled.
+    low = rng.random(n) < 0.3
     dark = np.where(low, _u(rng, 0.06, 0.16, n), _u(rng, 0.18, 0.55, n))
-    tint = np.array([0.75, 1.0, 1.1], F32)[None, :, None, None]
+    tint = LESION_TINTS[rng.integers(0, len(LESION_TINTS), n)][:, :, None, None]
     lesion = skin * (1 - dark[:, None, None, None] * tint)
     core = _sigmoid((sd - _col(0.4 * r0)) / F32(2 * s))
     variegation = (
         1
         + _col(_u(rng, 0.04, 0.18, n)) * _noise(rng, n, size, (6, 12))
-        - _col(_u(rng, 0.0, 0.25, n)) * core
+        - _col(_u(rng, -0.15, 0.3, n)) * core
     )
     lesion = lesion * (light * variegation)[:, None]
     alpha = _sigmoid(sd / _col(_u(rng, 0.4, 2.2, n) * s))[:, None]
     img = img * (1 - alpha) + lesion * alpha
 
+    # Freckles: small spots of the lesion's colour, too small to count (not labeled).
+    freckles = rng.integers(0, 7, n)
+    shading = np.zeros((n, size, size), F32)
+    for j in range(6):
+        fy, fx = _u(rng, 0, size, n), _u(rng, 0, size, n)
+        radius = _col(_u(rng, 0.015, 0.045, n) * size)
+        dist = np.sqrt((yy - _col(fy)) ** 2 + (xx - _col(fx)) ** 2)
+        spot = _sigmoid((radius - dist) / F32(0.7 * s)) * _col((freckles > j).astype(F32))
+        shading = np.maximum(shading, spot * _col(_u(rng, 0.15, 0.5, n)))
+    img = img * (1 - shading[:, None] * tint)
+
     # Hairs: thin dark curves, over skin and lesion alike (not part of the label).
     hairs = rng.choice(5, size=n, p=[0.3, 0.25, 0.2, 0.15, 0.1])
+    shadow = np.ones((n, size, size), F32)
     for j in range(4):
         on = hairs > j
         py, px = _u(rng, 0, size, n), _u(rng, 0, size, n)
@@ -215,7 +245,8 @@ def _make_binary(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarra
         dist = across + _col(_u(rng, -2.0, 2.0, n) / size) * along * along
         width = _col(_u(rng, 0.35, 0.8, n) * s)
         depth = _col(np.where(on, _u(rng, 0.3, 0.75, n), 0).astype(F32))
-        img = img * (1 - depth * np.exp(-((dist / width) ** 2)))[:, None]
+        shadow *= 1 - depth * np.exp(-((dist / width) ** 2))
+    img = img * shadow[:, None]
 
     img = _add_noise(rng, img, 0.01, 0.045)
     return _to_uint8(img), label
@@ -299,16 +330,19 @@ def _make_multilabel(
     ly, lx = (a[None] for a in np.meshgrid(local, local, indexing="ij"))
 
     slots = grid * grid
-    on = rng.random((n, slots)) < 0.45
+    on = rng.random((n, slots)) < _u(rng, 0.25, 0.6, n)[:, None]
+    dead_share = _u(rng, 0.15, 0.6, n)
     on[np.arange(n), rng.integers(0, slots, n)] = True  # at least one cell per image
     for k in range(slots):
         y0, x0 = (k // grid) * cell, (k % grid) * cell
         win = np.s_[:, y0 : y0 + 2 * cell, x0 : x0 + 2 * cell]
         yy, xx = ly + y0, lx + x0  # image coordinates of the window
-        dead = rng.random(n) < 0.35
+        dead = rng.random(n) < dead_share
+        rounded = ~dead & (rng.random(n) < 0.2)  # mitotic: small, bright, thick halo
         cy = y0 + _u(rng, 0.3, 0.7, n) * cell
         cx = x0 + _u(rng, 0.3, 0.7, n) * cell
-        r0 = np.where(dead, _u(rng, 0.045, 0.07, n), _u(rng, 0.075, 0.105, n)) * size
+        r0 = np.where(dead, _u(rng, 0.045, 0.08, n), _u(rng, 0.065, 0.105, n))
+        r0 = np.where(rounded, _u(rng, 0.05, 0.065, n), r0) * size
         aspect = np.where(dead, _u(rng, 0.6, 0.95, n), _u(rng, 0.75, 1.0, n))
         amp = np.where(dead[:, None], F32(0.15), F32(0.04)) * _u(rng, 0, 1, (n, 4))
         sd = _blob_sd(
@@ -322,13 +356,16 @@ def _make_multilabel(
         ny = cy + _u(rng, -0.3, 0.3, n) * r0
         nx = cx + _u(rng, -0.3, 0.3, n) * r0
         nuc = _sigmoid((_col(0.4 * r0) - np.sqrt((yy - _col(ny)) ** 2 + (xx - _col(nx)) ** 2)) / s)
-        lift = _col(np.where(dead, -_u(rng, 0.06, 0.3, n), _u(rng, 0.03, 0.18, n)))
+        lift = np.where(dead, _u(rng, -0.3, 0.02, n), _u(rng, -0.05, 0.18, n))
+        lift = _col(np.where(rounded, _u(rng, 0.15, 0.3, n), lift))
         nucleus = _col(np.where(dead, 0, _u(rng, 0.0, 0.1, n)).astype(F32))
         grainy = _col(np.where(dead, F32(0.02), F32(0.04)))
         # Dead: darker (sometimes only a little), faint rim, no nucleus.
         body = here + lift + grainy * g - nucleus * nuc
-        rim = _col(np.where(dead, _u(rng, 0.0, 0.1, n), _u(rng, 0.1, 0.3, n)))
-        ring = rim * np.exp(-((sd / F32(0.8 * s)) ** 2)) * active
+        rim = np.where(dead, _u(rng, 0.0, 0.15, n), _u(rng, 0.03, 0.3, n))
+        rim = _col(np.where(rounded, -_u(rng, 0.1, 0.2, n), rim))  # negative: a bright halo
+        rim_width = F32(0.8 * s) * _col(np.where(rounded, F32(2), F32(1)))
+        ring = rim * np.exp(-((sd / rim_width) ** 2)) * active
         img[win] = here * (1 - alpha) + body * alpha - ring
         owner[win] = np.where(inside, _col(dead.astype(np.int8)), owner[win])
         centre = (yy - _col(cy)) ** 2 + (xx - _col(cx)) ** 2 < rp * rp
@@ -336,8 +373,17 @@ def _make_multilabel(
 
     crop = np.s_[:, pad : pad + size, pad : pad + size]
     img, owner, position = img[crop], owner[crop], position[crop]
+    # Debris: small dark or bright specks that are not cells (not labeled).
+    yy, xx = _grid(size)
+    debris = rng.integers(0, 9, n)
+    for j in range(8):
+        dy, dx = _u(rng, 0, size, n), _u(rng, 0, size, n)
+        radius = _col(_u(rng, 0.012, 0.03, n) * size)
+        dist = np.sqrt((yy - _col(dy)) ** 2 + (xx - _col(dx)) ** 2)
+        speck = _sigmoid((radius - dist) / F32(0.5 * s)) * _col((debris > j).astype(F32))
+        img = img + speck * _col(_u(rng, -0.25, 0.15, n))
     img = img[:, None] * (1 + _u(rng, -0.03, 0.03, (n, 3)))[:, :, None, None]
-    img = _add_noise(rng, img, 0.015, 0.04)
+    img = _add_noise(rng, img, 0.015, 0.06)
     label = np.stack([owner == 0, owner == 1, position], axis=1).astype(np.uint8)
     return _to_uint8(img), label
 
@@ -370,7 +416,9 @@ def _check(task: str, n: int, size: int, seed: int) -> None:
         raise DataError(f"sample: seed must be non-negative, not {seed}")
 
 
-def make_sample(task: str, n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, DatasetInfo]:
+def make_sample(
+    task: str, n: int, size: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, DatasetInfo]:
     """Generate ``n`` images uint8 ``(n, size, size, 3)`` and labels uint8 ``(n, L, size, size)``.
 
     Labels use the in-memory encoding of :mod:`imseg.tasks`. The same
@@ -381,8 +429,8 @@ def make_sample(task: str, n: int, size: int, seed: int) -> tuple[np.ndarray, np
     return images, labels, sample_info(task, size, seed)
 
 
-def _split_seed(seed: int, index: int) -> int:
-    """Independent seeds for train, val and test derived from one user seed."""
+def split_seed(seed: int, index: int) -> int:
+    """Generator seed of part ``index`` (0 train, 1 val, 2 test) of the data set of ``seed``."""
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
@@ -397,7 +445,8 @@ def _params(n: int, labeled_fraction: float) -> dict:
 
 def _reuse(out: Path, task: str, size: int, seed: int, params: dict) -> DatasetInfo:
     """The info of an existing sample data set in ``out`` made with the same parameters."""
-    wanted = f"task={task} n={params['n']} size={size} seed={seed} " + (
+    wanted = (
+        f"task={task} n={params['n']} size={size} seed={seed} "
         f"labeled_fraction={params['labeled_fraction']}"
     )
     try:
@@ -466,7 +515,7 @@ def prepare_sample(
         shutil.rmtree(tmp)  # left by an interrupted run of this function
     parts = [("train", n, 0), ("val", n_eval, 1), ("test", n_eval, 2)]
     for prefix, count, index in parts:
-        images, labels, _ = make_sample(task, count, size, _split_seed(seed, index))
+        images, labels, _ = make_sample(task, count, size, split_seed(seed, index))
         for i in range(count):
             if prefix == "train":
                 split = "train_labeled" if i < n_labeled else "train_unlabeled"
@@ -504,7 +553,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     info = prepare_sample(
-        args.task, args.out, n=args.n, size=args.size, seed=args.seed,
+        args.task,
+        args.out,
+        n=args.n,
+        size=args.size,
+        seed=args.seed,
         labeled_fraction=args.labeled_fraction,
     )
     c = info.counts

@@ -1,0 +1,143 @@
+"""The ``evalnet_select`` labeler (SPEC §6, EvalNet approach).
+
+Each unlabeled image's candidate masks are every teacher's mask (generation 1:
+all LDT models; later: the stage's students) plus, for an image selected
+before, the mask selected for it then. The run's EvalNet ensemble scores every
+candidate; the best one is kept when its score reaches the threshold, else the
+image is dropped. The selection accumulates: an image selected earlier stays
+selected (possibly with a better mask now).
+
+The accumulated selection of each chain and generation is saved atomically
+under ``RUN/state/evalnet_select/``; a generation whose selection exists
+reuses it, and the next generation starts from it, so a resumed run
+reproduces the same pseudo labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from imseg.pseudo.labelers import (
+    BatchResult,
+    LabelingInput,
+    PseudoSet,
+    label_in_batches,
+    teacher_probs,
+)
+from imseg.storage import load_checkpoint, save_checkpoint
+
+Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(images uint8 (N, C, H, W), masks uint8 (N, L, H, W)) -> (N,)`` predicted IoU."""
+
+
+@dataclass
+class Selection:
+    """The accumulated pseudo labels of a chain: which images, which masks, their scores."""
+
+    source: torch.Tensor
+    """long (S,): index of each selected image in the unlabeled split, ascending."""
+    labels: torch.Tensor
+    """uint8 (S, L, H, W)."""
+    scores: torch.Tensor
+    """float (S,): the ensemble's predicted IoU of the selected mask."""
+
+    def lookup(self, n: int) -> torch.Tensor:
+        """long (n,): each image's row in the selection, -1 where it is not selected."""
+        rows = torch.full((n,), -1, dtype=torch.long)
+        rows[self.source] = torch.arange(self.source.numel())
+        return rows
+
+
+def selection_path(run_dir: Path, folder: str) -> Path:
+    """Where the selection of a chain's generation (``Place.folder()``) is saved."""
+    return Path(run_dir) / "state" / "evalnet_select" / f"{folder}.pt"
+
+
+def save_selection(path: Path, selection: Selection) -> None:
+    save_checkpoint(path, {"source": selection.source, "labels": selection.labels,
+                           "scores": selection.scores})
+
+
+def load_selection(path: Path) -> Selection:
+    state = load_checkpoint(path)
+    return Selection(state["source"], state["labels"], state["scores"])
+
+
+def select_batch(x: torch.Tensor, candidates: torch.Tensor, previous: torch.Tensor | None,
+                 previous_ok: torch.Tensor, score: Scorer,
+                 threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The chosen mask, its score and whether to keep each image of one batch.
+
+    ``candidates`` ``(T, B, L, H, W)``; ``previous`` ``(B, L, H, W)`` holds the
+    earlier selection where ``previous_ok`` is True. Candidates are scored in
+    one call; an earlier-selected image is always kept.
+    """
+    t, b = candidates.shape[:2]
+    scores = score(x.repeat(t, 1, 1, 1), candidates.flatten(0, 1)).view(t, b).to(x.device)
+    if previous is not None and bool(previous_ok.any()):
+        rows = previous_ok.nonzero().squeeze(1).to(x.device)
+        prev_scores = torch.full((1, b), -torch.inf, device=x.device)
+        prev_scores[0, rows] = score(x[rows], previous[rows]).to(x.device)
+        candidates = torch.cat([candidates, previous.unsqueeze(0)])
+        scores = torch.cat([scores, prev_scores])
+    best, which = scores.max(dim=0)  # the previous mask scores -inf where there is none
+    chosen = candidates[which, torch.arange(b, device=x.device)]
+    keep = (best >= threshold) | previous_ok.to(x.device)
+    return chosen, best, keep
+
+
+def select(inp: LabelingInput, score: Scorer, threshold: float,
+           previous: Selection | None) -> PseudoSet:
+    """Pseudo-label ``inp.images`` by EvalNet selection among the teachers' masks."""
+    task, n = inp.task, inp.images.shape[0]
+    prev_rows = previous.lookup(n) if previous is not None else torch.full((n,), -1)
+    kept_scores: list[torch.Tensor] = []
+    position = [0]  # label_in_batches walks the images in order, one batch at a time
+
+    def batch(x: torch.Tensor) -> BatchResult:
+        start = position[0]
+        position[0] += x.shape[0]
+        probs = teacher_probs(inp.teachers, x, task, inp.device, inp.amp)
+        votes = task.to_label(probs.flatten(0, 1)).unflatten(0, probs.shape[:2])
+        rows = prev_rows[start : start + x.shape[0]]
+        ok = rows >= 0
+        prev = None
+        if previous is not None:
+            prev = torch.zeros_like(votes[0])
+            prev[ok.to(x.device)] = previous.labels[rows[ok]].to(x.device)
+        chosen, best, keep = select_batch(x, votes, prev, ok, score, threshold)
+        kept_scores.append(best[keep].float().cpu())
+        return BatchResult(x, chosen, keep=keep, teacher_labels=votes)
+
+    pseudo = label_in_batches(inp, batch)
+    pseudo.scores = torch.cat(kept_scores) if kept_scores else torch.empty(0)
+    return pseudo
+
+
+def from_selection(images: torch.Tensor, selection: Selection) -> PseudoSet:
+    """The PseudoSet of a saved selection (a resumed generation)."""
+    return PseudoSet(images[selection.source], selection.labels, selection.source,
+                     scores=selection.scores, n_input=int(images.shape[0]))
+
+
+def evalnet_select(inp: LabelingInput) -> PseudoSet:
+    """The registered labeler: loads the run's ensemble and the previous selection."""
+    from imseg.experiment.evalnet_stage import EVALNET, load_ensemble, select_threshold
+
+    ctx, chain, generation = inp.extra["ctx"], inp.extra["chain"], inp.extra["generation"]
+    path = selection_path(ctx.run_dir, chain.place(generation).folder())
+    if path.is_file():
+        return from_selection(inp.images, load_selection(path))
+    previous = None
+    if generation > 1:
+        prev_path = selection_path(ctx.run_dir, chain.place(generation - 1).folder())
+        previous = load_selection(prev_path) if prev_path.is_file() else None
+    ensemble = load_ensemble(ctx, chain.run, EVALNET)
+    pseudo = select(inp, ensemble.score, select_threshold(ctx, chain.run), previous)
+    assert pseudo.scores is not None
+    save_selection(path, Selection(pseudo.source, pseudo.labels, pseudo.scores))
+    return pseudo

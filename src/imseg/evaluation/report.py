@@ -1,0 +1,533 @@
+"""Tables and paper-style figures of one or more runs, from their results.csv alone.
+
+Conventions (SPEC §9):
+
+* A *panel* is one data set. Runs whose run.yaml names the same data path are
+  pooled into one panel; any other run is a panel of its own.
+* A score of an (approach, generation) is the mean ± std over every student of
+  that generation, pooled over runs (the ``run`` column and run folders) and
+  teacher counts; std is the population std (``ddof=0``, as ``imseg run``'s
+  summary). ``kept_only`` instead uses, per stage, only the top-K students by
+  validation score that the loop kept as the next teachers (K from the run's
+  config.yaml). Benchmarks (LDT, ALDT, FDT) are generation 0, all candidates.
+* Pseudo-label quality (``pseudo_iou``) and IM size (``im_fraction``) are one
+  value per stage (every student of a stage shares them), so they are averaged
+  over stages, not students.
+
+dataset.yaml (found through run.yaml) is read only for names and colours.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from PIL import Image
+
+from imseg.data.layout import DatasetInfo, read_info
+from imseg.errors import DataError
+from imseg.evaluation.summary import BENCHMARK_ORDER
+from imseg.evaluation.visualize import (
+    StripColumn,
+    colorize,
+    generation_strip,
+    im_creation_figure,
+)
+from imseg.experiment.results import ResultsTable, top_k
+
+BENCHMARKS = ("fdt", "aldt", "ldt")
+NAMES = {
+    "fdt": "FDT", "aldt": "ALDT", "ldt": "LDT", "im": "IM", "im_plus": "IM+",
+    "aim_plus": "AIM+", "im_plus_plus": "IM++", "aim_plus_plus": "AIM++",
+    "noisy_student": "Noisy Student", "evalnet": "EvalNet", "model_ensemble": "Model Ensemble",
+    "input_ensemble": "Input Ensemble", "consistency_loss": "Consistency Loss",
+}
+# Fixed order (and so fixed colours) of the paper's approaches; others follow by name.
+APPROACH_ORDER = ("aim_plus_plus", "im_plus_plus", "aim_plus", "im_plus", "im", "noisy_student",
+                  "evalnet", "model_ensemble", "input_ensemble", "consistency_loss")
+APPROACH_COLORS = {
+    "im": "tab:red", "im_plus": "tab:orange", "im_plus_plus": "tab:brown",
+    "aim_plus": "tab:pink", "aim_plus_plus": "tab:purple", "noisy_student": "tab:blue",
+    "evalnet": "tab:olive", "model_ensemble": "tab:green", "input_ensemble": "tab:cyan",
+    "consistency_loss": "goldenrod",
+}
+EXTRA_COLORS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#a6761d")
+BENCHMARK_STYLE = {"fdt": ("black", (0, (6, 2))), "aldt": ("0.35", (0, (4, 2, 1, 2))),
+                   "ldt": ("0.6", (0, (2, 2)))}
+METRIC_LABELS = {"iou": "IoU", "dice": "Dice"}
+METRICS = ("test_iou", "test_dice", "val_iou", "val_dice")
+DPI = 150
+
+
+def display_name(approach: str) -> str:
+    return NAMES.get(approach, approach)
+
+
+def metric_label(column: str, info: DatasetInfo | None = None) -> str:
+    """``test_iou`` → ``test IoU`` (``test mIoU`` when the data set has several classes)."""
+    split, _, name = column.partition("_")
+    word = METRIC_LABELS.get(name, name)
+    if info is not None and info.task != "binary" and name in METRIC_LABELS:
+        word = "m" + word
+    return f"{split} {word}" if name else column
+
+
+def approach_sort_key(approach: str) -> tuple:
+    if approach in BENCHMARKS:
+        return (0, BENCHMARK_ORDER.index(approach), "")
+    if approach in APPROACH_ORDER:
+        return (1, APPROACH_ORDER.index(approach), "")
+    return (2, 0, approach)
+
+
+def approach_colors(approaches: list[str]) -> dict[str, str]:
+    """The same colour for an approach in every panel and every report (greys are kept for
+    the benchmarks)."""
+    others = sorted(a for a in set(approaches) if a not in APPROACH_COLORS and a not in BENCHMARKS)
+    return {**APPROACH_COLORS, **{a: EXTRA_COLORS[i % len(EXTRA_COLORS)] for i, a in enumerate(others)}}
+
+
+# ---------------------------------------------------------------------------- loading
+@dataclass
+class RunData:
+    """One run folder: its results rows and what run.yaml/config.yaml tell about it."""
+
+    run_dir: Path
+    rows: list[dict]
+    data_path: Path | None
+    info: DatasetInfo | None
+    keep: dict[str, int]
+
+
+@dataclass
+class Panel:
+    """One data set: the runs pooled into one panel of the figures."""
+
+    name: str
+    runs: list[RunData] = field(default_factory=list)
+
+    @property
+    def info(self) -> DatasetInfo | None:
+        return next((r.info for r in self.runs if r.info is not None), None)
+
+
+def load_run(run_dir: Path) -> RunData:
+    """Read a run's results.csv (required), run.yaml and config.yaml (optional)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "results.csv"
+    if not path.is_file():
+        raise DataError(f"{path} not found: {run_dir} is not a run folder")
+    rows = ResultsTable(path).rows
+    meta = _yaml(run_dir / "run.yaml")
+    data_path = Path(meta["data"]) if meta.get("data") else None
+    info = None
+    if data_path is not None:
+        try:
+            info = read_info(data_path)
+        except DataError:
+            info = None  # names and colours fall back to defaults
+    config = _yaml(run_dir / "config.yaml")
+    keep = {"benchmark": int((config.get("benchmark") or {}).get("keep", 4)),
+            "ssl": int((config.get("ssl") or {}).get("keep", 4))}
+    return RunData(run_dir, rows, data_path, info, keep)
+
+
+def _yaml(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def panels_of(run_dirs: list[Path]) -> list[Panel]:
+    """Group runs into panels by data path (runs without one stay alone), in the given order."""
+    panels: dict[str, Panel] = {}
+    for run_dir in run_dirs:
+        run = load_run(run_dir)
+        key = str(run.data_path.resolve()) if run.data_path else f"run:{run.run_dir.resolve()}"
+        if key not in panels:
+            panels[key] = Panel(_panel_name(run))
+        panels[key].runs.append(run)
+    names = [p.name for p in panels.values()]
+    for panel in panels.values():  # two data folders with the same name: tell them apart
+        if names.count(panel.name) > 1:
+            panel.name = f"{panel.name} ({panel.runs[0].run_dir.name})"
+    return list(panels.values())
+
+
+def _panel_name(run: RunData) -> str:
+    base = run.data_path.name if run.data_path else run.run_dir.name
+    return f"{base} ({run.info.task})" if run.info else base
+
+
+# ------------------------------------------------------------------------- statistics
+@dataclass(frozen=True)
+class Stat:
+    """Mean ± std of one column over the ``n`` values of an (approach, generation)."""
+
+    dataset: str
+    approach: str
+    generation: int
+    mean: float
+    std: float
+    n: int
+
+
+def model_rows(rows: list[dict]) -> list[dict]:
+    """Benchmark candidates and SSL students (other stages, e.g. EvalNet training, left out)."""
+    return [r for r in rows if r["stage"] == "ssl"
+            or (r["stage"] in BENCHMARKS and r["approach"] == r["stage"])]
+
+
+def kept_rows(run: RunData) -> list[dict]:
+    """Per stage, the top-K students by validation score, as the generation loop kept them."""
+    stages: dict[tuple, list[dict]] = defaultdict(list)
+    for r in model_rows(run.rows):
+        stages[(r["stage"], r["approach"], r["run"], r["n_teachers"], r["generation"])].append(r)
+    out = []
+    for (stage, *_rest, n, _gen), members in stages.items():
+        k = run.keep["benchmark"] if stage in BENCHMARKS else max(run.keep["ssl"], n or 1)
+        out.extend(top_k(members, k))
+    return out
+
+
+def stage_rows(rows: list[dict]) -> list[dict]:
+    """One row per stage (the first candidate's), for per-stage columns like pseudo_iou."""
+    seen: dict[tuple, dict] = {}
+    for r in model_rows(rows):
+        seen.setdefault((r["stage"], r["approach"], r["run"], r["n_teachers"], r["generation"]), r)
+    return list(seen.values())
+
+
+def stats(dataset: str, rows: list[dict], column: str) -> list[Stat]:
+    """Mean ± std (population) of ``column`` per (approach, generation), benchmarks first."""
+    groups: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for r in rows:
+        if r.get(column) is not None:
+            groups[(r["approach"], int(r["generation"] or 0))].append(float(r[column]))
+    keys = sorted(groups, key=lambda k: (approach_sort_key(k[0]), k[1]))
+    return [Stat(dataset, a, g, float(np.mean(groups[(a, g)])), float(np.std(groups[(a, g)])),
+                 len(groups[(a, g)])) for a, g in keys]
+
+
+def score_stats(panel: Panel, column: str = "test_iou", kept_only: bool = False) -> list[Stat]:
+    """The panel's test score per approach and generation (runs pooled)."""
+    rows = [r for run in panel.runs for r in (kept_rows(run) if kept_only else model_rows(run.rows))]
+    return stats(panel.name, rows, column)
+
+
+def quality_stats(panel: Panel) -> dict[str, list[Stat]]:
+    """``pseudo_iou`` and ``im_fraction`` per approach and generation, one value per stage."""
+    rows = [r for run in panel.runs for r in stage_rows(run.rows) if r["stage"] == "ssl"]
+    return {c: stats(panel.name, rows, c) for c in ("pseudo_iou", "im_fraction")}
+
+
+# ----------------------------------------------------------------------------- tables
+def stats_csv(items: list[Stat]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["dataset", "approach", "generation", "mean", "std", "n"])
+    for s in items:
+        writer.writerow([s.dataset, s.approach, s.generation, f"{s.mean:.6g}", f"{s.std:.6g}", s.n])
+    return buf.getvalue()
+
+
+def stats_markdown(items: list[Stat], column: str,
+                   infos: dict[str, DatasetInfo | None] | None = None) -> str:
+    """Per data set: a benchmark table, then approaches × generations ("mean ± std (n)")."""
+    out = []
+    for dataset in dict.fromkeys(s.dataset for s in items):
+        mine = [s for s in items if s.dataset == dataset]
+        label = metric_label(column, (infos or {}).get(dataset))
+        out.append(f"### {dataset}: {label}, mean ± std (n)\n")
+        bench = [s for s in mine if s.approach in BENCHMARKS]
+        if bench:
+            out += ["| benchmark | score |", "|---|---|"]
+            out += [f"| {display_name(s.approach)} | {_cell(s)} |" for s in bench]
+            out.append("")
+        ssl = [s for s in mine if s.approach not in BENCHMARKS]
+        gens = sorted({s.generation for s in ssl})
+        if ssl:
+            out.append("| approach | " + " | ".join(f"G{g}" for g in gens) + " |")
+            out.append("|---|" + "---|" * len(gens))
+            cells = {(s.approach, s.generation): _cell(s) for s in ssl}
+            for a in dict.fromkeys(s.approach for s in ssl):
+                out.append(f"| {display_name(a)} | "
+                           + " | ".join(cells.get((a, g), "–") for g in gens) + " |")
+            out.append("")
+    return "\n".join(out) if out else "(no results)\n"
+
+
+def _cell(s: Stat) -> str:
+    return f"{s.mean:.3f} ± {s.std:.3f} ({s.n})"
+
+
+# ---------------------------------------------------------------------------- figures
+def save_figure(fig: Figure, stem: Path) -> list[Path]:
+    """``stem.png`` (dpi 150) and ``stem.pdf``."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    for p in paths:
+        fig.savefig(p, dpi=DPI)
+    return paths
+
+
+def _generation_axis(ax, gens: list[int]) -> None:
+    gens = gens or [1]
+    ax.set_xticks(gens, [f"G{g}" for g in gens])
+    ax.set_xlim(min(gens) - 0.3, max(gens) + 0.3)
+    ax.grid(axis="y", color="0.9")
+
+
+def _series(ax, items: list[Stat], color, label: str) -> Line2D:
+    x = np.array([s.generation for s in items])
+    mean = np.array([s.mean for s in items])
+    std = np.array([s.std for s in items])
+    (line,) = ax.plot(x, mean, "-o", color=color, ms=4, lw=1.6, label=label)
+    if len(x) > 1:
+        ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.15, lw=0)
+    else:
+        ax.errorbar(x, mean, yerr=std, color=color, capsize=3, lw=1)
+    return line
+
+
+def _by_approach(items: list[Stat]) -> dict[str, list[Stat]]:
+    out: dict[str, list[Stat]] = defaultdict(list)
+    for s in items:
+        out[s.approach].append(s)
+    return out
+
+
+def _shared_legend(fig: Figure, handles: dict[str, Line2D]) -> None:
+    """Below the panels, as many columns as the figure's width holds, read row by row."""
+    order = sorted(handles, key=approach_sort_key)
+    keys = [a for a in order if a not in BENCHMARKS] + [a for a in order if a in BENCHMARKS]
+    ncol = max(1, min(len(keys), int(fig.get_figwidth() / 1.6)))
+    keys = _row_major(keys, ncol)
+    fig.legend([handles[a] for a in keys], [display_name(a) for a in keys],
+               loc="outside lower center", frameon=False, fontsize=9, ncol=ncol)
+
+
+def _row_major(items: list, ncol: int) -> list:
+    """Reorder so that matplotlib's column-by-column legend reads left to right."""
+    nrows = -(-len(items) // ncol)
+    return [items[r * ncol + c] for c in range(ncol) for r in range(nrows)
+            if r * ncol + c < len(items)]
+
+
+def scores_figure(panels: list[Panel], per_panel: list[list[Stat]], column: str) -> Figure:
+    """Test score over generations per approach (mean line, std band); benchmarks dashed."""
+    n = len(panels)
+    fig = Figure(figsize=(4.2 * n, 4.0), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, n))
+    colors = approach_colors([s.approach for items in per_panel for s in items])
+    handles: dict[str, Line2D] = {}
+    for ax, panel, items in zip(axes, panels, per_panel, strict=True):
+        groups = _by_approach(items)
+        gens = sorted({s.generation for s in items if s.approach not in BENCHMARKS})
+        for a, series in groups.items():
+            if a in BENCHMARKS:
+                color, dash = BENCHMARK_STYLE[a]
+                handles[a] = ax.axhline(series[0].mean, color=color, ls=dash, lw=1.3)
+                ax.annotate(display_name(a), (0.01, series[0].mean), va="bottom", fontsize=8,
+                            xycoords=("axes fraction", "data"), color=color,
+                            bbox={"fc": "white", "ec": "none", "alpha": 0.6, "pad": 0.3})
+            else:
+                handles[a] = _series(ax, series, colors[a], display_name(a))
+        _generation_axis(ax, gens)
+        ax.set_title(panel.name, fontsize=10)
+        ax.set_xlabel("generation")
+        ax.set_ylabel(metric_label(column, panel.info))
+    _shared_legend(fig, handles)
+    return fig
+
+
+def quality_figure(panels: list[Panel], per_panel: list[dict[str, list[Stat]]]) -> Figure:
+    """Per data set (row): pseudo-label IoU and mean IM fraction over generations."""
+    n = len(panels)
+    fig = Figure(figsize=(8.4, 3.4 * n + 0.6), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(n, 2))
+    colors = approach_colors([s.approach for q in per_panel for v in q.values() for s in v])
+    handles: dict[str, Line2D] = {}
+    titles = {"pseudo_iou": ("pseudo-label quality", "pseudo-label IoU (IM left out)"),
+              "im_fraction": ("inconsistency mask size", "mean IM fraction per image")}
+    for row, panel, quality in zip(axes, panels, per_panel, strict=True):
+        gens = sorted({s.generation for v in quality.values() for s in v})
+        for ax, (column, items) in zip(row, quality.items(), strict=True):
+            for a, series in _by_approach(items).items():
+                handles[a] = _series(ax, series, colors[a], display_name(a))
+            if not items:
+                ax.text(0.5, 0.5, "not recorded", ha="center", va="center",
+                        transform=ax.transAxes, color="0.5")
+            _generation_axis(ax, gens)
+            ax.set_title(f"{panel.name}: {titles[column][0]}", fontsize=9)
+            ax.set_xlabel("generation")
+            ax.set_ylabel(titles[column][1].replace("IoU", metric_label("_iou", panel.info)[1:]))
+            if column == "im_fraction":
+                ax.set_ylim(bottom=0)
+    if handles:
+        _shared_legend(fig, handles)
+    return fig
+
+
+# ------------------------------------------------------------------ sample figures
+SAMPLE_FOLDER = re.compile(r"^(?P<chain>r\d+(?:_n\d+)?)_g(?P<gen>\d+)$")
+
+
+def sample_chains(run_dir: Path) -> dict[tuple[str, str], dict[int, Path]]:
+    """``(approach, chain) -> {generation: folder}`` of a run's samples/."""
+    out: dict[tuple[str, str], dict[int, Path]] = defaultdict(dict)
+    root = Path(run_dir) / "samples"
+    if not root.is_dir():
+        return {}
+    for folder in sorted(root.glob("*/*")):
+        m = SAMPLE_FOLDER.match(folder.name)
+        if m and folder.is_dir():
+            out[(folder.parent.name, m["chain"])][int(m["gen"])] = folder
+    return dict(out)
+
+
+def _read(path: Path) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+def _teachers(folder: Path, stem: str) -> list[np.ndarray]:
+    paths = sorted(folder.glob(f"{stem}_teacher*.png"),
+                   key=lambda p: int(p.stem.rsplit("teacher", 1)[1]))
+    return [np.asarray(Image.open(p)) for p in paths]
+
+
+def _pick_stem(folders: dict[int, Path]) -> str | None:
+    """The sample with a pseudo label in the most generations (then by name)."""
+    counts: dict[str, int] = defaultdict(int)
+    for folder in folders.values():
+        for p in folder.glob("*_image.png"):
+            stem = p.name[: -len("_image.png")]
+            counts[stem] += (folder / f"{stem}_label.png").is_file()
+    return min(counts, key=lambda s: (-counts[s], s)) if counts else None
+
+
+def sample_figures(run: RunData, out: Path, info: DatasetInfo, chains_per_approach: int = 1
+                   ) -> list[Path]:
+    """Per approach (first chain(s)): a strip over generations and, where the run kept
+    an IM and several teachers' masks, the IM creation figure."""
+    written: list[Path] = []
+    chosen: dict[str, int] = defaultdict(int)
+    for (approach, chain), folders in sample_chains(run.run_dir).items():
+        if chosen[approach] >= chains_per_approach:
+            continue
+        stem = _pick_stem(folders)
+        if stem is None:
+            continue
+        chosen[approach] += 1
+        name = f"{approach}_{chain}_{stem}"
+        label = f"{display_name(approach)} {chain}: {stem}"
+        columns = _truth_column(run, stem, info)
+        for gen, folder in sorted(folders.items()):
+            image = _read(folder / f"{stem}_image.png")
+            if image is None:
+                continue
+            top = _read(folder / f"{stem}_input.png")
+            mask = _read(folder / f"{stem}_label.png")
+            im = _read(folder / f"{stem}_im.png")
+            bottom = None if mask is None else colorize(mask, info, im)
+            columns.append(StripColumn(f"G{gen}", image if top is None else top, bottom))
+        if columns:
+            with_im = any((f / f"{stem}_im.png").is_file() for f in folders.values())
+            written += save_figure(generation_strip(columns, info, label, with_im=with_im),
+                                   out / f"{name}_strip")
+        for gen, folder in sorted(folders.items()):
+            teachers = _teachers(folder, stem)
+            im, mask = _read(folder / f"{stem}_im.png"), _read(folder / f"{stem}_label.png")
+            if len(teachers) >= 2 and im is not None and mask is not None:
+                image = _read(folder / f"{stem}_image.png")
+                fig = im_creation_figure(image, teachers, im > 0, mask, info,
+                                         f"{label}, G{gen}")
+                written += save_figure(fig, out / f"{name}_g{gen}_im")
+                break
+    return written
+
+
+def _truth_column(run: RunData, stem: str, info: DatasetInfo) -> list[StripColumn]:
+    """The image and its hidden true mask, when the data set is still at its path."""
+    if run.data_path is None:
+        return []
+    for split in ("train_unlabeled", "train_labeled"):
+        image = _read(run.data_path / split / "images" / f"{stem}.png")
+        mask = _read(run.data_path / split / "masks" / f"{stem}.png")
+        if image is not None and mask is not None:
+            return [StripColumn("image / truth", image, colorize(mask, info))]
+    return []
+
+
+def fallback_info(run: RunData) -> DatasetInfo | None:
+    """Task and default names from a checkpoint when dataset.yaml is not reachable."""
+    from imseg.storage import load_checkpoint
+
+    ckpt = next(iter(sorted((run.run_dir / "models").glob("*/*/c*.pt"))), None)
+    if ckpt is None:
+        return None
+    task = load_checkpoint(ckpt).get("task") or {}
+    if "kind" not in task:
+        return None
+    n = int(task.get("n_classes", 1))
+    return DatasetInfo(task=task["kind"], classes=[f"class {i}" for i in range(n)],
+                       image_size=(1, 1))
+
+
+# ---------------------------------------------------------------------------- report
+def write_report(run_dirs: list[Path], out: Path, column: str = "test_iou",
+                 kept_only: bool = False, samples: bool = True) -> list[Path]:
+    """Tables (scores.md/.csv, quality.csv), figures (scores, quality) and, when runs kept
+    samples, the method figures. Returns the files written."""
+    if not run_dirs:
+        raise DataError("no run folders given")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if column not in METRICS:
+        raise DataError(f"unknown metric {column!r}; choose one of {', '.join(METRICS)}")
+    panels = panels_of(run_dirs)
+    scores = [score_stats(p, column, kept_only) for p in panels]
+    quality = [quality_stats(p) for p in panels]
+    flat = [s for items in scores for s in items]
+    written = [out / "scores.csv", out / "scores.md", out / "quality.csv"]
+    (out / "scores.csv").write_text(stats_csv(flat))
+    which = "top-K kept students" if kept_only else "all students"
+    (out / "scores.md").write_text(f"Scores over {which} of each generation.\n\n"
+                                   + stats_markdown(flat, column, {p.name: p.info for p in panels}))
+    (out / "quality.csv").write_text(_quality_csv(quality))
+    written += save_figure(scores_figure(panels, scores, column), out / "scores")
+    written += save_figure(quality_figure(panels, quality), out / "quality")
+    if samples:
+        for panel in panels:
+            for run in panel.runs:
+                info = panel.info or fallback_info(run)
+                if info is not None:
+                    written += sample_figures(run, out / "samples" / run.run_dir.name, info)
+    return written
+
+
+def _quality_csv(quality: list[dict[str, list[Stat]]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["dataset", "column", "approach", "generation", "mean", "std", "n_stages"])
+    for q in quality:
+        for column, items in q.items():
+            for s in items:
+                writer.writerow([s.dataset, column, s.approach, s.generation, f"{s.mean:.6g}",
+                                 f"{s.std:.6g}", s.n])
+    return buf.getvalue()

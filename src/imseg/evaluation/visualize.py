@@ -1,0 +1,195 @@
+"""Colouring masks and drawing the method's figures (IM creation, pseudo labels over generations).
+
+Masks here are in the on-disk encoding of :mod:`imseg.tasks` (what the run's
+``samples/`` PNGs and ``imseg predict`` hold): binary ``H×W`` 0/255 (128 void),
+multiclass ``H×W`` class ids (255 = void or IM), multilabel ``H×W×C`` 0/255.
+Classes take the colours of dataset.yaml; the inconsistency mask is grey.
+Figures are built as bare :class:`~matplotlib.figure.Figure` objects (Agg
+canvas, no pyplot state), so they draw headless and never leak windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from imseg.data.layout import DatasetInfo, default_colors
+from imseg.tasks import DISK_BINARY_VOID, DISK_MULTICLASS_VOID, Task
+
+IM_GREY = (150, 150, 150)
+Color = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Legend:
+    """What each colour of a coloured mask means."""
+
+    names: list[str]
+    colors: list[Color]
+
+
+def class_palette(info: DatasetInfo) -> Legend:
+    """Background (binary, multilabel) or every class (multiclass) with its colour.
+
+    Binary dataset.yaml colours are ``[background, foreground]`` (a single colour
+    is the foreground); multilabel colours are one per channel, background black.
+    """
+    colors = list(info.colors)
+    if info.task == "binary":
+        bg = colors[0] if len(colors) >= 2 else (0, 0, 0)
+        fg = colors[-1] if colors else default_colors(2)[1]
+        return Legend(["background", info.classes[0]], [bg, fg])
+    n = len(info.classes)
+    fill = default_colors(n + 1)
+    if info.task == "multiclass":
+        colors = colors + fill[len(colors):n]
+        return Legend(list(info.classes), colors[:n])
+    colors = colors + fill[1 + len(colors): n + 1]
+    return Legend(["background", *info.classes], [(0, 0, 0), *colors[:n]])
+
+
+def colorize(mask: np.ndarray, info: DatasetInfo, im: np.ndarray | None = None) -> np.ndarray:
+    """A disk-encoded mask → ``H×W×3`` uint8 RGB; void and ``im`` pixels grey.
+
+    Multilabel channels that overlap are blended (the mean of their colours).
+    """
+    legend = class_palette(info)
+    table = np.asarray(legend.colors, dtype=np.float32)
+    if info.task == "multiclass":
+        ids = mask.astype(np.int64)
+        void = ids == DISK_MULTICLASS_VOID
+        out = table[np.clip(ids, 0, len(table) - 1)]
+    elif info.task == "binary":
+        planes = mask if mask.ndim == 2 else mask[..., 0]
+        void = planes == DISK_BINARY_VOID
+        out = table[((planes > 127) & ~void).astype(np.int64)]
+    else:
+        planes = mask[..., None] if mask.ndim == 2 else mask
+        planes = planes[..., : len(info.classes)]
+        void = (planes == DISK_BINARY_VOID).any(axis=-1)
+        on = (planes > 127) & (planes != DISK_BINARY_VOID)
+        count = on.sum(axis=-1, keepdims=True)
+        blend = (on[..., None] * table[1 : 1 + planes.shape[-1]]).sum(axis=-2)
+        out = np.where(count > 0, blend / np.maximum(count, 1), table[0])
+    out = np.where(void[..., None], np.asarray(IM_GREY, np.float32), out)
+    if im is not None:
+        out = np.where(im.astype(bool)[..., None], np.asarray(IM_GREY, np.float32), out)
+    return out.round().astype(np.uint8)
+
+
+def foreground(mask: np.ndarray, task: Task) -> np.ndarray:
+    """Bool ``H×W``: pixels of a disk-encoded mask that are not background."""
+    if task.kind == "multiclass":
+        return (mask != 0) & (mask != DISK_MULTICLASS_VOID)
+    planes = mask[..., None] if mask.ndim == 2 else mask
+    return ((planes > 127) & (planes != DISK_BINARY_VOID)).any(axis=-1)
+
+
+def hatch(shape: tuple[int, int], period: int = 6, width: int = 2) -> np.ndarray:
+    """Bool ``H×W`` diagonal stripes, to mark a region without hiding what is under it."""
+    yy, xx = np.indices(shape)
+    return (yy + xx) % period < width
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, info: DatasetInfo, im: np.ndarray | None = None,
+            alpha: float = 0.5) -> np.ndarray:
+    """The image blended with the class colours of ``mask``; ``im`` pixels hatched grey."""
+    rgb = image if image.ndim == 3 and image.shape[-1] == 3 else np.repeat(
+        image.reshape(image.shape[:2] + (1,)), 3, axis=-1)
+    base = rgb.astype(np.float32)
+    colored = colorize(mask, info).astype(np.float32)
+    fg = foreground(mask, info.task_obj)[..., None]
+    out = np.where(fg, (1 - alpha) * base + alpha * colored, base)
+    if im is not None:
+        stripes = im.astype(bool) & hatch(im.shape[:2])
+        out = np.where(stripes[..., None], np.asarray(IM_GREY, np.float32), out)
+    return out.round().astype(np.uint8)
+
+
+def teacher_votes(teachers: list[np.ndarray], task: Task) -> np.ndarray:
+    """The "sum" panel: per pixel, how many teachers say foreground (binary, multilabel:
+    any label), or, multiclass, how many vote for the most voted class."""
+    if task.kind != "multiclass":
+        return sum(foreground(t, task).astype(np.int64) for t in teachers)
+    stack = np.stack(teachers)
+    return np.max([(stack == c).sum(axis=0) for c in np.unique(stack)], axis=0)
+
+
+def _show(ax, picture: np.ndarray, title: str, **kw) -> None:
+    ax.imshow(picture, interpolation="nearest", **kw)
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _legend(fig: Figure, info: DatasetInfo, with_im: bool = True) -> None:
+    legend = class_palette(info)
+    handles = [Patch(facecolor=np.asarray(c) / 255, edgecolor="0.5", label=n)
+               for n, c in zip(legend.names, legend.colors, strict=True)]
+    if with_im:
+        handles.append(Patch(facecolor=np.asarray(IM_GREY) / 255, edgecolor="0.5",
+                             label="inconsistency mask"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5),
+               fontsize=8, frameon=False)
+
+
+def im_creation_figure(image: np.ndarray, teachers: list[np.ndarray], im: np.ndarray,
+                       label: np.ndarray, info: DatasetInfo, title: str = "") -> Figure:
+    """The paper's IM figure: each teacher's mask, their sum, the IM, the final label
+    (IM grey), after the image itself."""
+    task = info.task_obj
+    n = len(teachers)
+    fig = Figure(figsize=(1.7 * (n + 4), 2.5), layout="constrained")
+    axes = fig.subplots(1, n + 4)
+    _show(axes[0], image.squeeze(), "image", cmap="gray")
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    for t, mask in enumerate(teachers):
+        _show(axes[1 + t], colorize(mask, info), f"({letters[t]}) teacher {t + 1}")
+    votes = teacher_votes(teachers, task)
+    kind = "votes, top class" if task.kind == "multiclass" else "sum"
+    _show(axes[n + 1], votes, f"({letters[n]}) {kind} (0–{n})", cmap="gray", vmin=0, vmax=n)
+    _show(axes[n + 2], im.astype(bool), f"({letters[n + 1]}) IM", cmap="gray", vmin=0, vmax=1)
+    _show(axes[n + 3], colorize(label, info, im), f"({letters[n + 2]}) final")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _legend(fig, info)
+    return fig
+
+
+@dataclass
+class StripColumn:
+    """One generation of a strip: the (blocked) input and its pseudo label, or None when the
+    image was dropped that generation."""
+
+    title: str
+    top: np.ndarray
+    bottom: np.ndarray | None
+
+
+def generation_strip(columns: list[StripColumn], info: DatasetInfo, title: str = "",
+                     rows: tuple[str, str] = ("input", "pseudo label"),
+                     with_im: bool = True) -> Figure:
+    """One column per generation: the input on top, the coloured label below."""
+    k = len(columns)
+    fig = Figure(figsize=(1.7 * k + 0.4, 4.0), layout="constrained")
+    axes = fig.subplots(2, k, squeeze=False)
+    for j, col in enumerate(columns):
+        _show(axes[0, j], col.top.squeeze(), col.title, cmap="gray")
+        if col.bottom is None:
+            axes[1, j].imshow(np.full(col.top.shape[:2], 235, np.uint8), cmap="gray", vmin=0,
+                              vmax=255)
+            axes[1, j].text(0.5, 0.5, "dropped", ha="center", va="center",
+                            transform=axes[1, j].transAxes, fontsize=9, color="0.3")
+            axes[1, j].set_xticks([])
+            axes[1, j].set_yticks([])
+        else:
+            _show(axes[1, j], col.bottom, "")
+    axes[0, 0].set_ylabel(rows[0], fontsize=9)
+    axes[1, 0].set_ylabel(rows[1], fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _legend(fig, info, with_im)
+    return fig

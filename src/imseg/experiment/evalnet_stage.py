@@ -1,0 +1,262 @@
+"""The EvalNet stage of a run: train the EvalNets a study needs, then serve their scores.
+
+Two kinds of EvalNet, one per kind of training data (SPEC §6):
+
+* ``evalnet`` (the EvalNet approach): learns from every LDT and ALDT model's
+  masks of the labeled images and the true masks;
+* ``im_plus_plus`` (IM++, AIM++): learns from inconsistency-masked pairs built
+  from random subsets of LDT models.
+
+Per kind and run, ``evalnet.count`` nets are trained (resumable: a net with a
+row in ``RUN/evalnet_results.csv`` is done), the ``evalnet.keep`` best by val
+MAE are kept and averaged. Thresholds the config leaves empty are chosen from
+the kept ensemble's val predictions (rule: :mod:`imseg.evalnet.stats`) and
+written, with the targets they were chosen for, to
+``RUN/evalnet_thresholds.yaml``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import yaml
+
+from imseg.data.dataset import Split
+from imseg.errors import DataError
+from imseg.evalnet.data import (
+    Blocking,
+    EvalNetData,
+    im_data,
+    prediction_data,
+    stage_labels,
+)
+from imseg.evalnet.ensemble import (
+    EvalNetEnsemble,
+    build_evalnet,
+    checkpoint_spec,
+    load_evalnet,
+)
+from imseg.evalnet.stats import threshold_for_target
+from imseg.evalnet.table import EvalNetTable
+from imseg.evalnet.train import train_evalnet
+from imseg.experiment.benchmarks import augment_params, run_benchmark
+from imseg.experiment.context import RunContext
+from imseg.experiment.recipes import Recipe, resolve_recipes
+from imseg.experiment.stages import load_models
+from imseg.models.evalnet import EVALNET_MIN_SIZE
+from imseg.runtime import derive_seed, seed_everything
+from imseg.storage import atomic_write_text, save_checkpoint
+
+EVALNET = "evalnet"
+IM_PLUS_PLUS = "im_plus_plus"
+KINDS = (EVALNET, IM_PLUS_PLUS)
+RESULTS_FILE = "evalnet_results.csv"
+THRESHOLDS_FILE = "evalnet_thresholds.yaml"
+
+
+# ------------------------------------------------------------------------- which kinds
+def kinds_of(recipe: Recipe) -> list[str]:
+    """The EvalNet kinds a recipe needs: selection needs ``evalnet``; copies by score of
+    IM pairs need ``im_plus_plus``."""
+    if recipe.labeler == "evalnet_select":
+        return [EVALNET]
+    return [IM_PLUS_PLUS] if recipe.copies == "evalnet" else []
+
+
+def scores_kind(recipe: Recipe) -> str:
+    """The kind whose ensemble scored (or will score) a recipe's pseudo pairs."""
+    return EVALNET if recipe.labeler == "evalnet_select" else IM_PLUS_PLUS
+
+
+def prepare_evalnets(ctx: RunContext, run: int) -> None:
+    """Train (or resume) every EvalNet kind the study's recipes need for ``run``."""
+    recipes = resolve_recipes(ctx.config, ctx.config.ssl.approaches)
+    needed = {k for r in recipes.values() for k in kinds_of(r)}
+    for kind in KINDS:
+        if kind in needed:
+            prepare_kind(ctx, run, kind)
+
+
+# ------------------------------------------------------------------------------ data
+def source_rows(ctx: RunContext, run: int, kind: str) -> list[dict]:
+    """The stage models whose masks make a kind's data (all candidates; trained if needed)."""
+    rows = list(run_benchmark(ctx, "ldt", run))
+    if kind == EVALNET:
+        rows += run_benchmark(ctx, "aldt", run)
+    return rows
+
+
+def kind_data(ctx: RunContext, run: int, kind: str, part: str,
+              models: list[torch.nn.Module]) -> EvalNetData:
+    """The ``train`` (labeled images) or ``val`` data of a kind, built in batches."""
+    cfg = ctx.config
+    split: Split = ctx.splits_for_run(run)[0] if part == "train" else ctx.dataset.val
+    bs = cfg.train.eval_batch_size
+    labels = stage_labels(ctx.task, models, split.images, ctx.device, bs, cfg.train.amp)
+    if kind == EVALNET:
+        return prediction_data(ctx.task, labels, split, part == "train", ctx.device)
+    im = cfg.ssl.inconsistency
+    blocking = Blocking(im.block_input, im.block_output, cfg.train.ignore_im)
+    loops = cfg.evalnet.train_loops if part == "train" else cfg.evalnet.val_loops
+    generator = seed_everything(derive_seed(cfg.seed, "evalnet-data", kind, run, part))
+    params = augment_params(cfg.augment, ctx.dataset.info.rotate)
+    return im_data(ctx.task, labels, split, loops, blocking, params, generator, ctx.device,
+                   cfg.ssl.pseudo_batch_size)
+
+
+def check_size(ctx: RunContext) -> None:
+    h, w = ctx.dataset.info.image_size
+    if min(h, w) < EVALNET_MIN_SIZE:
+        raise DataError(f"{ctx.data_dir / 'dataset.yaml'}: images are {w}×{h}; the EvalNet "
+                        f"approaches need at least {EVALNET_MIN_SIZE}×{EVALNET_MIN_SIZE}")
+
+
+# -------------------------------------------------------------------------- training
+def checkpoint_path(ctx: RunContext, kind: str, run: int, index: int) -> Path:
+    return ctx.run_dir / "evalnets" / kind / f"r{run}" / f"e{index}.pt"
+
+
+def table_of(ctx: RunContext) -> EvalNetTable:
+    return EvalNetTable(ctx.run_dir / RESULTS_FILE)
+
+
+def train_one(ctx: RunContext, kind: str, run: int, index: int, train: EvalNetData,
+              val: EvalNetData) -> dict:
+    """Train EvalNet ``index`` of a kind and run, save it; return its results row."""
+    cfg = ctx.config
+    seed = derive_seed(cfg.seed, "evalnet", kind, run, index)
+    generator = seed_everything(seed)
+    net = build_evalnet(ctx.task, ctx.dataset.info.channels, cfg.evalnet.alpha,
+                        cfg.train.bn_momentum, generator)
+    fit = train_evalnet(net, ctx.task, train, val, cfg.evalnet, ctx.device, generator,
+                        cfg.train.eval_batch_size, cfg.train.amp,
+                        desc=f"evalnet {kind} r{run} e{index}", progress=ctx.progress)
+    path = checkpoint_path(ctx, kind, run, index)
+    save_checkpoint(path, {
+        "model": checkpoint_spec(net, cfg.train.bn_momentum),
+        "state_dict": fit.state,
+        "task": {"kind": ctx.task.kind, "n_classes": ctx.task.n_classes},
+        "place": {"kind": kind, "run": run, "index": index},
+        "seed": seed,
+        "config": cfg.model_dump(mode="json"),
+        "val": {"mae": fit.val_mae, "spearman": fit.val_spearman},
+    })
+    return {"kind": kind, "run": run, "index": index, "seed": seed, "val_mae": fit.val_mae,
+            "val_spearman": fit.val_spearman, "n_train": len(train), "n_val": len(val),
+            "kept": None, "best_epoch": fit.best_epoch, "seconds": round(fit.seconds, 2),
+            "checkpoint": str(path.relative_to(ctx.run_dir))}
+
+
+def prepare_kind(ctx: RunContext, run: int, kind: str) -> list[dict]:
+    """Train the missing EvalNets of a kind and run, mark the kept ones, choose the
+    automatic thresholds; a no-op when all of that is done. Returns the kept rows."""
+    cfg = ctx.config.evalnet
+    table = table_of(ctx)
+    rows = [table.get(kind, run, k) for k in range(cfg.count)]
+    if all(r is not None and r["kept"] is not None for r in rows) and \
+            run in read_thresholds(ctx).get(kind, {}):
+        return [r for r in rows if r and r["kept"]]
+    check_size(ctx)
+    sources = source_rows(ctx, run, kind)
+    models = load_models(ctx, sources)
+    val = kind_data(ctx, run, kind, "val", models)
+    train: EvalNetData | None = None
+    for k, row in enumerate(rows):
+        if row is None:
+            train = train if train is not None else kind_data(ctx, run, kind, "train", models)
+            table.add(train_one(ctx, kind, run, k, train, val))
+    kept = table.mark_kept(kind, run, cfg.keep)
+    ensemble = ensemble_of(ctx, kept)
+    predicted = ensemble.predict(val.images, val.masks, val.index).score
+    ldt = [r for r in sources if r["stage"] == "ldt"]
+    write_thresholds(ctx, kind, run, auto_thresholds(predicted, val.targets.score, ldt, sources,
+                                                     cfg.auto_min_fraction))
+    return kept
+
+
+# ------------------------------------------------------------------------ thresholds
+def auto_thresholds(predicted: torch.Tensor, true: torch.Tensor, ldt_rows: list[dict],
+                    source_rows: list[dict], min_fraction: float) -> dict:
+    """Thresholds chosen on val (rule in :mod:`imseg.evalnet.stats`), with their targets.
+
+    ``threshold`` (selection): masks expected as good as the best source model's;
+    ``min_threshold`` / ``max_threshold`` (copies): as good as the average / the
+    best LDT model's.
+    """
+    ldt = [float(r["val_iou"]) for r in ldt_rows if r.get("val_iou") is not None]
+    every = [float(r["val_iou"]) for r in source_rows if r.get("val_iou") is not None]
+    targets = {"threshold": max(every), "min_threshold": sum(ldt) / len(ldt),
+               "max_threshold": max(ldt)}
+    out = {k: threshold_for_target(predicted, true, v, min_fraction) for k, v in targets.items()}
+    out["max_threshold"] = max(out["max_threshold"], out["min_threshold"])
+    return {**{k: round(v, 6) for k, v in out.items()},
+            "targets": {k: round(v, 6) for k, v in targets.items()},
+            "n_val": int(predicted.numel())}
+
+
+def thresholds_path(ctx: RunContext) -> Path:
+    return ctx.run_dir / THRESHOLDS_FILE
+
+
+def read_thresholds(ctx: RunContext) -> dict:
+    """``{kind: {run: {...}}}`` from RUN/evalnet_thresholds.yaml (empty when absent)."""
+    path = thresholds_path(ctx)
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+def write_thresholds(ctx: RunContext, kind: str, run: int, values: dict) -> None:
+    data = read_thresholds(ctx)
+    data.setdefault(kind, {})[run] = values
+    atomic_write_text(thresholds_path(ctx), yaml.safe_dump(data, sort_keys=True))
+
+
+def auto_values(ctx: RunContext, run: int, kind: str) -> dict:
+    """The automatic thresholds of a kind and run (training its EvalNets when needed)."""
+    values = read_thresholds(ctx).get(kind, {}).get(run)
+    if values is None:
+        prepare_kind(ctx, run, kind)
+        values = read_thresholds(ctx)[kind][run]
+    return values
+
+
+def select_threshold(ctx: RunContext, run: int = 0, kind: str = EVALNET) -> float:
+    """The ``evalnet_select`` threshold: the config's, else the automatic one."""
+    cfg = ctx.config.evalnet
+    if cfg.threshold is not None:
+        return float(cfg.threshold)
+    return float(auto_values(ctx, run, kind)["threshold"])
+
+
+def score_range(ctx: RunContext, run: int = 0, kind: str = IM_PLUS_PLUS) -> tuple[float, float]:
+    """``(low, high)`` for copies by score: the config's, else the automatic ones."""
+    cfg = ctx.config.evalnet
+    if cfg.min_threshold is not None and cfg.max_threshold is not None:
+        return float(cfg.min_threshold), float(cfg.max_threshold)
+    auto = auto_values(ctx, run, kind)
+    low = cfg.min_threshold if cfg.min_threshold is not None else auto["min_threshold"]
+    high = cfg.max_threshold if cfg.max_threshold is not None else auto["max_threshold"]
+    return float(low), float(high)
+
+
+# -------------------------------------------------------------------------- ensembles
+def ensemble_of(ctx: RunContext, rows: list[dict]) -> EvalNetEnsemble:
+    nets = [load_evalnet(ctx.run_dir / r["checkpoint"]).to(ctx.device).eval() for r in rows]
+    return EvalNetEnsemble(nets, ctx.task, ctx.device, ctx.config.train.eval_batch_size,
+                           ctx.config.train.amp)
+
+
+def load_ensemble(ctx: RunContext, run: int, kind: str) -> EvalNetEnsemble:
+    """The kept EvalNets of a kind and run (trained first when missing)."""
+    kept = [r for r in table_of(ctx).select(kind, run) if r["kept"]]
+    if not kept:
+        kept = prepare_kind(ctx, run, kind)
+    return ensemble_of(ctx, kept)
+
+
+def score_pairs(ctx: RunContext, run: int, images: torch.Tensor, labels: torch.Tensor,
+                kind: str = IM_PLUS_PLUS) -> torch.Tensor:
+    """(N,) the ensemble's predicted IoU of pseudo pairs (blocked image + blocked label)."""
+    if images.shape[0] == 0:
+        return torch.empty(0)
+    return load_ensemble(ctx, run, kind).score(images, labels)

@@ -1,0 +1,129 @@
+"""The generation loop end to end on tiny data, and its resume after a hard stop."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from imseg.config import build_config
+from imseg.experiment.context import RunContext
+from imseg.experiment.loop import Chain, chains_of
+from imseg.experiment.recipes import recipes_of, resolve_recipes
+from imseg.experiment.runner import run_study
+from imseg.errors import ConfigError
+
+from conftest import TINY
+
+ALL_WITHOUT_EVALNET = ["model_ensemble", "input_ensemble", "consistency_loss", "noisy_student",
+                       "im", "im_plus", "aim_plus"]
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_every_approach_runs_and_writes_its_rows(binary_data, tmp_path):
+    # one-epoch teachers find little foreground: without the binary filter pairs still flow
+    ssl = {**TINY["ssl"], "approaches": ALL_WITHOUT_EVALNET, "generations": 2,
+           "inconsistency": {"binary_filter": False}}
+    cfg = build_config(overrides={**TINY, "ssl": ssl})
+    ctx = RunContext.open(binary_data, tmp_path / "run", cfg, progress=False)
+    run_study(ctx)
+    rows = ctx.results.rows
+    by = {}
+    for r in rows:
+        by.setdefault((r["approach"], r["generation"]), []).append(r)
+    # benchmarks the chains start from, shared by all approaches
+    assert len(by[("ldt", 0)]) == 2 and len(by[("aldt", 0)]) == 2
+    assert ("fdt", 0) not in by
+    for name in ALL_WITHOUT_EVALNET:
+        gens = [1] if name == "consistency_loss" else [1, 2]
+        for g in gens:
+            assert len(by[(name, g)]) == 2, (name, g)
+    im = by[("im", 1)][0]
+    assert im["n_teachers"] == 2 and im["pseudo_iou"] is not None
+    assert 0.0 <= im["im_fraction"] <= 1.0
+    # noisy student does not depend on n; its rows carry no teacher count
+    assert by[("noisy_student", 1)][0]["n_teachers"] is None
+    # one noisy copy replaces each pair (labeled 2 + unlabeled 18 → 20 pairs)
+    ds = ctx.dataset
+    assert by[("noisy_student", 1)][0]["n_train_pairs"] == len(ds.labeled) + len(ds.unlabeled)
+    # AIM+ trains on the augmented labeled set plus originals and copies of the IM pairs
+    aim = by[("aim_plus", 1)][0]["n_train_pairs"]
+    assert aim >= 2 * len(ds.labeled)
+    # growing students
+    assert by[("im_plus", 2)][0]["alpha"] > by[("im_plus", 1)][0]["alpha"]
+    # sample PNGs for inspection
+    sample_dir = tmp_path / "run" / "samples" / "im" / "r0_n2_g1"
+    assert len(list(sample_dir.glob("*_teacher1.png"))) == 2
+    assert (tmp_path / "run" / "config.yaml").is_file()
+
+
+def test_multiclass_and_multilabel_run(multiclass_data, multilabel_data, tmp_path):
+    for data in (multiclass_data, multilabel_data):
+        cfg = build_config(overrides={**TINY, "ssl": {**TINY["ssl"], "approaches": ["im"]}})
+        ctx = RunContext.open(data, tmp_path / data.parent.name, cfg, progress=False)
+        run_study(ctx)
+        im_rows = [r for r in ctx.results.rows if r["approach"] == "im"]
+        assert len(im_rows) == 2
+        assert im_rows[0]["pseudo_iou"] is not None
+
+
+def test_chains_and_recipes():
+    recipes = recipes_of(build_config())
+    chains = chains_of({k: recipes[k] for k in ("im", "noisy_student")}, [2, 3], runs=2)
+    assert Chain("im", 1, 3) in chains and Chain("noisy_student", 0, None) in chains
+    assert len(chains) == 2 * (2 + 1)
+    with pytest.raises(ConfigError, match="unknown approaches"):
+        resolve_recipes(build_config(), ["imm"])
+    custom = build_config(overrides={"recipes": {"my_im": {"labeler": "inconsistency",
+                                                           "copies": "one"}}})
+    assert resolve_recipes(custom, ["my_im"])["my_im"].copies == "one"
+    with pytest.raises(ConfigError, match="unknown labeler"):
+        resolve_recipes(build_config(overrides={"recipes": {"x": {"labeler": "magic"}}}), ["x"])
+
+
+def _cli_run(data: Path, out: Path, config: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "imseg", "run", "--data", str(data), "--out", str(out),
+           "--config", str(config), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+
+
+def test_killed_run_resumes_to_the_same_rows(binary_data, tmp_path):
+    import yaml
+
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "ssl": {**TINY["ssl"], "approaches": ["im"],
+                                                       "generations": 2}}))
+    # uninterrupted reference
+    ref = _cli_run(binary_data, tmp_path / "ref", config)
+    assert ref.wait(timeout=300) == 0, ref.stderr.read().decode()
+    expected = _rows(tmp_path / "ref" / "results.csv")
+    # a run killed with SIGKILL once some models are done, then started again
+    out = tmp_path / "killed"
+    proc = _cli_run(binary_data, out, config)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        path = out / "results.csv"
+        if path.is_file() and len(_rows(path)) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = _rows(out / "results.csv")
+    assert 3 <= len(partial) < len(expected)
+    again = _cli_run(binary_data, out, config)
+    assert again.wait(timeout=300) == 0, again.stderr.read().decode()
+    resumed = _rows(out / "results.csv")
+    keep = ["stage", "approach", "run", "n_teachers", "generation", "candidate", "seed",
+            "val_iou", "test_iou", "pseudo_iou", "im_fraction", "n_train_pairs"]
+    assert [{k: r[k] for k in keep} for r in resumed] == [{k: r[k] for k in keep} for r in expected]
