@@ -113,6 +113,15 @@ class Task:
         err = (probs - target.float()).square() * valid
         return err.sum() / valid.sum().clamp_min(1)
 
+    # ------------------------------------------------------------------- metric
+    def metric(self):
+        """A fresh accumulator of this kind's metrics (SPEC §7): binary foreground IoU and
+        Dice per image; multiclass mIoU over the classes present; multilabel mean over
+        channels. Its ``compute()["iou"]`` is the headline score."""
+        from imseg.evaluation.metrics import MetricAccumulator
+
+        return MetricAccumulator(self)
+
     # ------------------------------------------------------------ disk ↔ memory
     def encode_mask(self, disk: np.ndarray, void_value: int | None = None) -> np.ndarray:
         """A mask as stored in the prepared layout → in-memory label ``(label_channels, H, W)``.

@@ -11,15 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import TINY
 
 from imseg.config import build_config
+from imseg.errors import ConfigError
 from imseg.experiment.context import RunContext
 from imseg.experiment.loop import Chain, chains_of
 from imseg.experiment.recipes import recipes_of, resolve_recipes
 from imseg.experiment.runner import run_study
-from imseg.errors import ConfigError
-
-from conftest import TINY
 
 ALL_WITHOUT_EVALNET = ["model_ensemble", "input_ensemble", "consistency_loss", "noisy_student",
                        "im", "im_plus", "aim_plus"]

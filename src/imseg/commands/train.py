@@ -1,14 +1,28 @@
-"""``imseg train``: one benchmark stage (FDT, LDT or ALDT) into a run folder."""
+"""``imseg train``: one benchmark stage (FDT, LDT or ALDT) into a run folder.
+
+Under ``torchrun --nproc-per-node N -m imseg train ...`` every candidate is
+trained in turn with DDP over the N processes; rank 0 writes the checkpoints
+and results rows, the other ranks write into a scratch folder that is removed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
+from pathlib import Path
+
+import torch
 
 from imseg.commands.common import add_training_options, config_from_args
+from imseg.config import Config
+from imseg.data.dataset import load_dataset
 from imseg.experiment.benchmarks import BENCHMARKS, run_benchmark
 from imseg.experiment.context import RunContext
-from imseg.experiment.results import top_k
+from imseg.experiment.results import ResultsTable, top_k
+from imseg.runtime import configure_threads, resolve_device
+from imseg.training import distributed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,12 +35,36 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    ctx = RunContext.open(args.data, args.out, config, progress=not args.no_progress,
-                          command=" ".join(sys.argv))
-    rows = run_benchmark(ctx, args.benchmark, args.run)
-    print(format_rows(rows, top_k(rows, config.benchmark.keep)))
-    print(f"results: {ctx.results.path}")
+    with distributed.process_group(config.device) as (me, device):
+        if me.is_writer:
+            ctx = RunContext.open(args.data, args.out, config, progress=not args.no_progress,
+                                  command=" ".join(sys.argv))
+        distributed.barrier()  # rank 0 has created the run folder and its config
+        if not me.is_writer:
+            ctx = follower_context(Path(args.data), Path(args.out), config, device)
+        elif device is not None:
+            ctx.device = device
+        try:
+            rows = run_benchmark(ctx, args.benchmark, args.run)
+        finally:
+            if not me.is_writer:
+                shutil.rmtree(ctx.run_dir, ignore_errors=True)
+    if me.is_writer:
+        print(format_rows(rows, top_k(rows, config.benchmark.keep)))
+        print(f"results: {ctx.results.path}")
     return 0
+
+
+def follower_context(data_dir: Path, run_dir: Path, config: Config,
+                     device: torch.device | None) -> RunContext:
+    """A DDP rank other than 0: it sees the run's rows (so it skips the same finished
+    models as rank 0) but writes its files into a scratch folder of its own."""
+    configure_threads()
+    scratch = Path(tempfile.mkdtemp(prefix="imseg-ddp-"))
+    known = ResultsTable(run_dir / "results.csv").rows
+    return RunContext(scratch, data_dir, config, load_dataset(data_dir),
+                      device or resolve_device(config.device),
+                      ResultsTable(scratch / "results.csv", known=known), progress=False)
 
 
 def format_rows(rows: list[dict], kept: list[dict]) -> str:

@@ -339,7 +339,8 @@ def scores_figure(panels: list[Panel], per_panel: list[list[Stat]], column: str)
         for a, series in groups.items():
             if a in BENCHMARKS:
                 color, dash = BENCHMARK_STYLE[a]
-                handles[a] = ax.axhline(series[0].mean, color=color, ls=dash, lw=1.3)
+                handles[a] = ax.axhline(series[0].mean, color=color, ls=dash, lw=1.3,
+                                        label=display_name(a))
                 ax.annotate(display_name(a), (0.01, series[0].mean), va="bottom", fontsize=8,
                             xycoords=("axes fraction", "data"), color=color,
                             bbox={"fc": "white", "ec": "none", "alpha": 0.6, "pad": 0.3})
@@ -411,6 +412,15 @@ def _teachers(folder: Path, stem: str) -> list[np.ndarray]:
     return [np.asarray(Image.open(p)) for p in paths]
 
 
+def _blocked_im(folder: Path, stem: str, blocked_input: np.ndarray | None) -> np.ndarray | None:
+    """The sample's IM when it was removed from the input (IM approaches); a mere
+    disagreement mask (Model Ensemble: recorded, not blocked) is not drawn on the label."""
+    im = _read(folder / f"{stem}_im.png")
+    if im is None or blocked_input is None or blocked_input[im > 0].any():
+        return None
+    return im > 0
+
+
 def _pick_stem(folders: dict[int, Path]) -> str | None:
     """The sample with a pseudo label in the most generations (then by name)."""
     counts: dict[str, int] = defaultdict(int)
@@ -437,17 +447,18 @@ def sample_figures(run: RunData, out: Path, info: DatasetInfo, chains_per_approa
         name = f"{approach}_{chain}_{stem}"
         label = f"{display_name(approach)} {chain}: {stem}"
         columns = _truth_column(run, stem, info)
+        with_im = False
         for gen, folder in sorted(folders.items()):
             image = _read(folder / f"{stem}_image.png")
             if image is None:
                 continue
             top = _read(folder / f"{stem}_input.png")
             mask = _read(folder / f"{stem}_label.png")
-            im = _read(folder / f"{stem}_im.png")
+            im = _blocked_im(folder, stem, top)
+            with_im = with_im or im is not None
             bottom = None if mask is None else colorize(mask, info, im)
             columns.append(StripColumn(f"G{gen}", image if top is None else top, bottom))
         if columns:
-            with_im = any((f / f"{stem}_im.png").is_file() for f in folders.values())
             written += save_figure(generation_strip(columns, info, label, with_im=with_im),
                                    out / f"{name}_strip")
         for gen, folder in sorted(folders.items()):

@@ -12,7 +12,9 @@ from tqdm.auto import tqdm
 
 from imseg.config import TrainConfig
 from imseg.data.dataset import Split
+from imseg.errors import ConfigError
 from imseg.tasks import Task
+from imseg.training import distributed
 from imseg.training.inference import autocast, evaluate_model, to_input
 
 EpochFn = Callable[[nn.Module, torch.optim.Optimizer, int], float]
@@ -37,12 +39,19 @@ class Batches:
     Each epoch draws a fresh permutation from the seeded generator; an epoch is
     ``steps`` batches (default ``N // batch_size``, at least one, as the
     reference), wrapping around to a new permutation when it needs more.
+    ``shard=(rank, world)`` yields only this rank's part ``[rank::world]`` of each
+    global batch (DDP; every rank draws the same permutations from the same seed).
     """
 
     def __init__(self, split: Split, batch_size: int, device: torch.device,
-                 generator: torch.Generator, steps: int | None = None) -> None:
+                 generator: torch.Generator, steps: int | None = None,
+                 shard: tuple[int, int] = (0, 1)) -> None:
         if len(split) == 0:
             raise ValueError("no pairs to train on")
+        self.rank, self.world = shard
+        if min(batch_size, len(split)) < self.world:
+            raise ConfigError(f"a batch of {min(batch_size, len(split))} pairs cannot be "
+                              f"shared by {self.world} processes; raise train.batch_size")
         self.images = split.images.to(device)
         self.labels = None if split.labels is None else split.labels.to(device)
         self.n = len(split)
@@ -64,7 +73,7 @@ class Batches:
         """Yield ``(images uint8, labels uint8 or None)`` batches of one epoch."""
         self._pos = self._perm.numel()  # every epoch starts on a fresh permutation
         for _ in range(self.steps):
-            idx = self._next_index()
+            idx = self._next_index()[self.rank :: self.world]
             yield self.images[idx], None if self.labels is None else self.labels[idx]
 
 
@@ -106,16 +115,20 @@ def fit(
     """Train ``model`` and return the weights of its best validation epoch.
 
     ``epoch_fn`` replaces the supervised epoch (used by the consistency-loss
-    mode, which alternates supervised and unsupervised epochs).
+    mode, which alternates supervised and unsupervised epochs). Under torchrun
+    the model trains with DDP (see :mod:`imseg.training.distributed`); a custom
+    epoch then sees the DDP model but is not sharded.
     """
     start = time.perf_counter()
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
-    step_model = torch.compile(model) if cfg.compile and device.type == "cuda" else model
+    step_model = distributed.wrap(model, device, getattr(cfg, "sync_bn", False))
+    if cfg.compile and device.type == "cuda":
+        step_model = torch.compile(step_model)
     batches = None if epoch_fn else Batches(train, cfg.batch_size, device, generator,
-                                            cfg.steps_per_epoch)
+                                            cfg.steps_per_epoch, distributed.shard())
     n_epochs = epochs or cfg.epochs
     best_score, best_epoch, best_state, best_val = -1.0, 0, None, {}
     history: list[float] = []
@@ -125,6 +138,7 @@ def fit(
             loss = supervised_epoch(step_model, optimizer, batches, task, cfg, device)
         else:
             loss = epoch_fn(step_model, optimizer, epoch)
+        distributed.sync_buffers(model)
         scores = evaluate_model(model, val, task, device, cfg.eval_batch_size, cfg.amp)
         score = float(scores["iou"])
         history.append(score)

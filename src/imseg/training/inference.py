@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from imseg.data.dataset import Split
-from imseg.evaluation.metrics import MetricAccumulator
 from imseg.tasks import Task
 
 
@@ -62,7 +61,7 @@ def evaluate_model(
     """Score one model on a labeled split (headline ``iou``, ``dice``, per-class values)."""
     if split.labels is None or len(split) == 0:
         return {}
-    acc = MetricAccumulator(task)
+    acc = task.metric()
     for sl, probs in predict_batches([model], split.images, task, device, batch_size, amp):
         acc.update(task.to_label(probs[0]), split.labels[sl].to(device))
     return acc.compute()

@@ -1,0 +1,176 @@
+"""DDP: two Gloo processes on CPU train the same model as one process would.
+
+What is comparable: every rank draws the same global batch (same seed) and
+trains on half of it; DDP averages the two half-batch gradients. With equal
+halves, a loss that is a mean over equally many pixels per half, and BatchNorm
+statistics taken over the whole global batch (``sync_bn``), that average is the
+single-process gradient, so the two runs differ only by float rounding (sums in
+another order), which AdamW carries through a few steps. Stated tolerance: the
+weights after one epoch within 1e-4 and the validation probabilities within
+1e-4 of the single-process run. Without sync_bn each half is normalised by its
+own statistics, and the result is not expected to match.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from imseg.config import TrainConfig
+from imseg.data.dataset import Split
+from imseg.models.unet import build_unet
+from imseg.runtime import seed_everything
+from imseg.tasks import Task
+from imseg.training import distributed
+from imseg.training.fit import Batches, fit
+from imseg.training.inference import predict_batches
+
+TASK = Task("binary", 1)
+CPU = torch.device("cpu")
+
+
+def _split(n: int, seed: int) -> Split:
+    """Images whose mask is "red brighter than green": learnable in a few steps."""
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.uint8)
+    images = torch.nn.functional.avg_pool2d(images.float(), 5, 1, 2).to(torch.uint8)
+    labels = (images[:, :1] > images[:, 1:2]).to(torch.uint8)
+    return Split(images, labels, [f"s{i}" for i in range(n)])
+
+
+def _config(sync_bn: bool) -> TrainConfig:
+    cfg = TrainConfig(epochs=1, batch_size=8, alpha=0.25, bn_momentum=0.1, amp=False,
+                      channels_last=False)
+    # ``train.sync_bn`` is read with getattr; set it whether or not the field exists yet.
+    return cfg.model_copy(update={"sync_bn": sync_bn})
+
+
+def _train(sync_bn: bool) -> tuple[dict, torch.Tensor, list[float]]:
+    """One epoch (4 steps of a global batch of 8) from a fixed seed."""
+    generator = seed_everything(7)
+    model = build_unet(3, 1, 0.25, bn_momentum=0.1)
+    val = _split(8, 2)
+    result = fit(model, TASK, _split(32, 1), val, _config(sync_bn), CPU, generator,
+                 progress=False)
+    probs = next(predict_batches([model], val.images, TASK, CPU, 64, False))[1][0]
+    return result.state, probs, result.history
+
+
+def _rank(rank: int, world: int, init_file: str, out: str, sync_bn: bool) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    try:
+        state, probs, history = _train(sync_bn)
+        if rank == 0:
+            torch.save({"state": state, "probs": probs, "history": history}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def _ddp(tmp_path: Path, sync_bn: bool) -> dict:
+    out = tmp_path / f"rank0_{sync_bn}.pt"
+    mp.spawn(_rank, args=(2, str(tmp_path / f"pg_{sync_bn}"), str(out), sync_bn), nprocs=2)
+    return torch.load(out)
+
+
+@pytest.fixture(scope="module")
+def single() -> tuple[dict, torch.Tensor, list[float]]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(sync_bn=True)  # sync_bn is a no-op without a process group
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _max_weight_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a
+               if a[k].is_floating_point())
+
+
+def test_ddp_with_sync_bn_matches_single_process(tmp_path, single):
+    state, probs, history = single
+    ddp = _ddp(tmp_path, sync_bn=True)
+    assert _max_weight_diff(ddp["state"], state) < 1e-4
+    assert float((ddp["probs"] - probs).abs().max()) < 1e-4
+    assert ddp["history"] == pytest.approx(history, abs=1e-4)
+    # the comparison has teeth: training moved the weights far more than the tolerance
+    fresh = build_unet(3, 1, 0.25, bn_momentum=0.1)
+    seed_everything(7)
+    fresh = build_unet(3, 1, 0.25, bn_momentum=0.1).state_dict()
+    assert _max_weight_diff(fresh, state) > 1e-2
+
+
+def test_ddp_without_sync_bn_differs_from_single_process(tmp_path, single):
+    """Per-rank BatchNorm statistics change the gradients: the test above is not vacuous."""
+    state, _, _ = single
+    ddp = _ddp(tmp_path, sync_bn=False)
+    assert _max_weight_diff(ddp["state"], state) > 1e-3
+
+
+def test_batches_shard_the_global_batch():
+    split = _split(12, 3)
+    full = Batches(split, 6, CPU, torch.Generator().manual_seed(5))
+    parts = [Batches(split, 6, CPU, torch.Generator().manual_seed(5), shard=(r, 2))
+             for r in range(2)]
+    for _ in range(2):  # two epochs: every epoch draws a new permutation on every rank
+        for (whole, _), (even, _), (odd, _) in zip(full.epoch(), parts[0].epoch(),
+                                                   parts[1].epoch(), strict=True):
+            assert torch.equal(even, whole[0::2]) and torch.equal(odd, whole[1::2])
+
+
+def test_batch_smaller_than_the_group_is_an_error():
+    from imseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot be shared by 4 processes"):
+        Batches(_split(3, 0), 8, CPU, torch.Generator(), shard=(0, 4))
+
+
+def test_not_distributed_is_a_no_op():
+    model = build_unet(3, 1, 0.25)
+    assert distributed.wrap(model, CPU, sync_bn=True) is model
+    assert distributed.shard() == (0, 1)
+    assert not any(isinstance(m, distributed.GlooSyncBatchNorm) for m in model.modules())
+
+
+def test_convert_sync_bn_keeps_parameters_and_state():
+    model = build_unet(3, 1, 0.25)
+    params = list(model.parameters())
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    distributed.convert_sync_bn(model, CPU)
+    assert any(isinstance(m, distributed.GlooSyncBatchNorm) for m in model.modules())
+    assert all(a is b for a, b in zip(params, model.parameters(), strict=True))
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_torchrun_train_writes_rows_once(tmp_path):
+    """``torchrun --nproc-per-node 2 -m imseg train``: rank 0 alone writes the run."""
+    data = tmp_path / "data"
+    subprocess.run([sys.executable, "-m", "imseg", "prepare", "sample", "--task", "binary",
+                    "--out", str(data), "--n", "24", "--size", "32"], check=True,
+                   capture_output=True)
+    out = tmp_path / "run"
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-port", "0", "-m", "imseg", "train", "--data", str(data), "--out", str(out),
+         "--epochs", "1", "--candidates", "2", "--keep", "1", "--alpha", "0.25",
+         "--batch-size", "4", "--device", "cpu", "--no-progress"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("results:") == 1  # printed by rank 0 only
+    lines = (out / "results.csv").read_text().splitlines()
+    assert len(lines) == 3 and lines[1].startswith("ldt,ldt,0,,0,0,")
+    assert sorted(p.name for p in (out / "models" / "ldt" / "r0_g0").iterdir()) == [
+        "c0.pt", "c1.pt"]
+    # the other rank's scratch folder is gone
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("imseg-ddp-")]
