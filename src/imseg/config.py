@@ -52,6 +52,7 @@ class TrainConfig(Section):
     channels_last: bool = True
     compile: bool = Field(False, description="torch.compile the model (pays off on GPU)")
     eval_batch_size: int = Field(64, ge=1)
+    sync_bn: bool = Field(False, description="DDP: BatchNorm statistics over the global batch")
 
 
 class AugmentConfig(Section):

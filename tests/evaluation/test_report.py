@@ -18,12 +18,12 @@ from imseg.evaluation.report import (
     Stat,
     load_run,
     panels_of,
-    sample_figures,
     score_stats,
     scores_figure,
     stats_csv,
     write_report,
 )
+from imseg.evaluation.visualize import sample_figures
 
 HEADER = ["stage", "approach", "run", "n_teachers", "generation", "candidate", "val_iou",
           "test_iou", "pseudo_iou", "im_fraction", "checkpoint"]
@@ -178,7 +178,7 @@ def test_sample_figures_from_a_runs_samples(runs, tmp_path):
     write_png(g1 / "u7_label.png", np.zeros((8, 8)))
     write_png(g1 / "u7_input.png", np.zeros((8, 8, 3)))  # g2: dropped by the filter
     run = load_run(run3)
-    written = sample_figures(run, tmp_path / "fig", run.info)
+    written = sample_figures(run3, tmp_path / "fig", run.info, run.data_path)
     assert sorted(p.name for p in written) == ["im_r0_n2_u7_g1_im.pdf", "im_r0_n2_u7_g1_im.png",
                                                "im_r0_n2_u7_strip.pdf", "im_r0_n2_u7_strip.png"]
     assert all(p.is_file() for p in written)

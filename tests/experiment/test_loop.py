@@ -126,3 +126,13 @@ def test_killed_run_resumes_to_the_same_rows(binary_data, tmp_path):
     keep = ["stage", "approach", "run", "n_teachers", "generation", "candidate", "seed",
             "val_iou", "test_iou", "pseudo_iou", "im_fraction", "n_train_pairs"]
     assert [{k: r[k] for k in keep} for r in resumed] == [{k: r[k] for k in keep} for r in expected]
+
+
+def test_a_second_process_on_the_same_run_folder_is_refused(binary_data, tmp_path, tiny_config):
+    from imseg.errors import DataError
+
+    first = RunContext.open(binary_data, tmp_path / "run", tiny_config, progress=False)
+    with pytest.raises(DataError, match="in use by imseg process"):
+        RunContext.open(binary_data, tmp_path / "run", tiny_config, progress=False)
+    first.close()
+    RunContext.open(binary_data, tmp_path / "run", tiny_config, progress=False).close()

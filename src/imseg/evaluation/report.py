@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,26 +29,14 @@ import numpy as np
 import yaml
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from PIL import Image
 
 from imseg.data.layout import DatasetInfo, read_info
 from imseg.errors import DataError
 from imseg.evaluation.summary import BENCHMARK_ORDER
-from imseg.evaluation.visualize import (
-    StripColumn,
-    colorize,
-    generation_strip,
-    im_creation_figure,
-)
+from imseg.evaluation.visualize import display_name, sample_figures, save_figure
 from imseg.experiment.results import ResultsTable, top_k
 
 BENCHMARKS = ("fdt", "aldt", "ldt")
-NAMES = {
-    "fdt": "FDT", "aldt": "ALDT", "ldt": "LDT", "im": "IM", "im_plus": "IM+",
-    "aim_plus": "AIM+", "im_plus_plus": "IM++", "aim_plus_plus": "AIM++",
-    "noisy_student": "Noisy Student", "evalnet": "EvalNet", "model_ensemble": "Model Ensemble",
-    "input_ensemble": "Input Ensemble", "consistency_loss": "Consistency Loss",
-}
 # Fixed order (and so fixed colours) of the paper's approaches; others follow by name.
 APPROACH_ORDER = ("aim_plus_plus", "im_plus_plus", "aim_plus", "im_plus", "im", "noisy_student",
                   "evalnet", "model_ensemble", "input_ensemble", "consistency_loss")
@@ -64,11 +51,6 @@ BENCHMARK_STYLE = {"fdt": ("black", (0, (6, 2))), "aldt": ("0.35", (0, (4, 2, 1,
                    "ldt": ("0.6", (0, (2, 2)))}
 METRIC_LABELS = {"iou": "IoU", "dice": "Dice"}
 METRICS = ("test_iou", "test_dice", "val_iou", "val_dice")
-DPI = 150
-
-
-def display_name(approach: str) -> str:
-    return NAMES.get(approach, approach)
 
 
 def metric_label(column: str, info: DatasetInfo | None = None) -> str:
@@ -274,19 +256,10 @@ def _cell(s: Stat) -> str:
 
 
 # ---------------------------------------------------------------------------- figures
-def save_figure(fig: Figure, stem: Path) -> list[Path]:
-    """``stem.png`` (dpi 150) and ``stem.pdf``."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    for p in paths:
-        fig.savefig(p, dpi=DPI)
-    return paths
-
-
 def _generation_axis(ax, gens: list[int]) -> None:
-    gens = gens or [1]
     ax.set_xticks(gens, [f"G{g}" for g in gens])
-    ax.set_xlim(min(gens) - 0.3, max(gens) + 0.3)
+    if gens:
+        ax.set_xlim(min(gens) - 0.3, max(gens) + 0.3)
     ax.grid(axis="y", color="0.9")
 
 
@@ -382,114 +355,11 @@ def quality_figure(panels: list[Panel], per_panel: list[dict[str, list[Stat]]]) 
     return fig
 
 
-# ------------------------------------------------------------------ sample figures
-SAMPLE_FOLDER = re.compile(r"^(?P<chain>r\d+(?:_n\d+)?)_g(?P<gen>\d+)$")
-
-
-def sample_chains(run_dir: Path) -> dict[tuple[str, str], dict[int, Path]]:
-    """``(approach, chain) -> {generation: folder}`` of a run's samples/."""
-    out: dict[tuple[str, str], dict[int, Path]] = defaultdict(dict)
-    root = Path(run_dir) / "samples"
-    if not root.is_dir():
-        return {}
-    for folder in sorted(root.glob("*/*")):
-        m = SAMPLE_FOLDER.match(folder.name)
-        if m and folder.is_dir():
-            out[(folder.parent.name, m["chain"])][int(m["gen"])] = folder
-    return dict(out)
-
-
-def _read(path: Path) -> np.ndarray | None:
-    if not path.is_file():
-        return None
-    with Image.open(path) as im:
-        return np.asarray(im)
-
-
-def _teachers(folder: Path, stem: str) -> list[np.ndarray]:
-    paths = sorted(folder.glob(f"{stem}_teacher*.png"),
-                   key=lambda p: int(p.stem.rsplit("teacher", 1)[1]))
-    return [np.asarray(Image.open(p)) for p in paths]
-
-
-def _blocked_im(folder: Path, stem: str, blocked_input: np.ndarray | None) -> np.ndarray | None:
-    """The sample's IM when it was removed from the input (IM approaches); a mere
-    disagreement mask (Model Ensemble: recorded, not blocked) is not drawn on the label."""
-    im = _read(folder / f"{stem}_im.png")
-    if im is None or blocked_input is None or blocked_input[im > 0].any():
-        return None
-    return im > 0
-
-
-def _pick_stem(folders: dict[int, Path]) -> str | None:
-    """The sample with a pseudo label in the most generations (then by name)."""
-    counts: dict[str, int] = defaultdict(int)
-    for folder in folders.values():
-        for p in folder.glob("*_image.png"):
-            stem = p.name[: -len("_image.png")]
-            counts[stem] += (folder / f"{stem}_label.png").is_file()
-    return min(counts, key=lambda s: (-counts[s], s)) if counts else None
-
-
-def sample_figures(run: RunData, out: Path, info: DatasetInfo, chains_per_approach: int = 1
-                   ) -> list[Path]:
-    """Per approach (first chain(s)): a strip over generations and, where the run kept
-    an IM and several teachers' masks, the IM creation figure."""
-    written: list[Path] = []
-    chosen: dict[str, int] = defaultdict(int)
-    for (approach, chain), folders in sample_chains(run.run_dir).items():
-        if chosen[approach] >= chains_per_approach:
-            continue
-        stem = _pick_stem(folders)
-        if stem is None:
-            continue
-        chosen[approach] += 1
-        name = f"{approach}_{chain}_{stem}"
-        label = f"{display_name(approach)} {chain}: {stem}"
-        columns = _truth_column(run, stem, info)
-        with_im = False
-        for gen, folder in sorted(folders.items()):
-            image = _read(folder / f"{stem}_image.png")
-            if image is None:
-                continue
-            top = _read(folder / f"{stem}_input.png")
-            mask = _read(folder / f"{stem}_label.png")
-            im = _blocked_im(folder, stem, top)
-            with_im = with_im or im is not None
-            bottom = None if mask is None else colorize(mask, info, im)
-            columns.append(StripColumn(f"G{gen}", image if top is None else top, bottom))
-        if columns:
-            written += save_figure(generation_strip(columns, info, label, with_im=with_im),
-                                   out / f"{name}_strip")
-        for gen, folder in sorted(folders.items()):
-            teachers = _teachers(folder, stem)
-            im, mask = _read(folder / f"{stem}_im.png"), _read(folder / f"{stem}_label.png")
-            if len(teachers) >= 2 and im is not None and mask is not None:
-                image = _read(folder / f"{stem}_image.png")
-                fig = im_creation_figure(image, teachers, im > 0, mask, info,
-                                         f"{label}, G{gen}")
-                written += save_figure(fig, out / f"{name}_g{gen}_im")
-                break
-    return written
-
-
-def _truth_column(run: RunData, stem: str, info: DatasetInfo) -> list[StripColumn]:
-    """The image and its hidden true mask, when the data set is still at its path."""
-    if run.data_path is None:
-        return []
-    for split in ("train_unlabeled", "train_labeled"):
-        image = _read(run.data_path / split / "images" / f"{stem}.png")
-        mask = _read(run.data_path / split / "masks" / f"{stem}.png")
-        if image is not None and mask is not None:
-            return [StripColumn("image / truth", image, colorize(mask, info))]
-    return []
-
-
-def fallback_info(run: RunData) -> DatasetInfo | None:
+def fallback_info(run_dir: Path) -> DatasetInfo | None:
     """Task and default names from a checkpoint when dataset.yaml is not reachable."""
     from imseg.storage import load_checkpoint
 
-    ckpt = next(iter(sorted((run.run_dir / "models").glob("*/*/c*.pt"))), None)
+    ckpt = next(iter(sorted((Path(run_dir) / "models").glob("*/*/c*.pt"))), None)
     if ckpt is None:
         return None
     task = load_checkpoint(ckpt).get("task") or {}
@@ -498,6 +368,7 @@ def fallback_info(run: RunData) -> DatasetInfo | None:
     n = int(task.get("n_classes", 1))
     return DatasetInfo(task=task["kind"], classes=[f"class {i}" for i in range(n)],
                        image_size=(1, 1))
+
 
 
 # ---------------------------------------------------------------------------- report
@@ -526,9 +397,10 @@ def write_report(run_dirs: list[Path], out: Path, column: str = "test_iou",
     if samples:
         for panel in panels:
             for run in panel.runs:
-                info = panel.info or fallback_info(run)
+                info = panel.info or fallback_info(run.run_dir)
                 if info is not None:
-                    written += sample_figures(run, out / "samples" / run.run_dir.name, info)
+                    written += sample_figures(run.run_dir, out / "samples" / run.run_dir.name,
+                                              info, run.data_path)
     return written
 
 

@@ -10,17 +10,41 @@ canvas, no pyplot state), so they draw headless and never leak windows.
 
 from __future__ import annotations
 
+import re
+from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from PIL import Image
 
 from imseg.data.layout import DatasetInfo, default_colors
 from imseg.tasks import DISK_BINARY_VOID, DISK_MULTICLASS_VOID, Task
 
+NAMES = {
+    "fdt": "FDT", "aldt": "ALDT", "ldt": "LDT", "im": "IM", "im_plus": "IM+",
+    "aim_plus": "AIM+", "im_plus_plus": "IM++", "aim_plus_plus": "AIM++",
+    "noisy_student": "Noisy Student", "evalnet": "EvalNet", "model_ensemble": "Model Ensemble",
+    "input_ensemble": "Input Ensemble", "consistency_loss": "Consistency Loss",
+}
 IM_GREY = (150, 150, 150)
+DPI = 150
 Color = tuple[int, int, int]
+
+
+def display_name(approach: str) -> str:
+    return NAMES.get(approach, approach)
+
+
+def save_figure(fig: Figure, stem: Path) -> list[Path]:
+    """``stem.png`` (dpi 150) and ``stem.pdf``."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    for p in paths:
+        fig.savefig(p, dpi=DPI)
+    return paths
 
 
 @dataclass(frozen=True)
@@ -193,3 +217,106 @@ def generation_strip(columns: list[StripColumn], info: DatasetInfo, title: str =
         fig.suptitle(title, fontsize=10)
     _legend(fig, info, with_im)
     return fig
+
+
+# -------------------------------------------------------- figures from a run's samples/
+SAMPLE_FOLDER = re.compile(r"^(?P<chain>r\d+(?:_n\d+)?)_g(?P<gen>\d+)$")
+
+
+def sample_chains(run_dir: Path) -> dict[tuple[str, str], dict[int, Path]]:
+    """``(approach, chain) -> {generation: folder}`` of a run's samples/."""
+    out: dict[tuple[str, str], dict[int, Path]] = defaultdict(dict)
+    root = Path(run_dir) / "samples"
+    if not root.is_dir():
+        return {}
+    for folder in sorted(root.glob("*/*")):
+        m = SAMPLE_FOLDER.match(folder.name)
+        if m and folder.is_dir():
+            out[(folder.parent.name, m["chain"])][int(m["gen"])] = folder
+    return dict(out)
+
+
+def _read(path: Path) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+def _teachers(folder: Path, stem: str) -> list[np.ndarray]:
+    paths = sorted(folder.glob(f"{stem}_teacher*.png"),
+                   key=lambda p: int(p.stem.rsplit("teacher", 1)[1]))
+    return [np.asarray(Image.open(p)) for p in paths]
+
+
+def _blocked_im(folder: Path, stem: str, blocked_input: np.ndarray | None) -> np.ndarray | None:
+    """The sample's IM when it was removed from the input (IM approaches); a mere
+    disagreement mask (Model Ensemble: recorded, not blocked) is not drawn on the label."""
+    im = _read(folder / f"{stem}_im.png")
+    if im is None or blocked_input is None or blocked_input[im > 0].any():
+        return None
+    return im > 0
+
+
+def _pick_stem(folders: dict[int, Path]) -> str | None:
+    """The sample with a pseudo label in the most generations (then by name)."""
+    counts: dict[str, int] = defaultdict(int)
+    for folder in folders.values():
+        for p in folder.glob("*_image.png"):
+            stem = p.name[: -len("_image.png")]
+            counts[stem] += (folder / f"{stem}_label.png").is_file()
+    return min(counts, key=lambda s: (-counts[s], s)) if counts else None
+
+
+def sample_figures(run_dir: Path, out: Path, info: DatasetInfo, data_path: Path | None = None,
+                   chains_per_approach: int = 1) -> list[Path]:
+    """Per approach (first chain(s)): a strip over generations and, where the run kept
+    an IM and several teachers' masks, the IM creation figure."""
+    written: list[Path] = []
+    chosen: dict[str, int] = defaultdict(int)
+    for (approach, chain), folders in sample_chains(run_dir).items():
+        if chosen[approach] >= chains_per_approach:
+            continue
+        stem = _pick_stem(folders)
+        if stem is None:
+            continue
+        chosen[approach] += 1
+        name = f"{approach}_{chain}_{stem}"
+        label = f"{display_name(approach)} {chain}: {stem}"
+        columns = _truth_column(data_path, stem, info)
+        with_im = False
+        for gen, folder in sorted(folders.items()):
+            image = _read(folder / f"{stem}_image.png")
+            if image is None:
+                continue
+            top = _read(folder / f"{stem}_input.png")
+            mask = _read(folder / f"{stem}_label.png")
+            im = _blocked_im(folder, stem, top)
+            with_im = with_im or im is not None
+            bottom = None if mask is None else colorize(mask, info, im)
+            columns.append(StripColumn(f"G{gen}", image if top is None else top, bottom))
+        if columns:
+            written += save_figure(generation_strip(columns, info, label, with_im=with_im),
+                                   out / f"{name}_strip")
+        for gen, folder in sorted(folders.items()):
+            teachers = _teachers(folder, stem)
+            im, mask = _read(folder / f"{stem}_im.png"), _read(folder / f"{stem}_label.png")
+            if len(teachers) >= 2 and im is not None and mask is not None:
+                image = _read(folder / f"{stem}_image.png")
+                fig = im_creation_figure(image, teachers, im > 0, mask, info,
+                                         f"{label}, G{gen}")
+                written += save_figure(fig, out / f"{name}_g{gen}_im")
+                break
+    return written
+
+
+def _truth_column(data_path: Path | None, stem: str, info: DatasetInfo) -> list[StripColumn]:
+    """The image and its hidden true mask, when the data set is still at its path."""
+    if data_path is None:
+        return []
+    for split in ("train_unlabeled", "train_labeled"):
+        image = _read(data_path / split / "images" / f"{stem}.png")
+        mask = _read(data_path / split / "masks" / f"{stem}.png")
+        if image is not None and mask is not None:
+            return [StripColumn("image / truth", image, colorize(mask, info))]
+    return []

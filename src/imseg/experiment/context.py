@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import torch
 import yaml
@@ -11,6 +14,7 @@ import yaml
 from imseg.config import Config
 from imseg.data.dataset import Dataset, Split, load_dataset
 from imseg.data.splitting import seeded_permutation
+from imseg.errors import DataError
 from imseg.experiment.results import ResultsTable
 from imseg.runtime import configure_threads, resolve_device
 from imseg.storage import atomic_write_text
@@ -29,6 +33,7 @@ class RunContext:
     results: ResultsTable
     progress: bool = True
     _run_splits: dict[int, tuple[Split, Split]] = field(default_factory=dict, repr=False)
+    _lock: IO | None = field(default=None, repr=False)
 
     @property
     def task(self) -> Task:
@@ -42,13 +47,20 @@ class RunContext:
         run_dir = Path(run_dir)
         dataset = load_dataset(Path(data_dir))
         run_dir.mkdir(parents=True, exist_ok=True)
+        lock = lock_run_dir(run_dir)
         atomic_write_text(run_dir / "config.yaml", config.to_yaml())
         atomic_write_text(
             run_dir / RUN_INFO,
             yaml.safe_dump({"data": str(Path(data_dir).resolve()), "command": command}),
         )
         return cls(run_dir, Path(data_dir), config, dataset, resolve_device(config.device),
-                   ResultsTable(run_dir / "results.csv"), progress)
+                   ResultsTable(run_dir / "results.csv"), progress, _lock=lock)
+
+    def close(self) -> None:
+        """Release the run folder's lock (it also goes when the process ends)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def splits_for_run(self, run: int) -> tuple[Split, Split]:
         """``(labeled, unlabeled)`` of run ``run``.
@@ -71,3 +83,26 @@ class RunContext:
                 unlabeled = pool.subset(sorted(index[s] for s in order[n:]))
                 self._run_splits[run] = (labeled, unlabeled)
         return self._run_splits[run]
+
+
+def lock_run_dir(run_dir: Path) -> IO:
+    """Hold an exclusive lock on ``RUN/.lock`` for this process's lifetime.
+
+    Two processes appending to one results.csv would lose each other's rows;
+    the second one stops here with a message instead. The lock goes with the
+    process (any exit, kill -9 included), so a stopped run never blocks its resume.
+    """
+    handle = open(run_dir / ".lock", "a+")  # noqa: SIM115 - held for the process's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise DataError(f"{run_dir} is in use by {owner}; wait for it to finish or use "
+                        "another --out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"imseg process {os.getpid()}")
+    handle.flush()
+    return handle

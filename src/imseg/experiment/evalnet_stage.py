@@ -180,15 +180,16 @@ def auto_thresholds(predicted: torch.Tensor, true: torch.Tensor, ldt_rows: list[
                     source_rows: list[dict], min_fraction: float) -> dict:
     """Thresholds chosen on val (rule in :mod:`imseg.evalnet.stats`), with their targets.
 
-    ``threshold`` (selection): masks expected as good as the best source model's;
-    ``min_threshold`` / ``max_threshold`` (copies): as good as the average / the
-    best LDT model's.
+    ``threshold`` (selection): the selected masks as good, on average, as the best
+    source model's; ``min_threshold`` / ``max_threshold`` (copies): masks at that
+    score as good as the average / the best LDT model's.
     """
     ldt = [float(r["val_iou"]) for r in ldt_rows if r.get("val_iou") is not None]
     every = [float(r["val_iou"]) for r in source_rows if r.get("val_iou") is not None]
     targets = {"threshold": max(every), "min_threshold": sum(ldt) / len(ldt),
                "max_threshold": max(ldt)}
-    out = {k: threshold_for_target(predicted, true, v, min_fraction) for k, v in targets.items()}
+    out = {k: threshold_for_target(predicted, true, v, min_fraction, local=k != "threshold")
+           for k, v in targets.items()}
     out["max_threshold"] = max(out["max_threshold"], out["min_threshold"])
     return {**{k: round(v, 6) for k, v in out.items()},
             "targets": {k: round(v, 6) for k, v in targets.items()},

@@ -214,7 +214,6 @@ def run_chain(ctx: RunContext, recipe: Recipe, chain: Chain) -> list[dict]:
         stage_rows = run_generation(ctx, recipe, chain, generation, teachers, labeled_train,
                                     unlabeled)
         produced.extend(stage_rows)
-        stage_rows = top_k(stage_rows, max(cfg.ssl.keep, chain.n_teachers or 1))
     return produced
 
 

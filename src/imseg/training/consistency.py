@@ -11,7 +11,7 @@ from imseg.config import TrainConfig
 from imseg.data.augment import AugmentParams, apply_geometry, photometric, random_geometry
 from imseg.data.dataset import Split
 from imseg.tasks import Task
-from imseg.training.fit import Batches, EpochFn, supervised_epoch
+from imseg.training.fit import Batches, EpochFn, run_epoch, supervised_epoch
 from imseg.training.inference import autocast, to_input
 
 # Three strengths of the photometric pair: (max_blur, max_noise, alpha ±, beta ±).
@@ -33,27 +33,21 @@ def consistency_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batche
                       task: Task, cfg: TrainConfig, device: torch.device, rotate: bool,
                       generator: torch.Generator) -> float:
     """One unsupervised epoch: both views share the geometry, differ in photometrics."""
-    model.train()
     geometry = AugmentParams(rotate=rotate)
-    total, steps = 0.0, 0
-    for images, _ in batches.epoch():
+
+    def loss_of(images: torch.Tensor, _labels: object) -> torch.Tensor:
         codes = random_geometry(images.shape[0], geometry, generator,
                                 square=images.shape[-2] == images.shape[-1])
         flipped = apply_geometry(images, codes)
-        level = int(torch.randint(len(STRENGTHS), (1,), generator=generator))
-        params = strength_params(level)
+        params = strength_params(int(torch.randint(len(STRENGTHS), (1,), generator=generator)))
         views = torch.cat([photometric(flipped, params, generator),
                            photometric(flipped, params, generator)])
         with autocast(device, cfg.amp):
             probs = task.activate(model(to_input(views, device, cfg.channels_last)))
         first, second = probs.chunk(2)
-        loss = (first - second).square().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += float(loss.detach())
-        steps += 1
-    return total / max(steps, 1)
+        return (first - second).square().mean()
+
+    return run_epoch(model, optimizer, batches, loss_of)
 
 
 def consistency_epochs(task: Task, labeled: Split, unlabeled: Split, cfg: TrainConfig,

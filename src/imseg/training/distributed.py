@@ -92,23 +92,43 @@ def barrier() -> None:
 
 
 # ------------------------------------------------------------------------ the model
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; the gradient of a sum that every rank uses is the sum of theirs."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out = tensor.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out = grad.clone()
+        dist.all_reduce(out)
+        return out
+
+
 class GlooSyncBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics cover the whole global batch, on any device.
 
     torch's SyncBatchNorm runs on GPUs only; this one all-reduces per-channel sums
     (autograd-aware, so gradients flow through the shared statistics) and so also
-    works with Gloo on CPUs. Same parameters and buffers as BatchNorm2d.
+    works with Gloo on CPUs. Same parameters and buffers as BatchNorm2d; without a
+    process group it is a BatchNorm2d with float64 statistics.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and active()):
+        if not self.training:
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
+        # Sums in float64, as torch's CPU BatchNorm accumulates: a one-pass variance
+        # in float32 loses digits that the tiny U-Net's 14 BN layers amplify.
         dims = [0, 2, 3]
-        xf = x.float()
-        count = torch.full((1,), float(xf.numel() // xf.shape[1]), device=x.device)
-        total = all_reduce(torch.cat([xf.sum(dims), xf.square().sum(dims), count]))
+        xd = x.double()
+        count = torch.full((1,), float(x.numel() // x.shape[1]), dtype=torch.float64,
+                           device=x.device)
+        total = torch.cat([xd.sum(dims), xd.square().sum(dims), count])
+        if active():
+            total = _AllReduceSum.apply(total)
         c = x.shape[1]
         n = total[2 * c]
         mean = total[:c] / n
@@ -118,13 +138,15 @@ class GlooSyncBatchNorm(nn.BatchNorm2d):
                 self.num_batches_tracked.add_(1)
                 m = self.momentum if self.momentum is not None else 1 / float(
                     self.num_batches_tracked)
-                self.running_mean.lerp_(mean.detach(), m)
-                self.running_var.lerp_(var.detach() * n / (n - 1).clamp_min(1), m)
+                unbiased = var * n / (n - 1).clamp_min(1)
+                self.running_mean.lerp_(mean.to(self.running_mean.dtype), m)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), m)
         shape = (1, c, 1, 1)
-        y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        scale = torch.rsqrt(var + self.eps).to(x.dtype)
+        y = (x - mean.to(x.dtype).view(shape)) * scale.view(shape)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
-        return y.to(x.dtype)
+        return y
 
 
 def convert_sync_bn(model: nn.Module, device: torch.device) -> nn.Module:
@@ -136,9 +158,11 @@ def convert_sync_bn(model: nn.Module, device: torch.device) -> nn.Module:
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
     for name, child in model.named_children():
         if type(child) is nn.BatchNorm2d:
+            like = next(iter(child.state_dict().values()), None)
             sync = GlooSyncBatchNorm(child.num_features, child.eps, child.momentum,
                                      child.affine, child.track_running_stats,
-                                     device=child.weight.device if child.affine else None)
+                                     device=None if like is None else like.device,
+                                     dtype=None if like is None else like.dtype)
             sync.load_state_dict(child.state_dict())
             if child.affine:
                 sync.weight, sync.bias = child.weight, child.bias

@@ -84,13 +84,22 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 def supervised_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Batches,
                      task: Task, cfg: TrainConfig, device: torch.device) -> float:
     """One epoch of plain supervised training; returns the mean loss."""
+
+    def loss_of(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with autocast(device, cfg.amp):
+            logits = model(to_input(images, device, cfg.channels_last))
+        return task.loss(logits, labels)
+
+    return run_epoch(model, optimizer, batches, loss_of)
+
+
+def run_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Batches,
+              loss_of: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]) -> float:
+    """One epoch of optimizer steps on ``loss_of(images, labels)``; returns the mean loss."""
     model.train()
     total, steps = 0.0, 0
     for images, labels in batches.epoch():
-        x = to_input(images, device, cfg.channels_last)
-        with autocast(device, cfg.amp):
-            logits = model(x)
-        loss = task.loss(logits, labels)
+        loss = loss_of(images, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -124,7 +133,7 @@ def fit(
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
-    step_model = distributed.wrap(model, device, getattr(cfg, "sync_bn", False))
+    step_model = distributed.wrap(model, device, cfg.sync_bn)
     if cfg.compile and device.type == "cuda":
         step_model = torch.compile(step_model)
     batches = None if epoch_fn else Batches(train, cfg.batch_size, device, generator,

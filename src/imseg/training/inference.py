@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
+import os
+import sys
 from collections.abc import Iterator
 
 import torch
@@ -19,8 +23,36 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
     return contextlib.nullcontext()
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+@functools.cache
+def reuse_freed_memory() -> bool:
+    """Let glibc keep freed memory for the next batch instead of unmapping it (CPU speed).
+
+    By default glibc serves each block over 32 MiB (every activation of a
+    256×256 batch) with a fresh ``mmap`` and unmaps it on free, so every step
+    pays page faults and kernel zeroing again: about 45% of a CPU training step
+    of the tiny U-Net. Raising the mmap and trim thresholds keeps those pages
+    in the process: CPU steps run about 1.8x faster, and the resident peak is
+    higher (freed blocks stay mapped; about +1.4 GB at alpha 1, batch 32,
+    256×256). Applied once, on the first CPU batch; ``IMSEG_REUSE_FREED_MEMORY=0``
+    turns it off. Returns whether it was applied (glibc on Linux only).
+    """
+    if os.environ.get("IMSEG_REUSE_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)
+                    and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    except (OSError, AttributeError):  # not glibc (musl, macOS): leave the allocator alone
+        return False
+
+
 def to_input(images: torch.Tensor, device: torch.device, channels_last: bool = True) -> torch.Tensor:
     """uint8 images → float tensor on ``device`` (the model scales by 1/255 itself)."""
+    if device.type == "cpu":
+        reuse_freed_memory()
     x = images.to(device, non_blocking=True).float()
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 

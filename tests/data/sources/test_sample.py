@@ -9,7 +9,8 @@ import pytest
 
 from imseg.cli import main
 from imseg.data.dataset import load_split
-from imseg.data.layout import SPLITS, read_info, split_dirs
+from imseg.data.layout import SPLITS, read_info, split_dirs, write_pair
+from imseg.data.sources import sample as sample_module
 from imseg.data.sources.sample import CLASSES, make_sample, prepare_sample, split_seed
 from imseg.errors import DataError
 
@@ -233,15 +234,29 @@ def test_damaged_sample_folder_is_refused(tmp_path):
         prepare_sample("binary", out, n=8, size=32)
 
 
-def test_empty_folder_and_stale_partial_output_are_fine(tmp_path):
+def test_empty_existing_folder_is_filled(tmp_path):
     out = tmp_path / "data"
     out.mkdir()
-    stale = tmp_path / ".data.partial"
-    (stale / "val" / "images").mkdir(parents=True)
-    (stale / "val" / "images" / "junk.png").write_bytes(b"not a png")
     info = prepare_sample("binary", out, n=8, size=32)
-    assert info.counts["val"] == 8 and not stale.exists()
-    assert not (out / "val" / "images" / "junk.png").exists()
+    assert info.counts["val"] == 8 and read_info(out).counts == info.counts
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"], "no temporary left"
+
+
+def test_interrupted_run_leaves_nothing_behind(tmp_path, monkeypatch):
+    calls = []
+
+    def failing_write_pair(*args, **kwargs):
+        calls.append(args[2])
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return write_pair(*args, **kwargs)
+
+    monkeypatch.setattr(sample_module, "write_pair", failing_write_pair)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_sample("binary", tmp_path / "data", n=8, size=32)
+    assert len(calls) == 5 and list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    assert prepare_sample("binary", tmp_path / "data", n=8, size=32).counts["test"] == 8
 
 
 # --------------------------------------------------------------------------- CLI

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -331,7 +332,7 @@ def _make_multilabel(
 
     slots = grid * grid
     on = rng.random((n, slots)) < _u(rng, 0.25, 0.6, n)[:, None]
-    dead_share = _u(rng, 0.15, 0.6, n)
+    dead_share = _u(rng, 0.2, 0.6, n)
     on[np.arange(n), rng.integers(0, slots, n)] = True  # at least one cell per image
     for k in range(slots):
         y0, x0 = (k // grid) * cell, (k % grid) * cell
@@ -341,7 +342,7 @@ def _make_multilabel(
         rounded = ~dead & (rng.random(n) < 0.2)  # mitotic: small, bright, thick halo
         cy = y0 + _u(rng, 0.3, 0.7, n) * cell
         cx = x0 + _u(rng, 0.3, 0.7, n) * cell
-        r0 = np.where(dead, _u(rng, 0.045, 0.08, n), _u(rng, 0.065, 0.105, n))
+        r0 = np.where(dead, _u(rng, 0.05, 0.08, n), _u(rng, 0.065, 0.105, n))
         r0 = np.where(rounded, _u(rng, 0.05, 0.065, n), r0) * size
         aspect = np.where(dead, _u(rng, 0.6, 0.95, n), _u(rng, 0.75, 1.0, n))
         amp = np.where(dead[:, None], F32(0.15), F32(0.04)) * _u(rng, 0, 1, (n, 4))
@@ -356,7 +357,7 @@ def _make_multilabel(
         ny = cy + _u(rng, -0.3, 0.3, n) * r0
         nx = cx + _u(rng, -0.3, 0.3, n) * r0
         nuc = _sigmoid((_col(0.4 * r0) - np.sqrt((yy - _col(ny)) ** 2 + (xx - _col(nx)) ** 2)) / s)
-        lift = np.where(dead, _u(rng, -0.3, 0.02, n), _u(rng, -0.05, 0.18, n))
+        lift = np.where(dead, _u(rng, -0.3, -0.04, n), _u(rng, -0.03, 0.18, n))
         lift = _col(np.where(rounded, _u(rng, 0.15, 0.3, n), lift))
         nucleus = _col(np.where(dead, 0, _u(rng, 0.0, 0.1, n)).astype(F32))
         grainy = _col(np.where(dead, F32(0.02), F32(0.04)))
@@ -488,9 +489,10 @@ def prepare_sample(
     ``n`` train images, of which ``round(labeled_fraction * n)`` (at least one)
     are labeled; the unlabeled ones keep their masks as hidden truth. Val and
     test get ``max(8, n // 4)`` images each. A folder that already holds the
-    same sample data set is returned as is; any other non-empty folder raises
-    :class:`DataError`. Written to a temporary sibling and renamed, so an
-    interrupted run leaves nothing half-written at ``out``.
+    same sample data set is returned as is (the demo calls this every time);
+    any other non-empty folder raises :class:`DataError`. The data set is
+    written to a temporary sibling and renamed, so an interrupted run leaves
+    nothing half-written at ``out``.
     """
     _check(task, n, size, seed)
     if not 0.0 < labeled_fraction <= 1.0:
@@ -502,34 +504,43 @@ def prepare_sample(
     if out.is_dir() and any(out.iterdir()):
         return _reuse(out, task, size, seed, params)
 
-    n_eval = max(8, n // 4)
-    n_labeled = min(n, max(1, int(round(labeled_fraction * n))))
     info = sample_info(task, size, seed)
     info.extra = params
-    task_obj = info.task_obj
-    width = max(4, len(str(max(n, n_eval))))
-
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)  # left by an interrupted run of this function
-    parts = [("train", n, 0), ("val", n_eval, 1), ("test", n_eval, 2)]
-    for prefix, count, index in parts:
-        images, labels, _ = make_sample(task, count, size, split_seed(seed, index))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        _write(tmp, info, n, max(1, int(round(labeled_fraction * n))))
+        try:
+            if out.is_dir() and not any(out.iterdir()):
+                out.rmdir()
+            tmp.rename(out)
+        except OSError:
+            if out.is_dir() and any(out.iterdir()):  # another process finished first
+                return _reuse(out, task, size, seed, params)
+            raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return info
+
+
+def _write(root: Path, info: DatasetInfo, n: int, n_labeled: int) -> None:
+    """Generate and write train (labeled first), val and test, then dataset.yaml."""
+    size, seed = info.image_size[0], info.seed
+    n_eval = max(8, n // 4)
+    width = max(4, len(str(max(n, n_eval))))
+    task = info.task_obj
+    for prefix, count, index in (("train", n, 0), ("val", n_eval, 1), ("test", n_eval, 2)):
+        images, labels, _ = make_sample(info.task, count, size, split_seed(seed, index))
         for i in range(count):
+            split = prefix
             if prefix == "train":
                 split = "train_labeled" if i < n_labeled else "train_unlabeled"
-            else:
-                split = prefix
-            write_pair(tmp, split, f"{prefix}_{i:0{width}d}", images[i], labels[i], task_obj)
+            write_pair(root, split, f"{prefix}_{i:0{width}d}", images[i], labels[i], task)
     for split in SPLITS:  # every split exists, even an empty unlabeled one
-        for folder in split_dirs(tmp, split):
+        for folder in split_dirs(root, split):
             folder.mkdir(parents=True, exist_ok=True)
-    finalize_counts(tmp, info)
-    if out.is_dir():
-        out.rmdir()
-    tmp.rename(out)
-    return info
+    finalize_counts(root, info)
 
 
 # ----------------------------------------------------------------------------- CLI
