@@ -7,12 +7,10 @@ run are done. Every change rewrites the file atomically.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
 
-from imseg.storage import atomic_write_text
+from imseg.csvrows import read_rows, write_rows
 
 COLUMNS: tuple[str, ...] = (
     "kind", "run", "index", "seed", "val_mae", "val_spearman", "n_train", "n_val", "kept",
@@ -20,28 +18,8 @@ COLUMNS: tuple[str, ...] = (
 )
 _INT = {"run", "index", "seed", "n_train", "n_val", "best_epoch"}
 _FLOAT = {"val_mae", "val_spearman", "seconds"}
-
-
-def _format(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.6g}"
-    return str(value)
-
-
-def _parse(column: str, text: str) -> object:
-    if text == "":
-        return None
-    if column in _INT:
-        return int(float(text))
-    if column in _FLOAT:
-        return float(text)
-    if column == "kept":
-        return text.lower() == "true"
-    return text
+_TYPES: dict[str, type] = {**dict.fromkeys(_INT, int), **dict.fromkeys(_FLOAT, float),
+                           "kept": bool}
 
 
 class EvalNetTable:
@@ -49,11 +27,7 @@ class EvalNetTable:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.rows: list[dict] = []
-        if self.path.is_file():
-            with self.path.open(newline="") as fh:
-                self.rows = [{c: _parse(c, raw.get(c) or "") for c in COLUMNS}
-                             for raw in csv.DictReader(fh)]
+        self.rows: list[dict] = read_rows(self.path, COLUMNS, _TYPES)
 
     def get(self, kind: str, run: int, index: int) -> dict | None:
         return next((r for r in self.rows
@@ -83,12 +57,7 @@ class EvalNetTable:
         return sorted(best, key=lambda r: r["index"])
 
     def _write(self) -> None:
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        for row in self.rows:
-            writer.writerow([_format(row.get(c)) for c in COLUMNS])
-        atomic_write_text(self.path, buf.getvalue())
+        write_rows(self.path, COLUMNS, self.rows)
 
 
 def _mae_key(value: float | None) -> float:

@@ -13,13 +13,10 @@ they produced into results.csv.
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 from collections.abc import Iterable
 from pathlib import Path
 
-from imseg.storage import atomic_write_text
+from imseg.csvrows import format_cell, read_rows, write_rows
 
 COLUMNS: tuple[str, ...] = (
     "stage", "approach", "run", "n_teachers", "generation", "candidate", "seed", "alpha",
@@ -31,28 +28,11 @@ INT_COLUMNS = {"run", "n_teachers", "generation", "candidate", "seed", "params",
                "n_train_pairs", "best_epoch"}
 FLOAT_COLUMNS = {"alpha", "val_iou", "test_iou", "val_dice", "test_dice", "pseudo_iou",
                  "pseudo_dice", "im_fraction", "seconds"}
+TYPES: dict[str, type] = {**dict.fromkeys(INT_COLUMNS, int), **dict.fromkeys(FLOAT_COLUMNS, float)}
 
 
 def _key(row: dict) -> tuple[str, ...]:
-    return tuple(_format(row.get(k)) for k in KEY)
-
-
-def _format(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.6g}"
-    return str(value)
-
-
-def _parse(column: str, text: str) -> object:
-    if text == "":
-        return None
-    if column in INT_COLUMNS:
-        return int(float(text))
-    if column in FLOAT_COLUMNS:
-        return float(text)
-    return text
+    return tuple(format_cell(row.get(k)) for k in KEY)
 
 
 class ResultsTable:
@@ -62,11 +42,7 @@ class ResultsTable:
         """Read ``path`` if it exists. ``known`` rows (another table's) are found by
         ``get``/``has``/``select`` like the file's own but are never written to ``path``."""
         self.path = Path(path)
-        self.rows: list[dict] = []
-        if self.path.is_file():
-            with self.path.open(newline="") as fh:
-                for raw in csv.DictReader(fh):
-                    self.rows.append({c: _parse(c, raw.get(c, "") or "") for c in COLUMNS})
+        self.rows: list[dict] = read_rows(self.path, COLUMNS, TYPES)
         self._keys = {_key(r) for r in self.rows}
         self._known: set[tuple[str, ...]] = set()
         for row in known:
@@ -115,16 +91,10 @@ class ResultsTable:
 
     def select(self, **where: object) -> list[dict]:
         """Rows whose columns equal the given values (compared as text)."""
-        return [r for r in self.rows if all(_format(r.get(c)) == _format(v) for c, v in where.items())]
+        return [r for r in self.rows if all(format_cell(r.get(c)) == format_cell(v) for c, v in where.items())]
 
     def _write(self) -> None:
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        for row in self.rows:
-            if _key(row) not in self._known:
-                writer.writerow([_format(row.get(c)) for c in COLUMNS])
-        atomic_write_text(self.path, buf.getvalue())
+        write_rows(self.path, COLUMNS, (r for r in self.rows if _key(r) not in self._known))
 
 
 def top_k(rows: list[dict], k: int, score: str = "val_iou") -> list[dict]:
