@@ -140,8 +140,8 @@ def main() -> None:
     if args.worker:
         emit(imseg_worker(args))
         return
-    images = args.images or (128 if args.quick else 512)
-    keras_images = args.keras_images or (16 if args.quick else images)
+    images = args.images or (64 if args.quick else 512)
+    keras_images = args.keras_images or (8 if args.quick else images)
     common = ["--threads", str(args.threads), "--alpha", str(args.alpha), "--size",
               str(args.size), "--teachers", str(args.teachers)]
     print(f"pseudo-labeling, {args.teachers} teachers (alpha {args.alpha}) + IM, "
