@@ -79,7 +79,7 @@ def worker(args) -> dict:
     rss_data = peak_rss_mb()
     cfg = build_config(overrides={
         "device": args.device,
-        "train": {"epochs": 1, "steps_per_epoch": args.steps},
+        "train": {"epochs": 1, "steps_per_epoch": args.steps, "alpha": args.alpha},
         "ssl": {"students": args.students},
     })
     run_dir = Path(tempfile.mkdtemp(prefix="imseg-bench-gen-"))
@@ -123,6 +123,9 @@ def main() -> None:
     p.add_argument("--students", type=int, default=None, help="students S (default 2)")
     p.add_argument("--steps", type=int, default=None, help="training steps per student")
     p.add_argument("--size", type=int, default=256)
+    p.add_argument("--alpha", type=float, default=1.0,
+                   help="width of teachers and students (1.0: a growing student's third "
+                        "generation; the ISIC preset starts at 0.5)")
     p.add_argument("--budget-gb", type=float, default=6.0, help="the peak-memory target")
     p.add_argument("--modes", nargs="+", choices=list(MODES), default=None,
                    help="allocator modes to measure (default: both; --quick: imseg's default)")
@@ -136,12 +139,13 @@ def main() -> None:
         return
     cmd = [sys.executable, __file__, "--worker", "--threads", str(args.threads), "--device",
            args.device, "--scale", str(args.scale), "--students", str(args.students),
-           "--steps", str(args.steps), "--size", str(args.size)]
+           "--steps", str(args.steps), "--size", str(args.size), "--alpha", str(args.alpha)]
     modes = args.modes or (["default"] if args.quick or args.device == "cuda"
                            else ["reuse", "low-memory"])
     s = {k: max(1, round(v * args.scale)) for k, v in ISIC.items()}
     print(f"one IM generation, {s['labeled']} labeled + {s['unlabeled']} unlabeled "
-          f"(val {s['val']}, test {s['test']}), {args.size}x{args.size}, {args.students} "
+          f"(val {s['val']}, test {s['test']}), {args.size}x{args.size}, alpha {args.alpha:g}, "
+          f"{args.students} "
           f"student(s) x {args.steps} steps, {args.threads} thread(s), {args.device}")
     result = {"bench": "generation_memory", "machine": machine(), "threads": args.threads,
               "budget_gb": args.budget_gb, "modes": {}}

@@ -49,6 +49,18 @@ def test_missing_file_and_base_cycle(tmp_path: Path):
         build_config([a])
 
 
+def test_base_may_name_a_preset(tmp_path: Path):
+    child = tmp_path / "mine.yaml"
+    child.write_text("base: quick\ntrain:\n  epochs: 50\n")
+    cfg = build_config([child])
+    quick = build_config(["quick"])
+    assert cfg.train.epochs == 50
+    assert cfg.ssl.approaches == quick.ssl.approaches != build_config().ssl.approaches
+    child.write_text("base: no_such_preset\n")
+    with pytest.raises(ConfigError, match="no_such_preset"):
+        build_config([child])
+
+
 def test_every_preset_validates():
     presets = sorted(CONFIG_DIR.glob("*.yaml"))
     assert presets, "configs/ holds the presets"

@@ -4,7 +4,7 @@ A config is built in three layers, later ones winning:
 
 1. the defaults below (the paper's reference settings);
 2. YAML files (``--config FILE``, may be given several times; a file may name
-   ``base: other.yaml`` relative to itself);
+   ``base: other.yaml`` relative to itself, or a preset name such as ``base: quick``);
 3. command-line flags and ``--set section.key=value`` overrides.
 
 Unknown keys and wrong types are rejected with a message that names the key.
@@ -210,6 +210,8 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
     base = data.pop("base", None)
     if base is not None:
         base_path = Path(base) if Path(base).is_absolute() else path.parent / base
+        if not base_path.is_file():
+            base_path = Path(base)  # a preset name (``base: quick``)
         data = _deep_merge(read_yaml(base_path, (*_seen, path)), data)
     return data
 

@@ -30,6 +30,7 @@ from imseg.pseudo.copies import pseudo_split
 from imseg.pseudo.labelers import LABELERS, LabelingInput, PseudoSet
 from imseg.runtime import derive_seed, seed_everything
 from imseg.tasks import VOID
+from imseg.training.inference import release_freed_memory
 
 
 @dataclass(frozen=True)
@@ -163,12 +164,27 @@ def make_pseudo(ctx: RunContext, recipe: Recipe, chain: Chain, generation: int,
 def run_generation(ctx: RunContext, recipe: Recipe, chain: Chain, generation: int,
                    teachers: list[dict], labeled_train: Split, unlabeled: Split) -> list[dict]:
     """Pseudo-label, build the training set, train S students; skipped when all are done."""
-    cfg = ctx.config
     place = chain.place(generation)
-    students = cfg.ssl.students
+    students = ctx.config.ssl.students
     done = [ctx.results.get(**replace(place, candidate=c).key()) for c in range(students)]
     if all(done):
         return done  # type: ignore[return-value]
+    train, extra = students_training_set(ctx, recipe, chain, generation, teachers,
+                                         labeled_train, unlabeled)
+    release_freed_memory()  # the pseudo set is gone; the students' activations come next
+    return train_stage(ctx, place, students, train, student_alpha(ctx, recipe, generation),
+                       extra=extra)
+
+
+def students_training_set(ctx: RunContext, recipe: Recipe, chain: Chain, generation: int,
+                          teachers: list[dict], labeled_train: Split,
+                          unlabeled: Split) -> tuple[Split, dict]:
+    """The labeled pairs plus the recipe's pseudo pairs, and the pseudo labels' quality.
+
+    A function of its own so the pseudo set is freed before the students train.
+    """
+    cfg = ctx.config
+    place = chain.place(generation)
     samples = sample_indices(ctx, unlabeled, chain.run)
     pseudo = make_pseudo(ctx, recipe, chain, generation, teachers, unlabeled, samples)
     if recipe.copies == "evalnet" and pseudo.scores is None:
@@ -178,10 +194,7 @@ def run_generation(ctx: RunContext, recipe: Recipe, chain: Chain, generation: in
     score_range = pseudo_score_range(ctx, chain.run, recipe) if recipe.copies == "evalnet" else None
     pseudo_pairs = pseudo_split(pseudo, unlabeled.stems, recipe.copies, recipe.keep_originals,
                                 copy_params(ctx, recipe, generation), generator, score_range)
-    train = Split.concat([labeled_train, pseudo_pairs])
-    extra = pseudo_quality(ctx, pseudo, unlabeled)
-    return train_stage(ctx, place, students, train, student_alpha(ctx, recipe, generation),
-                       extra=extra)
+    return Split.concat([labeled_train, pseudo_pairs]), pseudo_quality(ctx, pseudo, unlabeled)
 
 
 def pseudo_score_range(ctx: RunContext, run: int, recipe: Recipe) -> tuple[float, float]:

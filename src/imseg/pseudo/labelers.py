@@ -90,17 +90,39 @@ def teacher_probs(models: list[nn.Module], x: torch.Tensor, task: Task, device: 
         return torch.stack([task.activate(m(inp)) for m in models]).float()
 
 
+class _Gathered:
+    """Kept rows of every batch written into one buffer allocated on first use.
+
+    One block of at most N rows instead of a list of pieces joined at the end:
+    no second copy while joining, and no long-lived pieces scattered between a
+    batch's freed activations (which keeps the heap from fragmenting on CPU).
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total, self.count, self.buffer = total, 0, None
+
+    def put(self, rows: torch.Tensor) -> None:
+        rows = rows.cpu()
+        if self.buffer is None:
+            self.buffer = torch.empty((self.total, *rows.shape[1:]), dtype=rows.dtype)
+        self.buffer[self.count : self.count + rows.shape[0]] = rows
+        self.count += rows.shape[0]
+
+    def result(self) -> torch.Tensor | None:
+        return None if self.buffer is None else self.buffer[: self.count]
+
+
 @torch.no_grad()
 def label_in_batches(inp: LabelingInput, batch_fn: BatchFn) -> PseudoSet:
     """Run ``batch_fn`` over the unlabeled images in batches and gather a PseudoSet."""
     for m in inp.teachers:
         m.eval()
     bs = inp.ssl.pseudo_batch_size
-    images, labels, sources, masks = [], [], [], []
+    n = inp.images.shape[0]
+    images, labels, sources, masks = (_Gathered(n) for _ in range(4))
     fractions: list[torch.Tensor] = []
     teacher_samples: dict[int, torch.Tensor] = {}
     wanted = set(inp.sample_index)
-    n = inp.images.shape[0]
     for start in range(0, n, bs):
         x = inp.images[start : start + bs].to(inp.device)
         out = batch_fn(x)
@@ -108,23 +130,24 @@ def label_in_batches(inp: LabelingInput, batch_fn: BatchFn) -> PseudoSet:
         keep = out.keep.cpu() if out.keep is not None else torch.ones(len(idx), dtype=torch.bool)
         if out.mask is not None:
             fractions.append(im_fraction(out.mask).cpu())
-            masks.append(out.mask[keep.to(out.mask.device)].cpu())
+            masks.put(out.mask[keep.to(out.mask.device)])
         if out.teacher_labels is not None:
             for j, i in enumerate(idx.tolist()):
                 if i in wanted:
                     teacher_samples[i] = out.teacher_labels[:, j].cpu()
-        images.append(out.images[keep.to(out.images.device)].cpu())
-        labels.append(out.labels[keep.to(out.labels.device)].cpu())
-        sources.append(idx[keep])
+        images.put(out.images[keep.to(out.images.device)])
+        labels.put(out.labels[keep.to(out.labels.device)])
+        sources.put(idx[keep])
     task = inp.task
     h, w = inp.images.shape[-2:]
     empty_img = torch.empty((0, inp.images.shape[1], h, w), dtype=torch.uint8)
     empty_lab = torch.empty((0, task.label_channels, h, w), dtype=torch.uint8)
+    gathered = images.result()
     return PseudoSet(
-        images=torch.cat(images) if images else empty_img,
-        labels=torch.cat(labels) if labels else empty_lab,
-        source=torch.cat(sources) if sources else torch.empty(0, dtype=torch.long),
-        mask=torch.cat(masks) if masks else None,
+        images=gathered if gathered is not None else empty_img,
+        labels=labels.result() if gathered is not None else empty_lab,
+        source=sources.result() if gathered is not None else torch.empty(0, dtype=torch.long),
+        mask=masks.result(),
         im_fraction=float(torch.cat(fractions).mean()) if fractions else None,
         teacher_labels=teacher_samples,
         n_input=n,
