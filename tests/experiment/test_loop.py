@@ -150,7 +150,7 @@ def test_the_pseudo_set_is_freed_before_the_students_train(binary_data, tmp_path
 
     def spy(*args, **kwargs):
         gc.collect()
-        alive_while_training.append(sum(isinstance(o, PseudoSet) for o in gc.get_objects()))
+        alive_while_training.append(sum(type(o) is PseudoSet for o in gc.get_objects()))
         return train_stage(*args, **kwargs)
 
     monkeypatch.setattr(loop, "train_stage", spy)

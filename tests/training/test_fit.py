@@ -37,10 +37,10 @@ def test_training_lowers_the_loss_on_the_sample(binary_data):
     gen = seed_everything(0)
     model = build_unet(3, 1, 0.5, bn_momentum=0.1)
     x = ds.labeled.images.float()
-    before = float(ds.task.loss(model(x), ds.labeled.labels))
+    before = float(ds.task.loss(model(x), ds.labeled.labels).detach())
     fit(model, ds.task, ds.labeled, ds.val, cfg.train, torch.device("cpu"), gen, progress=False)
     model.train()  # compare like with like: batch statistics
-    after = float(ds.task.loss(model(x), ds.labeled.labels))
+    after = float(ds.task.loss(model(x), ds.labeled.labels).detach())
     assert after < 0.7 * before
 
 
