@@ -73,3 +73,11 @@ def test_noise_schedule_repeats_its_last_entry():
     assert s.at(1, "max_noise") == 5
     assert s.at(5, "max_noise") == 25
     assert s.at(9, "max_noise") == 25
+
+
+def test_eval_batch_follows_the_training_batch_unless_set():
+    assert build_config(overrides={"train": {"batch_size": 8}}).train.eval_batch == 8
+    cfg = build_config(overrides={"train": {"batch_size": 8, "eval_batch_size": 3}})
+    assert cfg.train.eval_batch == 3
+    with pytest.raises(ConfigError):
+        build_config(overrides={"train": {"eval_batch_size": 0}})

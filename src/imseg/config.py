@@ -51,8 +51,17 @@ class TrainConfig(Section):
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
     channels_last: bool = True
     compile: bool = Field(False, description="torch.compile the model (pays off on GPU)")
-    eval_batch_size: int = Field(64, ge=1)
+    eval_batch_size: int | None = Field(
+        None, ge=1,
+        description="inference batch for validation and test; None: batch_size (blocks of one "
+                    "size keep the CPU heap from fragmenting: ~1 GB less at 256 px)",
+    )
     sync_bn: bool = Field(False, description="DDP: BatchNorm statistics over the global batch")
+
+    @property
+    def eval_batch(self) -> int:
+        """The inference batch size in effect."""
+        return self.eval_batch_size or self.batch_size
 
 
 class AugmentConfig(Section):

@@ -92,7 +92,7 @@ def kind_data(ctx: RunContext, run: int, kind: str, part: str,
     """The ``train`` (labeled images) or ``val`` data of a kind, built in batches."""
     cfg = ctx.config
     split: Split = ctx.splits_for_run(run)[0] if part == "train" else ctx.dataset.val
-    bs = cfg.train.eval_batch_size
+    bs = cfg.train.eval_batch
     labels = stage_labels(ctx.task, models, split.images, ctx.device, bs, cfg.train.amp)
     if kind == EVALNET:
         return prediction_data(ctx.task, labels, split, part == "train", ctx.device)
@@ -130,7 +130,7 @@ def train_one(ctx: RunContext, kind: str, run: int, index: int, train: EvalNetDa
     net = build_evalnet(ctx.task, ctx.dataset.info.channels, cfg.evalnet.alpha,
                         cfg.train.bn_momentum, generator)
     fit = train_evalnet(net, ctx.task, train, val, cfg.evalnet, ctx.device, generator,
-                        cfg.train.eval_batch_size, cfg.train.amp,
+                        cfg.train.eval_batch, cfg.train.amp,
                         desc=f"evalnet {kind} r{run} e{index}", progress=ctx.progress)
     path = checkpoint_path(ctx, kind, run, index)
     save_checkpoint(path, {
@@ -243,7 +243,7 @@ def score_range(ctx: RunContext, run: int = 0, kind: str = IM_PLUS_PLUS) -> tupl
 # -------------------------------------------------------------------------- ensembles
 def ensemble_of(ctx: RunContext, rows: list[dict]) -> EvalNetEnsemble:
     nets = [load_evalnet(ctx.run_dir / r["checkpoint"]).to(ctx.device).eval() for r in rows]
-    return EvalNetEnsemble(nets, ctx.task, ctx.device, ctx.config.train.eval_batch_size,
+    return EvalNetEnsemble(nets, ctx.task, ctx.device, ctx.config.train.eval_batch,
                            ctx.config.train.amp)
 
 

@@ -85,7 +85,7 @@ def train_candidate(
     result = fit(model, ctx.task, train, ctx.dataset.val, cfg.train, ctx.device, generator,
                  epochs=epochs, epoch_fn=epoch_fn, desc=desc, progress=ctx.progress)
     test = evaluate_model(model, ctx.dataset.test, ctx.task, ctx.device,
-                          cfg.train.eval_batch_size, cfg.train.amp)
+                          cfg.train.eval_batch, cfg.train.amp)
     path = checkpoint_path(ctx, place)
     save_checkpoint(path, {
         "model": {"kind": "unet", "in_channels": info.channels,

@@ -148,7 +148,7 @@ def fit(
         else:
             loss = epoch_fn(step_model, optimizer, epoch)
         distributed.sync_buffers(model)
-        scores = evaluate_model(model, val, task, device, cfg.eval_batch_size, cfg.amp)
+        scores = evaluate_model(model, val, task, device, cfg.eval_batch, cfg.amp)
         score = float(scores["iou"])
         history.append(score)
         if score > best_score:

@@ -36,7 +36,7 @@ def reuse_freed_memory() -> bool:
     step of the tiny U-Net. Raising the mmap and trim thresholds keeps those
     pages in the process: CPU training steps run about 1.8x faster (a whole
     ISIC-sized generation about 5x), but freed blocks stay resident, so the
-    peak grows (ISIC-sized generation: 8.3 GB instead of 5.9 GB). Hence it is
+    peak grows (ISIC-sized generation at alpha 1: 6.2 GiB instead of 5.0). Hence it is
     on only where the machine has ``_REUSE_MIN_RAM`` or more;
     ``IMSEG_REUSE_FREED_MEMORY=1`` / ``=0`` forces it on / off. Applied once, on
     the first CPU batch. Returns whether it was applied (glibc on Linux only).
