@@ -41,6 +41,9 @@ def parser(description: str) -> argparse.ArgumentParser:
                    help="threads (and cores) given to every worker (default: all cores)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                    help="imseg's device (the Keras side always runs on CPU)")
+    p.add_argument("--amp", default="auto", choices=["auto", "always", "never"],
+                   help="imseg's mixed precision (train.amp): auto = bfloat16 on CUDA only, "
+                        "always = on CPU too (not the default: it changes the numbers)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     return p
 

@@ -79,7 +79,8 @@ def worker(args) -> dict:
     rss_data = peak_rss_mb()
     cfg = build_config(overrides={
         "device": args.device,
-        "train": {"epochs": 1, "steps_per_epoch": args.steps, "alpha": args.alpha},
+        "train": {"epochs": 1, "steps_per_epoch": args.steps, "alpha": args.alpha,
+                  "amp": args.amp},
         "ssl": {"students": args.students},
     })
     run_dir = Path(tempfile.mkdtemp(prefix="imseg-bench-gen-"))
@@ -139,7 +140,8 @@ def main() -> None:
         return
     cmd = [sys.executable, __file__, "--worker", "--threads", str(args.threads), "--device",
            args.device, "--scale", str(args.scale), "--students", str(args.students),
-           "--steps", str(args.steps), "--size", str(args.size), "--alpha", str(args.alpha)]
+           "--steps", str(args.steps), "--size", str(args.size), "--alpha", str(args.alpha),
+           "--amp", args.amp]
     modes = args.modes or (["default"] if args.quick or args.device == "cuda"
                            else ["reuse", "low-memory"])
     s = {k: max(1, round(v * args.scale)) for k, v in ISIC.items()}

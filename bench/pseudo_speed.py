@@ -99,7 +99,8 @@ def imseg_worker(args) -> dict:
 
     def run(imgs):
         inp = LabelingInput(task=task, teachers=teachers, images=imgs, device=device, ssl=ssl,
-                            generator=torch.Generator().manual_seed(1), n=len(teachers))
+                            generator=torch.Generator().manual_seed(1), n=len(teachers),
+                            amp=args.amp)
         out = LABELERS["inconsistency"](inp)
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -115,7 +116,8 @@ def imseg_worker(args) -> dict:
     result = {"framework": f"imseg / torch {torch.__version__}", "device": str(device),
               "images": args.images, "teachers": args.teachers, "seconds": seconds,
               "cpu_seconds": time.process_time() - cpu, "kept": len(out),
-              "batch": ssl.pseudo_batch_size, "amp": device.type == "cuda",
+              "batch": ssl.pseudo_batch_size,
+              "amp": args.amp == "always" or (args.amp == "auto" and device.type == "cuda"),
               "forward_gflop_per_image": flops_per_image / 1e9,
               "peak_matmul_gflops": peak["flops_per_s"] / 1e9, "ideal_seconds": ideal,
               "peak_rss_mb": peak_rss_mb()}
@@ -145,10 +147,12 @@ def main() -> None:
     common = ["--threads", str(args.threads), "--alpha", str(args.alpha), "--size",
               str(args.size), "--teachers", str(args.teachers)]
     print(f"pseudo-labeling, {args.teachers} teachers (alpha {args.alpha}) + IM, "
-          f"{args.size}x{args.size}, {args.threads} thread(s), imseg on {args.device}")
+          f"{args.size}x{args.size}, {args.threads} thread(s), imseg on {args.device} "
+          f"(amp {args.amp})")
     keras_py = None if args.no_keras else keras_python()
     imseg = run_worker([sys.executable, __file__, "--worker", "imseg", "--device", args.device,
-                        "--images", str(images), *common], worker_env(args.threads))
+                        "--amp", args.amp, "--images", str(images), *common],
+                       worker_env(args.threads))
     imseg["images_per_s"] = imseg["images"] / imseg["seconds"]
     result = {"bench": "pseudo_speed", "machine": machine(), "threads": args.threads,
               "imseg": imseg,
@@ -159,7 +163,8 @@ def main() -> None:
           f"per image at the measured matmul peak {imseg['peak_matmul_gflops']:.0f} GFLOP/s "
           f"= {imseg['ideal_seconds']:.1f} s; imseg takes "
           f"{result['imseg_vs_physical_limit']:.1f}x that "
-          f"({100 / result['imseg_vs_physical_limit']:.0f}% of peak)")
+          f"({100 / result['imseg_vs_physical_limit']:.0f}% of peak)"
+          + (" [a float32 peak; bfloat16 units go beyond it]" if imseg["amp"] else ""))
     if keras_py is not None:
         keras = run_worker([str(keras_py), "bench/keras_side.py", "pseudo", "--images",
                             str(keras_images), "--warmup", "2", *common],

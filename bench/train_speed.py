@@ -47,7 +47,8 @@ def imseg_worker(args) -> dict:
     n = 2 * args.batch
     images = torch.randint(0, 256, (n, 3, args.size, args.size), dtype=torch.uint8, generator=gen)
     labels = (torch.rand((n, 1, args.size, args.size), generator=gen) < 0.3).to(torch.uint8)
-    cfg = TrainConfig(batch_size=args.batch, alpha=args.alpha, compile=args.compile)
+    cfg = TrainConfig(batch_size=args.batch, alpha=args.alpha, compile=args.compile,
+                      amp=args.amp)
     task = Task("binary", 1)
     model = build_unet(3, 1, args.alpha, generator=gen).to(device)
     optimizer = make_optimizer(model, cfg)
@@ -69,7 +70,8 @@ def imseg_worker(args) -> dict:
             supervised_epoch(step_model, optimizer, batches, task, cfg, device)
             sync()
     out = {"framework": f"imseg / torch {torch.__version__}", "device": str(device),
-           "amp": bool(cfg.amp and device.type == "cuda"), "compile": args.compile,
+           "amp": cfg.amp == "always" or (cfg.amp == "auto" and device.type == "cuda"),
+           "compile": args.compile,
            "params": count_parameters(model), "warmup_s": warmup_s, "wall": timer.wall,
            "cpu": timer.cpu, "peak_rss_mb": peak_rss_mb()}
     if device.type == "cuda":
@@ -116,13 +118,13 @@ def main() -> None:
                "batch": args.batch, "size": args.size, "warmup_steps": warmup,
                "timed_steps": steps, "rounds": rounds, "alphas": {}}
     print(f"training throughput, {args.size}x{args.size}, batch {args.batch}, "
-          f"{args.threads} thread(s), imseg on {args.device}")
+          f"{args.threads} thread(s), imseg on {args.device} (amp {args.amp})")
     for alpha in alphas:
         common = ["--threads", str(args.threads), "--alpha", str(alpha), "--size",
                   str(args.size), "--batch", str(args.batch), "--warmup", str(warmup),
                   "--steps", str(steps)]
         imseg_cmd = [sys.executable, __file__, "--worker", "imseg", "--device", args.device,
-                     *common, *(["--compile"] if args.compile else [])]
+                     "--amp", args.amp, *common, *(["--compile"] if args.compile else [])]
         keras_cmd = None if keras_py is None else [str(keras_py), "bench/keras_side.py",
                                                    "train", *common]
         imseg_runs, keras_runs = [], []

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from imseg.errors import ConfigError
 
@@ -28,6 +28,17 @@ class Section(BaseModel):
     """Base of every config section: unknown keys are errors, values are re-validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+AmpMode = Literal["auto", "always", "never"]
+"""bfloat16 mixed precision: ``auto`` on CUDA only, ``always`` on CPU too, ``never``."""
+
+
+def amp_mode(amp: AmpMode | bool) -> AmpMode:
+    """``True`` / ``False`` (older configs, function defaults) → ``auto`` / ``never``."""
+    if isinstance(amp, bool):
+        return "auto" if amp else "never"
+    return amp
 
 
 class TrainConfig(Section):
@@ -48,7 +59,12 @@ class TrainConfig(Section):
     ignore_im: bool = Field(
         False, description="leave inconsistency-mask pixels out of the loss (reference: False)"
     )
-    amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
+    amp: AmpMode = Field(
+        "auto",
+        description="bfloat16 mixed precision: auto = on CUDA only; always = on CPU too (faster "
+                    "where the CPU has AVX512-BF16 or AMX; numbers differ slightly from float32); "
+                    "never. true / false mean auto / never",
+    )
     channels_last: bool = True
     compile: bool = Field(False, description="torch.compile the model (pays off on GPU)")
     eval_batch_size: int | None = Field(
@@ -57,6 +73,11 @@ class TrainConfig(Section):
                     "size keep the CPU heap from fragmenting: ~1 GB less at 256 px)",
     )
     sync_bn: bool = Field(False, description="DDP: BatchNorm statistics over the global batch")
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp_from_bool(cls, value: Any) -> Any:
+        return amp_mode(value) if isinstance(value, bool) else value
 
     @property
     def eval_batch(self) -> int:

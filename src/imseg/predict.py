@@ -37,6 +37,7 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
+from imseg.config import AmpMode
 from imseg.data.imageio import list_images, open_image, resize_image
 from imseg.data.layout import DatasetInfo, read_info
 from imseg.errors import DataError
@@ -115,7 +116,7 @@ def read_image(path: Path, channels: int) -> np.ndarray:
 
 @torch.no_grad()
 def predict_images(models: list[nn.Module], task: Task, images: list[np.ndarray],
-                   size: tuple[int, int], device: torch.device, amp: bool = True
+                   size: tuple[int, int], device: torch.device, amp: AmpMode | bool = True
                    ) -> list[ImagePrediction]:
     """Ensemble label and IM of each ``H×W×C`` image at its own size (one batch)."""
     batch = np.stack([np.moveaxis(resize_image(img, size), -1, 0) for img in images])

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from imseg.config import AmpMode
 from imseg.data.augment import AugmentParams, augment_pairs
 from imseg.data.dataset import Split
 from imseg.evalnet.targets import Targets, targets_of
@@ -61,7 +62,7 @@ class EvalNetData:
 
 @torch.no_grad()
 def stage_labels(task: Task, models: list[nn.Module], images: torch.Tensor,
-                 device: torch.device, batch_size: int = 64, amp: bool = True) -> torch.Tensor:
+                 device: torch.device, batch_size: int = 64, amp: AmpMode | bool = True) -> torch.Tensor:
     """uint8 ``(T, N, L, H, W)`` on CPU: every model's label of every image."""
     n, (h, w) = images.shape[0], images.shape[-2:]
     out = torch.empty((len(models), n, task.label_channels, h, w), dtype=torch.uint8)

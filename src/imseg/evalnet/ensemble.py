@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from imseg.config import AmpMode
 from imseg.evalnet.targets import encode_masks, mask_channels, per_class, predicted_score
 from imseg.models import EvalNet
 from imseg.storage import load_checkpoint
@@ -55,7 +56,7 @@ def forward(net: nn.Module, task: Task, x: torch.Tensor,
 
 @torch.no_grad()
 def predict(nets: list[nn.Module], task: Task, images: torch.Tensor, masks: torch.Tensor,
-            device: torch.device, batch_size: int = 64, amp: bool = True,
+            device: torch.device, batch_size: int = 64, amp: AmpMode | bool = True,
             index: torch.Tensor | None = None) -> Prediction:
     """Mean outputs of ``nets`` for every (image, mask) pair, in batches.
 
@@ -112,7 +113,7 @@ class EvalNetEnsemble:
     task: Task
     device: torch.device
     batch_size: int = 64
-    amp: bool = True
+    amp: AmpMode | bool = True
 
     def predict(self, images: torch.Tensor, masks: torch.Tensor,
                 index: torch.Tensor | None = None) -> Prediction:

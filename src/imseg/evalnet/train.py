@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from imseg.config import EvalNetConfig
+from imseg.config import AmpMode, EvalNetConfig
 from imseg.evalnet.data import EvalNetData
 from imseg.evalnet.ensemble import forward, net_inputs, predict
 from imseg.evalnet.stats import mae, spearman
@@ -56,7 +56,7 @@ def epoch_indices(n: int, batch: int, steps: int, generator: torch.Generator) ->
 
 
 def train_epoch(net: nn.Module, task: Task, data: EvalNetData, optimizer: torch.optim.Optimizer,
-                index: torch.Tensor, device: torch.device, amp: bool) -> float:
+                index: torch.Tensor, device: torch.device, amp: AmpMode | bool) -> float:
     """One epoch over the batches ``index`` (steps, batch); returns the mean loss."""
     net.train()
     total = 0.0
@@ -75,7 +75,7 @@ def train_epoch(net: nn.Module, task: Task, data: EvalNetData, optimizer: torch.
 
 def train_evalnet(net: nn.Module, task: Task, train: EvalNetData, val: EvalNetData,
                   cfg: EvalNetConfig, device: torch.device, generator: torch.Generator,
-                  eval_batch_size: int = 64, amp: bool = True, desc: str = "evalnet",
+                  eval_batch_size: int = 64, amp: AmpMode | bool = True, desc: str = "evalnet",
                   progress: bool = True) -> EvalNetFit:
     """Train ``net`` and return the weights of its epoch with the lowest val MAE."""
     if len(train) == 0 or len(val) == 0:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from imseg.config import SSLConfig
+from imseg.config import AmpMode, SSLConfig
 from imseg.data.augment import (
     AugmentParams,
     apply_geometry,
@@ -41,7 +41,7 @@ class LabelingInput:
     n: int = 1
     rotate: bool = True
     ignore_im: bool = False
-    amp: bool = True
+    amp: AmpMode | bool = True
     sample_index: list[int] = field(default_factory=list)
     """Images whose per-teacher labels are kept for figures."""
     extra: dict = field(default_factory=dict)
@@ -83,7 +83,7 @@ BatchFn = Callable[[torch.Tensor], BatchResult]
 
 @torch.no_grad()
 def teacher_probs(models: list[nn.Module], x: torch.Tensor, task: Task, device: torch.device,
-                  amp: bool) -> torch.Tensor:
+                  amp: AmpMode | bool) -> torch.Tensor:
     """``(T, B, out_channels, H, W)`` probabilities of every teacher for a uint8 batch."""
     inp = to_input(x, device)
     with autocast(device, amp):

@@ -12,14 +12,20 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from imseg.config import AmpMode, amp_mode
 from imseg.data.dataset import Split
 from imseg.tasks import Task
 
 
-def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast on CUDA when ``enabled`` (no loss scaling needed); a no-op on CPU."""
-    if enabled and device.type == "cuda":
+def autocast(device: torch.device, amp: AmpMode | bool = True) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast (no loss scaling needed): on CUDA unless ``amp`` is ``never``;
+    on CPU only for ``always``, since it changes the numbers there and pays only on CPUs
+    with bfloat16 units (AVX512-BF16, AMX)."""
+    mode = amp_mode(amp)
+    if device.type == "cuda" and mode != "never":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cpu" and mode == "always":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -91,7 +97,7 @@ def predict_batches(
     task: Task,
     device: torch.device,
     batch_size: int = 64,
-    amp: bool = True,
+    amp: AmpMode | bool = True,
 ) -> Iterator[tuple[slice, torch.Tensor]]:
     """Yield ``(index slice, probabilities)`` per batch; probabilities are
     ``(n_models, B, out_channels, H, W)`` float32 on ``device``.
@@ -115,7 +121,7 @@ def evaluate_model(
     task: Task,
     device: torch.device,
     batch_size: int = 64,
-    amp: bool = True,
+    amp: AmpMode | bool = True,
 ) -> dict:
     """Score one model on a labeled split (headline ``iou``, ``dice``, per-class values)."""
     if split.labels is None or len(split) == 0:
