@@ -8,6 +8,7 @@ counts, and writing a list of pairs into the prepared layout with a progress bar
 
 from __future__ import annotations
 
+import argparse
 import io
 import math
 import shutil
@@ -204,3 +205,16 @@ def summary(name: str, out: Path, info: DatasetInfo) -> str:
     counts = ", ".join(f"{k} {v}" for k, v in info.counts.items())
     h, w = info.image_size
     return f"{name}: {out} ({info.task}, {len(info.classes)} classes, {h}x{w}): {counts}"
+
+
+def download_parser(subparsers: argparse._SubParsersAction, name: str, *, help: str,
+                    description: str, source_help: str,
+                    labeled_help: str = "fraction of the training images that are labeled (0.1)",
+                    seed_help: str = "seed of the splits (42)") -> argparse.ArgumentParser:
+    """An ``imseg prepare <name>`` command with the options every paper data set shares."""
+    p = subparsers.add_parser(name, help=help, description=description)
+    p.add_argument("--source", type=Path, required=True, help=source_help)
+    p.add_argument("--out", type=Path, required=True, help="prepared data set folder to write")
+    p.add_argument("--labeled-fraction", type=float, default=0.1, help=labeled_help)
+    p.add_argument("--seed", type=int, default=42, help=seed_help)
+    return p

@@ -35,6 +35,7 @@ from imseg.data.imageio import resize_image, resize_mask
 from imseg.data.layout import DatasetInfo, finalize_counts
 from imseg.data.sources._common import (
     Part,
+    download_parser,
     find_part,
     fresh_layout,
     split_fraction,
@@ -238,22 +239,18 @@ def prepare_cityscapes(
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``imseg prepare cityscapes``."""
-    p = subparsers.add_parser(
-        "cityscapes",
+    p = download_parser(
+        subparsers, "cityscapes",
         help="Cityscapes fine download (folders or zips) → prepared layout",
         description="Prepare Cityscapes (gtFine, multiclass): official train → "
         "labeled/unlabeled, official val → val/test 50/50. Classes are the 34 labelIds, "
         "or the 19 train ids.",
+        source_help="folder holding leftImg8bit/ and gtFine/ (or their zips)",
     )
-    p.add_argument("--source", type=Path, required=True,
-                   help="folder holding leftImg8bit/ and gtFine/ (or their zips)")
-    p.add_argument("--out", type=Path, required=True, help="prepared data set folder to write")
     p.add_argument("--scale", type=float, default=DEFAULT_SCALE,
                    help="resize factor, sides rounded up to multiples of 16 (0.2 → 208x416)")
     p.add_argument("--train-ids", action="store_true",
                    help="19 train-id classes (others void) instead of the 34 labelIds")
-    p.add_argument("--labeled-fraction", type=float, default=0.1, help="of train (0.1)")
-    p.add_argument("--seed", type=int, default=42, help="seed of the splits (42)")
     p.add_argument("--limit", type=int, default=None, help="first N frames per split only")
     p.set_defaults(func=_run)
 

@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from imseg.data.imageio import list_images
 from imseg.data.layout import DatasetInfo, finalize_counts, split_dirs, write_pair
-from imseg.data.sources._common import fresh_layout, summary
+from imseg.data.sources._common import download_parser, fresh_layout, summary
 from imseg.data.splitting import split_keys
 from imseg.errors import DataError
 from imseg.tasks import Task
@@ -305,20 +305,16 @@ def prepare_hela(
 # ---------------------------------------------------------------------- CLI
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``imseg prepare hela``."""
-    parser = subparsers.add_parser(
-        "hela",
+    parser = download_parser(
+        subparsers, "hela",
         help="HeLa brightfield download → overlapping crops (alive, dead, position)",
         description=("Cut the HeLa download (original_data/{train_full,val,test}) into overlapping "
-                    "crops; the labeled 10 % is drawn by source image."),
+                     "crops; the labeled 10 % is drawn by source image."),
+        source_help="the folder holding original_data/, or original_data/ itself",
+        labeled_help="fraction of train_full images whose crops are labeled (0.1)",
     )
-    parser.add_argument("--source", type=Path, required=True,
-                        help="the folder holding original_data/, or original_data/ itself")
-    parser.add_argument("--out", type=Path, required=True, help="prepared data set folder")
     parser.add_argument("--crop", type=int, default=256, help="crop side in px (256)")
     parser.add_argument("--overlap", type=float, default=0.6, help="crop overlap (0.6)")
-    parser.add_argument("--labeled-fraction", type=float, default=0.1,
-                        help="fraction of train_full images whose crops are labeled (0.1)")
-    parser.add_argument("--seed", type=int, default=42, help="split seed (42)")
     parser.set_defaults(func=_run)
 
 

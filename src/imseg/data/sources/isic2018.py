@@ -27,6 +27,7 @@ from imseg.data.imageio import IMAGE_SUFFIXES, resize_image, resize_mask
 from imseg.data.layout import DatasetInfo, finalize_counts
 from imseg.data.sources._common import (
     Part,
+    download_parser,
     find_part,
     fresh_layout,
     split_fraction,
@@ -137,17 +138,15 @@ def prepare_isic2018(
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``imseg prepare isic2018``."""
-    p = subparsers.add_parser(
-        "isic2018",
+    p = download_parser(
+        subparsers, "isic2018",
         help="ISIC 2018 Task 1 download (folders or zips) → prepared layout",
         description="Prepare ISIC 2018 Task 1 (skin lesion, binary) from its official parts, "
         "extracted or as zips: official train → labeled/unlabeled, val → val, test → test.",
+        source_help="folder holding the six parts",
+        seed_help="seed of the labeled split (42)",
     )
-    p.add_argument("--source", type=Path, required=True, help="folder holding the six parts")
-    p.add_argument("--out", type=Path, required=True, help="prepared data set folder to write")
     p.add_argument("--size", type=int, default=256, help="square side in pixels (256)")
-    p.add_argument("--labeled-fraction", type=float, default=0.1, help="of train (0.1)")
-    p.add_argument("--seed", type=int, default=42, help="seed of the labeled split (42)")
     p.add_argument("--limit", type=int, default=None, help="first N images per split only")
     p.set_defaults(func=_run)
 

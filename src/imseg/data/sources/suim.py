@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from imseg.data.imageio import IMAGE_SUFFIXES, resize_image, resize_mask
 from imseg.data.layout import DatasetInfo, finalize_counts, split_dirs, write_pair
-from imseg.data.sources._common import Part, find_part, fresh_layout, summary
+from imseg.data.sources._common import Part, download_parser, find_part, fresh_layout, summary
 from imseg.data.splitting import split_keys
 from imseg.errors import DataError
 from imseg.tasks import Task
@@ -257,24 +257,20 @@ def _ceil_split(
 # ---------------------------------------------------------------------- CLI
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``imseg prepare suim``."""
-    parser = subparsers.add_parser(
-        "suim",
+    parser = download_parser(
+        subparsers, "suim",
         help="SUIM underwater download → seeded random crops (8 classes)",
         description=("Map the SUIM colour masks to 8 classes and take seeded random crops; "
-                    "train_val gives labeled/unlabeled/val, TEST gives test."),
+                     "train_val gives labeled/unlabeled/val, TEST gives test."),
+        source_help="the folder holding train_val/ and TEST/ (folders or zips)",
+        seed_help="split and crop seed (42)",
     )
-    parser.add_argument("--source", type=Path, required=True,
-                        help="the folder holding train_val/ and TEST/ (folders or zips)")
-    parser.add_argument("--out", type=Path, required=True, help="prepared data set folder")
     parser.add_argument("--crops", type=int, default=2, help="random crops per image (2)")
     parser.add_argument("--min-crop", type=int, default=256, help="smallest crop side (256)")
     parser.add_argument("--max-crop", type=int, default=512, help="largest crop side (512)")
     parser.add_argument("--size", type=int, default=256, help="side the crops are resized to")
-    parser.add_argument("--labeled-fraction", type=float, default=0.1,
-                        help="fraction of the train images that are labeled (0.1)")
     parser.add_argument("--val-fraction", type=float, default=0.1,
                         help="fraction of train_val images held out for val (0.1)")
-    parser.add_argument("--seed", type=int, default=42, help="split and crop seed (42)")
     parser.set_defaults(func=_run)
 
 
