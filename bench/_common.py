@@ -150,6 +150,15 @@ def keras_python(install: bool = True) -> Path:
     return py
 
 
+def finish(args, result: dict) -> None:
+    """End a bench: note a busy machine (printed and recorded), then write ``--json``."""
+    warning = load_warning(args.threads)
+    if warning:
+        print(warning)
+        result["warning"] = warning
+    write_json(args.json, result)
+
+
 def write_json(path: Path | None, result: dict) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import emit, load_warning, machine, parser, run_worker, worker_env, write_json
+from _common import emit, finish, machine, parser, run_worker, worker_env
 
 ISIC = {"labeled": 259, "unlabeled": 2335, "val": 100, "test": 1000}
 
@@ -162,11 +162,7 @@ def main() -> None:
             line += f"; CUDA max allocated {r['cuda_max_allocated_mb'] / 1024:.2f} GB"
         print(line, flush=True)
         result["modes"][mode] = r
-    warning = load_warning(args.threads)
-    if warning:
-        print(warning)
-        result["warning"] = warning
-    write_json(args.json, result)
+    finish(args, result)
 
 
 if __name__ == "__main__":

@@ -20,13 +20,12 @@ import time
 from _common import (
     MALLOC_ENV,
     emit,
+    finish,
     keras_python,
-    load_warning,
     machine,
     parser,
     run_worker,
     worker_env,
-    write_json,
 )
 
 
@@ -175,11 +174,7 @@ def main() -> None:
         print(f"reference way (Keras, one image at a time): {keras['images']} images in "
               f"{keras['seconds']:.1f} s = {keras['images_per_s']:.2f} img/s")
         print(f"ratio: imseg is {result['ratio']:.1f}x the one-image-at-a-time reference")
-    warning = load_warning(args.threads)
-    if warning:
-        print(warning)
-        result["warning"] = warning
-    write_json(args.json, result)
+    finish(args, result)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Run every benchmark in turn (``make bench``); ``--quick`` for a smoke run of about 2 minutes.
 
-    python bench/run_all.py [--quick] [--threads N] [--device cpu|cuda] [--out DIR]
+    python bench/run_all.py [--quick] [--threads N] [--device cpu|cuda] [--amp MODE] [--out DIR]
 
 Each benchmark also writes its numbers as JSON into ``--out`` (default bench/.out/).
 On ``--device cuda`` the Keras side is skipped (it is a CPU reference here).
@@ -25,7 +25,7 @@ def main() -> None:
     failed = []
     for name in args.only:
         cmd = [sys.executable, str(BENCH / f"{name}.py"), "--threads", str(args.threads),
-               "--device", args.device, "--json", f"{args.out}/{name}.json"]
+               "--device", args.device, "--amp", args.amp, "--json", f"{args.out}/{name}.json"]
         if args.quick:
             cmd.append("--quick")
         if args.device == "cuda" and name != "generation_memory":

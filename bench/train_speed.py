@@ -18,14 +18,13 @@ import time
 from _common import (
     MALLOC_ENV,
     emit,
+    finish,
     keras_python,
-    load_warning,
     machine,
     median,
     parser,
     run_worker,
     worker_env,
-    write_json,
 )
 
 
@@ -146,11 +145,7 @@ def main() -> None:
                      f"({row['keras']['step_s_median']:.2f} s/step) | "
                      f"ratio {row['ratio']:.2f}x (best step {row['ratio_best_step']:.2f}x)")
         print(line, flush=True)
-    warning = load_warning(args.threads)
-    if warning:
-        print(warning)
-        results["warning"] = warning
-    write_json(args.json, results)
+    finish(args, results)
 
 
 if __name__ == "__main__":
