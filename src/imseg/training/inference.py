@@ -61,7 +61,7 @@ def reuse_freed_memory() -> bool:
 
 
 def release_freed_memory() -> None:
-    """Hand free heap pages back to the system between phases (pseudo-labeling, each model).
+    """Hand free heap pages back to the system between phases (after pseudo-labeling).
 
     With :func:`reuse_freed_memory` on, glibc never trims on its own, so what one
     phase freed in scattered pieces would stay resident under the next phase's
