@@ -82,6 +82,7 @@ def imseg_worker(args) -> dict:
     from imseg.models.unet import build_unet
     from imseg.pseudo.labelers import LABELERS, LabelingInput
     from imseg.tasks import Task
+    from imseg.training.inference import uses_bfloat16
 
     pin(args.threads)
     torch.set_num_threads(args.threads)
@@ -116,7 +117,7 @@ def imseg_worker(args) -> dict:
               "images": args.images, "teachers": args.teachers, "seconds": seconds,
               "cpu_seconds": time.process_time() - cpu, "kept": len(out),
               "batch": ssl.pseudo_batch_size,
-              "amp": args.amp == "always" or (args.amp == "auto" and device.type == "cuda"),
+              "amp": uses_bfloat16(device, args.amp),
               "forward_gflop_per_image": flops_per_image / 1e9,
               "peak_matmul_gflops": peak["flops_per_s"] / 1e9, "ideal_seconds": ideal,
               "peak_rss_mb": peak_rss_mb()}

@@ -38,6 +38,7 @@ def imseg_worker(args) -> dict:
     from imseg.models.unet import build_unet, count_parameters
     from imseg.tasks import Task
     from imseg.training.fit import Batches, make_optimizer, supervised_epoch
+    from imseg.training.inference import uses_bfloat16
 
     pin(args.threads)
     torch.set_num_threads(args.threads)
@@ -69,7 +70,7 @@ def imseg_worker(args) -> dict:
             supervised_epoch(step_model, optimizer, batches, task, cfg, device)
             sync()
     out = {"framework": f"imseg / torch {torch.__version__}", "device": str(device),
-           "amp": cfg.amp == "always" or (cfg.amp == "auto" and device.type == "cuda"),
+           "amp": uses_bfloat16(device, cfg.amp),
            "compile": args.compile,
            "params": count_parameters(model), "warmup_s": warmup_s, "wall": timer.wall,
            "cpu": timer.cpu, "peak_rss_mb": peak_rss_mb()}

@@ -77,7 +77,7 @@ class TrainConfig(Section):
     @field_validator("amp", mode="before")
     @classmethod
     def _amp_from_bool(cls, value: Any) -> Any:
-        return amp_mode(value) if isinstance(value, bool) else value
+        return amp_mode(value)
 
     @property
     def eval_batch(self) -> int:

@@ -108,8 +108,9 @@ class _Gathered:
         self.buffer[self.count : self.count + rows.shape[0]] = rows
         self.count += rows.shape[0]
 
-    def result(self) -> torch.Tensor | None:
-        return None if self.buffer is None else self.buffer[: self.count]
+    def result(self, empty: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The gathered rows, or ``empty`` when no batch came (an empty unlabeled split)."""
+        return empty if self.buffer is None else self.buffer[: self.count]
 
 
 @torch.no_grad()
@@ -142,11 +143,10 @@ def label_in_batches(inp: LabelingInput, batch_fn: BatchFn) -> PseudoSet:
     h, w = inp.images.shape[-2:]
     empty_img = torch.empty((0, inp.images.shape[1], h, w), dtype=torch.uint8)
     empty_lab = torch.empty((0, task.label_channels, h, w), dtype=torch.uint8)
-    gathered = images.result()
     return PseudoSet(
-        images=gathered if gathered is not None else empty_img,
-        labels=labels.result() if gathered is not None else empty_lab,
-        source=sources.result() if gathered is not None else torch.empty(0, dtype=torch.long),
+        images=images.result(empty_img),
+        labels=labels.result(empty_lab),
+        source=sources.result(torch.empty(0, dtype=torch.long)),
         mask=masks.result(),
         im_fraction=float(torch.cat(fractions).mean()) if fractions else None,
         teacher_labels=teacher_samples,

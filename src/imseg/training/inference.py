@@ -17,15 +17,20 @@ from imseg.data.dataset import Split
 from imseg.tasks import Task
 
 
-def autocast(device: torch.device, amp: AmpMode | bool = True) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast (no loss scaling needed): on CUDA unless ``amp`` is ``never``;
-    on CPU only for ``always``, since it changes the numbers there and pays only on CPUs
-    with bfloat16 units (AVX512-BF16, AMX)."""
+def uses_bfloat16(device: torch.device, amp: AmpMode | bool = True) -> bool:
+    """Whether ``amp`` means bfloat16 on ``device``: on CUDA unless ``never``; on CPU only
+    for ``always``, since it changes the numbers there and pays only on CPUs with
+    bfloat16 units (AVX512-BF16, AMX)."""
     mode = amp_mode(amp)
-    if device.type == "cuda" and mode != "never":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if device.type == "cpu" and mode == "always":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+    if device.type == "cuda":
+        return mode != "never"
+    return device.type == "cpu" and mode == "always"
+
+
+def autocast(device: torch.device, amp: AmpMode | bool = True) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast where :func:`uses_bfloat16` says so (no loss scaling needed)."""
+    if uses_bfloat16(device, amp):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
