@@ -11,7 +11,7 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="prepared data set folder (has dataset.yaml)")
     p.add_argument("--out", required=True, help="run folder; results.csv and models go here")
     p.add_argument("--config", action="append", default=[], metavar="YAML",
-                   help="config file or preset name in configs/ (repeatable; later wins)")
+                   help="config file or preset name (quick, small, isic2018, ...; repeatable; later wins)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config value, e.g. --set train.lr=0.001")
     p.add_argument("--epochs", type=int, help="epochs per model (train.epochs)")

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train LDT and FDT briefly on generated sample data")
     p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     p.add_argument("--config", action="append", default=["demo"], metavar="YAML",
-                   help="preset or file (default: configs/demo.yaml)")
+                   help="preset or file (default: the demo preset)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run)
 
