@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean-venv
+.PHONY: demo test wheel-check lint bench clean-venv
 
 $(BIN)/imseg: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ demo: $(BIN)/imseg
 
 test: $(BIN)/imseg
 	$(BIN)/python -m pytest
+
+# The wheel installed into a fresh venv outside the clone, used from another directory.
+wheel-check: $(BIN)/imseg
+	PYTHON=$(PYTHON) TORCH="$(TORCH)" bash .ci/wheel-check
 
 lint: $(BIN)/imseg
 	$(BIN)/ruff check src tests bench

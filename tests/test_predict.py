@@ -1,8 +1,11 @@
-"""imseg predict on a hand-built run: stage choice by validation, original sizes, the IM."""
+"""imseg predict on a hand-built run: stage choice by validation, original sizes, the IM;
+a run whose data folder is gone, and given checkpoints."""
 
 from __future__ import annotations
 
 import csv
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,43 +15,62 @@ import yaml
 from PIL import Image
 
 from imseg.cli import main
-from imseg.data.layout import DatasetInfo, write_info
+from imseg.data.layout import DatasetInfo, read_info, write_info
 from imseg.errors import DataError
 from imseg.experiment.results import ResultsTable
+from imseg.models.checkpoint import ModelSpec, checkpoint_payload
 from imseg.models.unet import build_unet
-from imseg.predict import best_stage, predict_folder, stage_models
+from imseg.predict import (
+    best_stage,
+    checkpoint_models,
+    predict_folder,
+    run_models,
+    stage_models,
+)
 from imseg.storage import save_checkpoint
 
 SIZES = [(32, 32), (20, 45), (50, 17), (64, 40)]  # (H, W)
 
 
-def save_model(path: Path, out_channels: int, seed: int) -> None:
+def save_model(path: Path, info: DatasetInfo, seed: int, old_format: bool = False,
+               noise: float = 0.2, **extra) -> None:
+    """A random U-Net for ``info``'s data, its weights shifted by ``noise`` (0.2: large
+    logits; 0.05: logits about 1, as trained nets have); ``old_format``: as imseg wrote it
+    before checkpoints carried the data set's metadata."""
     gen = torch.Generator().manual_seed(seed)
+    out_channels = info.task_obj.out_channels
     model = build_unet(3, out_channels, 0.25, generator=gen)
     with torch.no_grad():  # make BN statistics and biases differ between seeds too
         for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * 0.2)
-    save_checkpoint(path, {"model": {"kind": "unet", "in_channels": 3,
-                                     "out_channels": out_channels, "alpha": 0.25},
-                           "state_dict": model.state_dict()})
+            p.add_(torch.randn(p.shape, generator=gen) * noise)
+    if old_format:
+        payload = {"model": {"kind": "unet", "in_channels": 3, "out_channels": out_channels,
+                             "alpha": 0.25}, "state_dict": model.state_dict()}
+    else:
+        payload = checkpoint_payload(ModelSpec(3, out_channels, 0.25), model.state_dict(), info,
+                                     **extra)
+    save_checkpoint(path, payload)
 
 
-def make_run(tmp_path: Path, task: str = "binary", seeds: tuple[int, ...] = (1, 2, 3)) -> Path:
-    """A run folder with three 'im' g1 students and two LDT candidates."""
+def make_run(tmp_path: Path, task: str = "binary", seeds: tuple[int, ...] = (1, 2, 3),
+             old_format: bool = False, noise: float = 0.2) -> Path:
+    """A run folder with three 'im' g1 students and two LDT candidates; its data folder
+    (``tmp_path/data``) holds only dataset.yaml."""
     data = tmp_path / "data"
     classes = ["fg"] if task == "binary" else ["bg", "a", "b"]
-    write_info(data, DatasetInfo(task=task, classes=classes, image_size=(32, 32)))
+    info = DatasetInfo(task=task, classes=classes, image_size=(32, 32))
+    write_info(data, info)
     run = tmp_path / "run"
     run.mkdir()
     (run / "run.yaml").write_text(yaml.safe_dump({"data": str(data)}))
-    out_channels = 1 if task == "binary" else len(classes) + 1
     table = ResultsTable(run / "results.csv")
     stages = [("ldt", "ldt", None, 0, [0.50, 0.40], [0.90, 0.90]),  # best test, worse val
               ("ssl", "im", 2, 1, [0.70, 0.60, 0.65], [0.10, 0.20, 0.30])]
     for stage, approach, n, gen, vals, tests in stages:
         for c, (v, t) in enumerate(zip(vals, tests, strict=True)):
             ckpt = f"models/{approach}/g{gen}/c{c}.pt"
-            save_model(run / ckpt, out_channels, seeds[c % len(seeds)])
+            save_model(run / ckpt, info, seeds[c % len(seeds)], old_format, noise,
+                       val={"iou": v}, test={"iou": t})
             table.add({"stage": stage, "approach": approach, "run": 0, "n_teachers": n,
                        "generation": gen, "candidate": c, "val_iou": v, "test_iou": t,
                        "checkpoint": ckpt})
@@ -68,6 +90,10 @@ def read_uncertainty(out: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def read_masks(out: Path) -> dict[str, np.ndarray]:
+    return {p.stem: np.asarray(Image.open(p)) for p in sorted((out / "masks").glob("*.png"))}
+
+
 def test_best_stage_uses_validation_not_test_and_top_n_by_val(tmp_path):
     rows = ResultsTable(make_run(tmp_path) / "results.csv").rows
     assert best_stage(rows) == ("im", 1)  # mean val 0.65 > 0.45, although LDT tests better
@@ -82,8 +108,10 @@ def test_masks_keep_original_sizes_and_uncertainty_is_sorted(tmp_path):
     run = make_run(tmp_path)
     make_images(tmp_path / "new")
     out = tmp_path / "pred"
-    done = predict_folder(run, tmp_path / "new", out, teachers=3, batch_size=3, progress=False)
-    assert done["stage"] == ("im", 1) and len(done["models"]) == 3
+    models = run_models(run, teachers=3)
+    assert models.stage == ("im", 1) and len(models.models) == 3
+    assert [m.val["iou"] for m in models.metas] == [0.70, 0.65, 0.60]
+    predict_folder(models, tmp_path / "new", out, batch_size=3, progress=False)
     for i, (h, w) in enumerate(SIZES):
         mask = np.asarray(Image.open(out / "masks" / f"img{i}.png"))
         im = np.asarray(Image.open(out / "inconsistency" / f"img{i}.png"))
@@ -106,7 +134,7 @@ def test_identical_models_give_an_empty_inconsistency_mask(tmp_path, task):
     run = make_run(tmp_path, task, seeds=(7,))
     make_images(tmp_path / "new")
     out = tmp_path / "pred"
-    predict_folder(run, tmp_path / "new", out, teachers=3, progress=False)
+    predict_folder(run_models(run), tmp_path / "new", out, progress=False)
     assert all(float(r["im_fraction"]) == 0.0 for r in read_uncertainty(out))
     for i in range(len(SIZES)):
         assert not np.asarray(Image.open(out / "inconsistency" / f"img{i}.png")).any()
@@ -124,12 +152,96 @@ def test_cli_and_clear_errors(tmp_path, capsys):
     assert "stage ldt g0: 2 models" in capsys.readouterr().out
     assert len(read_uncertainty(out)) == len(SIZES)
     with pytest.raises(DataError, match="not a run folder"):
-        predict_folder(tmp_path / "nowhere", tmp_path / "new", out, progress=False)
+        run_models(tmp_path / "nowhere")
     with pytest.raises(DataError, match="folder not found"):
-        predict_folder(run, tmp_path / "missing", out, progress=False)
+        predict_folder(run_models(run), tmp_path / "missing", out, progress=False)
     (run / "models/im/g1/c0.pt").unlink()
     with pytest.raises(DataError, match="checkpoint not found"):
-        predict_folder(run, tmp_path / "new", out, progress=False)
+        run_models(run)
     assert main(["predict", "--run", str(run), "--images", str(tmp_path / "new"),
                  "--out", str(out), "--generation", "7", "--no-progress"]) == 2
     assert "no trained models" in capsys.readouterr().err
+
+
+def test_run_predicts_after_its_data_folder_is_deleted(tmp_path):
+    run = make_run(tmp_path)
+    make_images(tmp_path / "new")
+    predict_folder(run_models(run), tmp_path / "new", tmp_path / "before", progress=False)
+    shutil.rmtree(tmp_path / "data")
+    models = run_models(run)  # the checkpoints carry what dataset.yaml said
+    assert models.info.classes == ["fg"] and models.info.image_size == (32, 32)
+    predict_folder(models, tmp_path / "new", tmp_path / "after", progress=False)
+    before, after = read_masks(tmp_path / "before"), read_masks(tmp_path / "after")
+    assert before.keys() == after.keys() and len(before) == len(SIZES)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_old_checkpoints_fall_back_to_the_runs_dataset_yaml(tmp_path):
+    run = make_run(tmp_path, "multiclass", old_format=True)
+    models = run_models(run)
+    assert models.info.classes == ["bg", "a", "b"]  # through run.yaml
+    assert [m.val for m in models.metas] == [{"iou": 0.70}, {"iou": 0.65}, {"iou": 0.60}]
+    shutil.move(tmp_path / "data" / "dataset.yaml", run / "dataset.yaml")
+    assert run_models(run).info.classes == ["bg", "a", "b"]  # the run's own copy
+    (run / "dataset.yaml").unlink()
+    with pytest.raises(DataError, match="predate the data set's metadata"):
+        run_models(run)
+    with pytest.raises(DataError, match="use --run"):
+        checkpoint_models([run / "models/im/g1/c0.pt"])
+
+
+def test_given_checkpoints_predict_like_the_run_and_one_model_has_no_im(tmp_path, capsys):
+    run = make_run(tmp_path, "multiclass")
+    make_images(tmp_path / "new")
+    best = run / "models/im/g1/c0.pt"  # val 0.70: the stage's top model
+    predict_folder(run_models(run, teachers=1), tmp_path / "new", tmp_path / "r", progress=False)
+    assert main(["predict", "--checkpoint", str(best), "--images", str(tmp_path / "new"),
+                 "--out", str(tmp_path / "c"), "--no-progress"]) == 0
+    assert "no inconsistency maps" in capsys.readouterr().out
+    from_run, from_ckpt = read_masks(tmp_path / "r"), read_masks(tmp_path / "c")
+    assert len(from_ckpt) == len(SIZES)
+    assert all(np.array_equal(from_run[k], from_ckpt[k]) for k in from_run)
+    assert not (tmp_path / "c" / "inconsistency").exists()
+    assert not (tmp_path / "c" / "uncertainty.csv").exists()
+    # two checkpoints: the same outputs as the run's two best
+    two = [best, run / "models/im/g1/c2.pt"]
+    predict_folder(run_models(run, teachers=2), tmp_path / "new", tmp_path / "r2", progress=False)
+    predict_folder(checkpoint_models(two), tmp_path / "new", tmp_path / "c2", progress=False)
+    assert read_uncertainty(tmp_path / "r2") == read_uncertainty(tmp_path / "c2")
+
+
+def test_checkpoints_of_other_data_and_wrong_options_are_refused(tmp_path, capsys):
+    binary = make_run(tmp_path / "b")
+    multiclass = make_run(tmp_path / "m", "multiclass")
+    make_images(tmp_path / "new")
+    with pytest.raises(DataError, match="trained on other data"):
+        checkpoint_models([binary / "models/ldt/g0/c0.pt", multiclass / "models/ldt/g0/c0.pt"])
+    ckpt = str(binary / "models/ldt/g0/c0.pt")
+    images = ["--images", str(tmp_path / "new"), "--out", str(tmp_path / "o")]
+    assert main(["predict", "--checkpoint", ckpt, "--teachers", "2", *images]) == 2
+    assert "--teachers chooses models of a run" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # exactly one of --run / --checkpoint
+        main(["predict", "--run", str(binary), "--checkpoint", ckpt, *images])
+    with pytest.raises(SystemExit):
+        main(["predict", *images])
+    assert "one of the arguments --run --checkpoint is required" in capsys.readouterr().err
+
+
+def test_trained_run_predicts_after_its_data_folder_moved(binary_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(binary_data, data)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), "--benchmark", "ldt",
+                 "--candidates", "2", "--epochs", "1", "--alpha", "0.25", "--batch-size", "8",
+                 "--device", "cpu", "--no-progress"]) == 0
+    images = data / "test" / "images"
+    predict_folder(run_models(run), images, tmp_path / "before", progress=False)
+    shutil.move(images, tmp_path / "new")
+    shutil.move(data, tmp_path / "moved")
+    models = run_models(run)
+    expected = replace(read_info(tmp_path / "moved"), extra={})  # extra is not carried
+    assert models.info == expected and not (tmp_path / "data").exists()
+    assert all(m.val["iou"] is not None and m.test for m in models.metas)
+    predict_folder(models, tmp_path / "new", tmp_path / "after", progress=False)
+    before, after = read_masks(tmp_path / "before"), read_masks(tmp_path / "after")
+    assert before and all(np.array_equal(before[k], after[k]) for k in before)

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
+from pathlib import Path
 
 from imseg.errors import ImsegError
+from imseg.logs import setup_logging
+from imseg.storage import storage_error
+
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+"""OSErrors that mean 'cannot write the output': one message, no traceback."""
 
 # Each module registers its own `imseg prepare <name>` sub-command through
 # ``register(subparsers)``; adding a data source means adding its module here.
@@ -26,6 +33,7 @@ COMMANDS = (
     "imseg.commands.demo",
     "imseg.commands.report",
     "imseg.commands.predict",
+    "imseg.commands.export",
 )
 
 
@@ -60,10 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    setup_logging()
     try:
         return int(args.func(args) or 0)
     except ImsegError as exc:
         print(f"imseg: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        print(f"imseg: error: {storage_error(Path(exc.filename or '?'), exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("imseg: stopped; run the same command again to resume", file=sys.stderr)

@@ -43,7 +43,7 @@ def amp_mode(amp: AmpMode | bool) -> AmpMode:
 
 
 class TrainConfig(Section):
-    """Training one model (SPEC §3)."""
+    """Training one model (docs/method.md §3)."""
 
     epochs: int = Field(50, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -74,6 +74,18 @@ class TrainConfig(Section):
                     "size keep the CPU heap from fragmenting: ~1 GB less at 256 px)",
     )
     sync_bn: bool = Field(False, description="DDP: BatchNorm statistics over the global batch")
+    bn_stats: Literal["running", "precise"] = Field(
+        "running",
+        description="BatchNorm statistics used in evaluation: running = the momentum averages "
+                    "kept in training (the reference); precise = recomputed before each "
+                    "validation over the model's training batches, right however few steps "
+                    "it took (imseg.training.batchnorm)",
+    )
+    bn_stats_batches: int = Field(
+        200, ge=1,
+        description="precise: batches of batch_size the statistics pool at most (one pass "
+                    "over the training set when that is shorter)",
+    )
 
     @field_validator("amp", mode="before")
     @classmethod
@@ -87,7 +99,7 @@ class TrainConfig(Section):
 
 
 class AugmentConfig(Section):
-    """Augmentation of a pair (SPEC §4); geometry on image and mask, photometrics on the image."""
+    """Augmentation of a pair (docs/method.md §4); geometry on image and mask, photometrics on the image."""
 
     flip_h: bool = True
     flip_v: bool = True
@@ -100,7 +112,7 @@ class AugmentConfig(Section):
 
 
 class BenchmarkConfig(Section):
-    """FDT / LDT / ALDT stages (SPEC §4)."""
+    """FDT / LDT / ALDT stages (docs/method.md §4)."""
 
     candidates: int = Field(10, ge=1, description="models trained per benchmark stage")
     keep: int = Field(4, ge=1, description="top-K kept by validation score")
@@ -108,7 +120,7 @@ class BenchmarkConfig(Section):
 
 
 class NoiseSchedule(Section):
-    """Per-generation noise and student width (Noisy Student, IM+, AIM+...; SPEC §6)."""
+    """Per-generation noise and student width (Noisy Student, IM+, AIM+...; docs/method.md §6)."""
 
     max_blur: list[int] = [0, 1, 1, 2, 3]
     max_noise: list[int] = [5, 10, 15, 20, 25]
@@ -136,7 +148,7 @@ class NoiseSchedule(Section):
 
 
 class InconsistencyConfig(Section):
-    """How the inconsistency mask is built and applied (SPEC §6)."""
+    """How the inconsistency mask is built and applied (docs/method.md §6)."""
 
     erode: int = Field(0, ge=0, description="erosion kernel size of the IM, 0 = off")
     dilate: int = Field(0, ge=0, description="dilation kernel size of the IM, 0 = off")
@@ -148,7 +160,7 @@ class InconsistencyConfig(Section):
 
 
 class SSLConfig(Section):
-    """The generation loop (SPEC §5)."""
+    """The generation loop (docs/method.md §5)."""
 
     approaches: list[str] = ["im"]
     generations: int = Field(5, ge=1)
@@ -166,7 +178,7 @@ class SSLConfig(Section):
 
 
 class EvalNetConfig(Section):
-    """EvalNet (SPEC §2, §6)."""
+    """EvalNet (docs/method.md §2, §6)."""
 
     alpha: float = Field(1.0, gt=0)
     count: int = Field(5, ge=1, description="EvalNets trained")

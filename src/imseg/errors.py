@@ -11,3 +11,7 @@ class DataError(ImsegError):
 
 class ConfigError(ImsegError):
     """An invalid configuration file or override."""
+
+
+class StorageError(ImsegError):
+    """Output that cannot be written: full disk, read-only or unwritable folder."""

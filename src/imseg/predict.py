@@ -1,24 +1,31 @@
-"""Predict new images with the top models of a run's stage; their disagreement says which
-images a person should label next.
+"""Predict new images with the top models of a run's stage (or given checkpoints); their
+disagreement says which images a person should label next.
 
 Choices:
 
 * The stage defaults to the run's best one: the (approach, generation) whose
   students have the highest mean *validation* IoU (the test split is never used
   to choose). Benchmarks count as generation 0.
-* Images of any size are resized (bilinear) to dataset.yaml's ``image_size``,
+* What the models need to know about the data (task, classes, colours, input
+  size, channels) comes from their checkpoints, so a run folder works after
+  its data folder has moved; checkpoints of older versions, which lack it, fall
+  back to the run's ``dataset.yaml`` copy or the data folder run.yaml names.
+* Images of any size are resized (bilinear) to the training ``image_size``,
   predicted in batches, and each model's *probabilities* are resized back
   (bilinear) to the original size before thresholding (argmax), so edges stay
   smooth at any scale.
 * The written mask is the ensemble's mean probability thresholded (argmax);
   the inconsistency map marks pixels where the models' own labels differ
   (:func:`imseg.pseudo.inconsistency.agreement`); its share of the image is the
-  image's uncertainty.
+  image's uncertainty. A single model has no such map: its maps and
+  uncertainty.csv are left out rather than written empty (which would claim
+  certainty).
 
 Per image ``<out>/masks/<stem>.png`` (binary 0/255, multiclass class ids,
 multilabel one channel per label), ``<out>/overlays/<stem>.png`` (classes in
-dataset.yaml colours, IM hatched grey) and ``<out>/inconsistency/<stem>.png``
-(0/255), plus ``<out>/uncertainty.csv``, most uncertain first.
+dataset.yaml colours, IM hatched grey) and, with two or more models,
+``<out>/inconsistency/<stem>.png`` (0/255), plus ``<out>/uncertainty.csv``,
+most uncertain first.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +47,11 @@ from tqdm import tqdm
 
 from imseg.config import AmpMode
 from imseg.data.imageio import list_images, open_image, resize_image
-from imseg.data.layout import DatasetInfo, read_info
+from imseg.data.layout import INFO_FILE, DatasetInfo, read_info
 from imseg.errors import DataError
 from imseg.evaluation.visualize import overlay
 from imseg.experiment.results import ResultsTable, top_k
+from imseg.models.checkpoint import CheckpointMeta, read_checkpoint
 from imseg.pseudo.inconsistency import agreement
 from imseg.runtime import resolve_device
 from imseg.storage import atomic_write_text
@@ -97,15 +106,109 @@ def stage_models(rows: list[dict], approach: str, generation: int, n: int) -> li
     return top_k(members, n)
 
 
+@dataclass
+class ModelSet:
+    """The models one prediction or export uses, with the data metadata they share."""
+
+    models: list[nn.Module]
+    metas: list[CheckpointMeta]
+    info: DatasetInfo
+    stage: tuple[str, int] | None = None
+    """The run's (approach, generation) they come from; None for given checkpoints."""
+
+    @property
+    def task(self) -> Task:
+        return self.info.task_obj
+
+
+def run_models(run_dir: Path, approach: str | None = None, generation: int | None = None,
+               teachers: int = DEFAULT_TEACHERS) -> ModelSet:
+    """The top-``teachers`` models of a run's stage (the best by validation unless named)."""
+    run_dir = Path(run_dir)
+    results = run_dir / "results.csv"
+    if not results.is_file():
+        raise DataError(f"{results} not found: {run_dir} is not a run folder")
+    rows = ResultsTable(results).rows
+    stage = best_stage(rows, approach, generation)
+    chosen = stage_models(rows, *stage, max(1, teachers))
+    loaded = [read_checkpoint(run_dir / r["checkpoint"]) for r in chosen]
+    metas = [_scores_from_row(meta, row) for (_, meta), row in zip(loaded, chosen, strict=True)]
+    info = shared_info(metas, lambda: run_info(run_dir))
+    return ModelSet([model for model, _ in loaded], metas, info, stage)
+
+
+def checkpoint_models(paths: list[Path]) -> ModelSet:
+    """The models of the given checkpoint files, which must agree on their data."""
+    if not paths:
+        raise DataError("no checkpoints given")
+    loaded = [read_checkpoint(Path(p)) for p in paths]
+    metas = [meta for _, meta in loaded]
+    info = shared_info(metas)
+    return ModelSet([model for model, _ in loaded], metas, info)
+
+
+def shared_info(metas: list[CheckpointMeta],
+                fallback: Callable[[], DatasetInfo] | None = None) -> DatasetInfo:
+    """The data metadata the checkpoints share; ``fallback()`` when none records it
+    (versions before the checkpoint format had it). Raises DataError when they disagree
+    or a model does not fit the data."""
+    recorded = [(m.path, m.dataset) for m in metas if m.dataset is not None]
+    if recorded:
+        first, info = recorded[0]
+    elif fallback is not None:
+        first, info = None, fallback()
+    else:
+        raise DataError(f"{metas[0].path}: written by an older imseg without the data set's "
+                        "metadata; use --run with its run folder instead")
+    for m in metas:
+        if m.dataset is not None and _interface(m.dataset) != _interface(info):
+            raise DataError(f"{m.path}: trained on other data than {first} "
+                            f"({_describe(m.dataset)} vs {_describe(info)})")
+        if (m.task not in (None, info.task_obj) or m.spec.in_channels != info.channels
+                or m.spec.out_channels != info.task_obj.out_channels):
+            raise DataError(f"{m.path}: the model ({m.spec.in_channels} in, "
+                            f"{m.spec.out_channels} out channels) does not fit {_describe(info)}")
+    return info
+
+
 def run_info(run_dir: Path) -> DatasetInfo:
-    """The run's dataset.yaml, found through run.yaml (input size, channels, classes, colours)."""
+    """The run's data metadata when its checkpoints lack it: the run folder's own
+    dataset.yaml copy, else the data folder's, found through run.yaml."""
+    if (Path(run_dir) / INFO_FILE).is_file():
+        return read_info(Path(run_dir))
     meta_path = Path(run_dir) / "run.yaml"
     if not meta_path.is_file():
         raise DataError(f"{meta_path} not found: {run_dir} is not a run folder")
     data = (yaml.safe_load(meta_path.read_text()) or {}).get("data")
     if not data:
         raise DataError(f"{meta_path}: no data path recorded")
+    if not (Path(data) / INFO_FILE).is_file():
+        raise DataError(f"{run_dir}: its checkpoints predate the data set's metadata and "
+                        f"{Path(data) / INFO_FILE} is gone; put the data folder back or copy "
+                        f"its {INFO_FILE} into {run_dir}")
     return read_info(Path(data))
+
+
+def _interface(info: DatasetInfo) -> tuple:
+    """What a model's input and output depend on."""
+    return info.task, tuple(info.classes), tuple(info.image_size), info.channels
+
+
+def _describe(info: DatasetInfo) -> str:
+    h, w = info.image_size
+    return f"{info.task} {info.classes} {w}x{h}x{info.channels}"
+
+
+def _scores_from_row(meta: CheckpointMeta, row: dict) -> CheckpointMeta:
+    """Scores from the results row, for the oldest checkpoints, which did not record them."""
+    if meta.val:
+        return meta
+
+    def scores(split: str) -> dict:
+        return {m: row[f"{split}_{m}"] for m in ("iou", "dice")
+                if row.get(f"{split}_{m}") is not None}
+
+    return replace(meta, val=scores("val"), test=meta.test or scores("test"))
 
 
 def read_image(path: Path, channels: int) -> np.ndarray:
@@ -132,28 +235,20 @@ def predict_images(models: list[nn.Module], task: Task, images: list[np.ndarray]
     return out
 
 
-def predict_folder(run_dir: Path, images_dir: Path, out_dir: Path, approach: str | None = None,
-                   generation: int | None = None, teachers: int = DEFAULT_TEACHERS,
-                   batch_size: int = 8, device: str = "auto", progress: bool = True) -> dict:
-    """Predict every image of ``images_dir``; write masks, overlays, IMs and uncertainty.csv.
+def predict_folder(model_set: ModelSet, images_dir: Path, out_dir: Path, batch_size: int = 8,
+                   device: str = "auto", progress: bool = True) -> list[dict] | None:
+    """Predict every image of ``images_dir``; write masks and overlays and, with two or
+    more models, IMs and uncertainty.csv.
 
-    Returns ``{"stage": (approach, generation), "models": [...rows], "uncertainty": [...]}``.
+    Returns the uncertainty table (most uncertain first), or None for a single model.
     """
-    from imseg.experiment.stages import load_model
-
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    results = run_dir / "results.csv"
-    if not results.is_file():
-        raise DataError(f"{results} not found: {run_dir} is not a run folder")
-    rows = ResultsTable(results).rows
-    info = run_info(run_dir)
-    task = info.task_obj
+    out_dir = Path(out_dir)
+    info, task = model_set.info, model_set.task
     files = list_images(Path(images_dir))
-    stage = best_stage(rows, approach, generation)
-    chosen = stage_models(rows, *stage, max(1, teachers))
     dev = resolve_device(device)
-    models = [load_model(run_dir / r["checkpoint"]).to(dev).eval() for r in chosen]
-    for sub in ("masks", "overlays", "inconsistency"):
+    models = [m.to(dev).eval() for m in model_set.models]
+    with_im = len(models) > 1
+    for sub in ["masks", "overlays"] + (["inconsistency"] if with_im else []):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
     table = []
     items = list(files.items())
@@ -167,16 +262,19 @@ def predict_folder(run_dir: Path, images_dir: Path, out_dir: Path, approach: str
             ):
                 mask = task.decode_mask(pred.label)
                 Image.fromarray(mask).save(out_dir / "masks" / f"{stem}.png")
-                Image.fromarray(overlay(img, mask, info, pred.im)).save(
+                Image.fromarray(overlay(img, mask, info, pred.im if with_im else None)).save(
                     out_dir / "overlays" / f"{stem}.png")
-                Image.fromarray(pred.im.astype(np.uint8) * 255).save(
-                    out_dir / "inconsistency" / f"{stem}.png")
+                if with_im:
+                    Image.fromarray(pred.im.astype(np.uint8) * 255).save(
+                        out_dir / "inconsistency" / f"{stem}.png")
                 table.append({"file": path.name, "height": img.shape[0], "width": img.shape[1],
                               "im_fraction": pred.im_fraction})
             bar.update(len(part))
+    if not with_im:
+        return None
     table.sort(key=lambda r: (-r["im_fraction"], r["file"]))
     _write_uncertainty(out_dir / "uncertainty.csv", table)
-    return {"stage": stage, "models": chosen, "uncertainty": table}
+    return table
 
 
 def _write_uncertainty(path: Path, table: list[dict]) -> None:

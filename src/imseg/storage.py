@@ -1,37 +1,82 @@
-"""Atomic writes: a stopped run never leaves a half-written file behind."""
+"""Atomic writes: a stopped run, a full disk or an unwritable folder never leaves a
+half-written file behind, and the user gets one message naming the path and errno."""
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
+
+from imseg.errors import StorageError
+
+
+def storage_error(path: Path, exc: OSError) -> StorageError:
+    """One readable message for an OSError while writing ``path``."""
+    code = exc.errno
+    name = errno.errorcode.get(code, "?") if code is not None else "?"
+    reason = exc.strerror or str(exc)
+    hint = ""
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        hint = "; free some space (or use another --out), then run the same command to resume"
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "; choose a writable --out"
+    return StorageError(f"cannot write {path}: {reason} (errno {code} {name}){hint}")
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place."""
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
+
+    Any OSError (full disk, read-only or missing folder) becomes a StorageError naming
+    ``path``; the temporary file is removed, so nothing half-written stays.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
         write(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise storage_error(path, exc) from None
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             tmp.unlink()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def save_png(path: Path, array: np.ndarray) -> None:
+    """An ``H×W`` or ``H×W×C`` uint8 array as a PNG file, atomically."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Save a checkpoint dict (weights + the config that built them) atomically."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """Save a checkpoint dict (weights + the config that built them) atomically.
+
+    Serialised in memory first: torch's own file writer reports a full disk as an
+    opaque ``RuntimeError`` (inline_container.cc); a plain write gives the errno.
+    """
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -115,7 +115,7 @@ class Task:
 
     # ------------------------------------------------------------------- metric
     def metric(self):
-        """A fresh accumulator of this kind's metrics (SPEC §7): binary foreground IoU and
+        """A fresh accumulator of this kind's metrics (docs/method.md §7): binary foreground IoU and
         Dice per image; multiclass mIoU over the classes present; multilabel mean over
         channels. Its ``compute()["iou"]`` is the headline score."""
         from imseg.evaluation.metrics import MetricAccumulator

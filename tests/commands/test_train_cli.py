@@ -45,7 +45,7 @@ def test_benchmarks_share_one_run_folder(binary_data, tmp_path, capsys):
     assert resolved["train"]["epochs"] == 1 and resolved["benchmark"]["candidates"] == 2
     # running the same command again trains nothing new
     assert main(["train", "--data", str(binary_data), "--out", str(run), "--benchmark", "ldt",
-                 "--candidates", "2", *TINY_FLAGS]) == 0
+                 "--candidates", "2", *TINY_FLAGS, "--set", "benchmark.aldt_copies=2"]) == 0
     assert len(_rows(run)) == 6
     assert "results:" in capsys.readouterr().out
 

@@ -1,4 +1,4 @@
-"""Hand-computed cases for the segmentation metrics (SPEC §7)."""
+"""Hand-computed cases for the segmentation metrics (docs/method.md §7)."""
 
 from __future__ import annotations
 

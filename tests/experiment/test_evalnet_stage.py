@@ -10,7 +10,6 @@ import torch
 import yaml
 
 from imseg.config import build_config
-from imseg.errors import DataError
 from imseg.evalnet.select import load_selection, selection_path
 from imseg.experiment.benchmarks import augmented_labeled_set
 from imseg.experiment.context import RunContext
@@ -87,11 +86,19 @@ def test_config_thresholds_win_over_automatic_ones():
     assert score_range(ctx, 0) == (0.72, 0.75)
 
 
-def test_evalnets_refuse_images_below_64_px(binary_data, tmp_path):
+def test_evalnet_stage_trains_and_scores_at_32_px(binary_data, tmp_path):
     cfg = build_config(overrides={**CONFIG, "ssl": {**CONFIG["ssl"], "approaches": ["evalnet"]}})
     ctx = RunContext.open(binary_data, tmp_path / "run", cfg, progress=False)
-    with pytest.raises(DataError, match="at least 64"):
-        prepare_evalnets(ctx, 0)
+    assert tuple(ctx.dataset.info.image_size) == (32, 32)
+    prepare_evalnets(ctx, 0)
+    ev = _csv(ctx.run_dir / "evalnet_results.csv")
+    assert [(r["kind"], int(r["index"])) for r in ev] == [(EVALNET, 0), (EVALNET, 1)]
+    assert all(0.0 <= float(r["val_mae"]) <= 1.0 for r in ev)
+    val = ctx.dataset.val
+    scores = score_pairs(ctx, 0, val.images, val.labels, EVALNET)
+    assert scores.shape == (len(val),)
+    assert bool(((scores >= 0) & (scores <= 1)).all())
+    _release(ctx)
 
 
 def _release(ctx: RunContext) -> None:

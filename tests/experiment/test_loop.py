@@ -160,3 +160,43 @@ def test_the_pseudo_set_is_freed_before_the_students_train(binary_data, tmp_path
                           progress=False)
     run_study(ctx)
     assert alive_while_training and alive_while_training[-1] == 0
+
+
+def test_low_yield_note_says_how_many_and_why():
+    from imseg.experiment.loop import low_yield_note
+
+    assert low_yield_note(9, 180, 0.3) == ""  # 5 % kept: not flagged
+    note = low_yield_note(4, 180, 0.31)
+    assert "only 4 of 180 unlabeled images (2.2%)" in note and "disagree" in note
+    assert "31.0%" in note
+    assert "no pseudo pair of 180" in low_yield_note(0, 180, None)
+    assert "disagree" not in low_yield_note(0, 180, None)
+
+
+def test_a_generation_that_keeps_almost_nothing_is_reported_and_recorded(
+        binary_data, tmp_path, monkeypatch, capsys):
+    from imseg.cli import main
+    from imseg.pseudo import labelers
+
+    real = labelers.LABELERS["inconsistency"]
+
+    def keep_one(inp):  # the real IM labeler, then all but one pair dropped
+        out = real(inp)
+        out.images, out.labels, out.source = out.images[:1], out.labels[:1], out.source[:1]
+        out.mask = None if out.mask is None else out.mask[:1]
+        return out
+
+    monkeypatch.setitem(labelers.LABELERS, "inconsistency", keep_one)
+    ssl = {**TINY["ssl"], "inconsistency": {"binary_filter": False}}
+    (tmp_path / "tiny.yaml").write_text(
+        __import__("yaml").safe_dump({**TINY, "ssl": ssl}))
+    assert main(["run", "--data", str(binary_data), "--out", str(tmp_path / "run"),
+                 "--config", str(tmp_path / "tiny.yaml"), "--approaches", "im"]) == 0
+    captured = capsys.readouterr()
+    rows = [r for r in _rows(tmp_path / "run" / "results.csv") if r["approach"] == "im"]
+    assert len(rows) == 2
+    for r in rows:
+        assert "kept only 1 of" in r["note"] and "disagree" in r["note"]
+    warned = [line for line in captured.err.splitlines() if "kept only 1 of" in line]
+    assert len(warned) == 1 and "im r0 n2 g1" in warned[0]
+    assert "note: im r0 n2 g1: the labeler kept only 1 of" in captured.out

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from imseg.models import EvalNet, count_parameters
+from imseg.models import EvalNet, TinyUNet, count_parameters
 
 
 def keras_evalnet_count(
@@ -94,8 +96,6 @@ def test_parameter_count_grows_with_alpha() -> None:
 def test_invalid_inputs_raise() -> None:
     net = EvalNet(alpha=0.5)
     image, mask = _batch(1, 3, 1, 64, 64)
-    with pytest.raises(ValueError, match="at least 64"):
-        net(image[..., :32, :32], mask[..., :32, :32])
     with pytest.raises(ValueError, match="differ"):
         net(image, mask[..., :, :-16])
     with pytest.raises(ValueError, match="mask has 2 channels"):
@@ -144,3 +144,44 @@ def test_few_adam_steps_regress_iou_targets() -> None:
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.2 * losses[0]
+
+
+UNET_SIZES = [(16, 16), (32, 32), (48, 48), (64, 64), (16, 64), (32, 96)]
+
+
+@pytest.mark.parametrize(("h", "w"), UNET_SIZES)
+def test_runs_at_every_unet_size(h: int, w: int) -> None:
+    unet = TinyUNet(3, 1, alpha=0.25).eval()
+    assert unet(torch.zeros(1, 3, h, w)).shape[-2:] == (h, w)  # a size the U-Net accepts
+    torch.manual_seed(0)
+    net = EvalNet(image_channels=3, mask_channels=2, n_classes=2, alpha=0.25, per_class=True)
+    trunk_sizes = []
+    net.trunk.register_forward_hook(lambda _m, _i, out: trunk_sizes.append(out.shape[-2:]))
+    iou, present = net(*_batch(2, 3, 2, h, w))
+    assert iou.shape == present.shape == (2, 2)
+    assert bool(((iou > 0) & (iou < 1)).all())
+    # a side stops halving at 1 px instead of pooling down to nothing
+    assert tuple(trunk_sizes[0]) == (max(1, h // 64), max(1, w // 64))
+
+
+def _with_plain_pools(net: EvalNet) -> EvalNet:
+    """A copy of ``net`` whose pools are the old unconditional ``nn.MaxPool2d(2)``."""
+    old = copy.deepcopy(net)
+    blocks = [old.image_branch[2], old.mask_branch[2], *old.trunk]
+    for block in blocks:
+        block[3] = torch.nn.MaxPool2d(2)
+    return old
+
+
+@pytest.mark.parametrize(("h", "w"), [(64, 64), (80, 96), (64, 128), (208, 416)])
+@pytest.mark.parametrize("train", [False, True])
+def test_unchanged_from_64_px_on(h: int, w: int, train: bool) -> None:
+    torch.manual_seed(4)
+    net = EvalNet(alpha=0.25).train(train)
+    old = _with_plain_pools(net)
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in old.modules()) == 7
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in net.modules()) == 0
+    image, mask = _batch(2, 3, 1, h, w)
+    with torch.no_grad():
+        assert torch.equal(net(image, mask), old(image, mask))
+    assert net.state_dict().keys() == old.state_dict().keys()  # checkpoints still load

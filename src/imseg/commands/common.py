@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from imseg.config import Config, build_config, nested
+from imseg.experiment.context import RunContext
 
 
 def add_training_options(p: argparse.ArgumentParser) -> None:
@@ -21,7 +23,24 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="hide progress bars (they are shown only on a terminal anyway)")
+    p.add_argument("--accept-new-settings", action="store_true",
+                   help="continue in a run folder trained under other settings; each results "
+                        "row records the settings it was trained under")
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars only on a terminal: in a redirected log they are carriage-return noise
+    (one line per finished model is logged instead)."""
+    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
+
+
+def open_run(args: argparse.Namespace, config: Config) -> RunContext:
+    """The run folder of a training command, opened as its flags say."""
+    return RunContext.open(args.data, args.out, config, progress=show_progress(args),
+                           command=" ".join(sys.argv),
+                           accept_new_settings=args.accept_new_settings)
 
 
 def config_from_args(args: argparse.Namespace, **extra: object) -> Config:

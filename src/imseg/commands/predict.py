@@ -5,19 +5,59 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imseg.predict import DEFAULT_TEACHERS, predict_folder
+from imseg.errors import ConfigError
+from imseg.predict import DEFAULT_TEACHERS, ModelSet, checkpoint_models, predict_folder, run_models
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """Which models to use: a run's stage or checkpoint files (exactly one of the two)."""
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", type=Path, help="run folder (has results.csv)")
+    source.add_argument("--checkpoint", type=Path, action="append", metavar="FILE",
+                        help="a model checkpoint (.pt) instead of a run; repeat for several")
+    p.add_argument("--approach", help="with --run: the stage's approach "
+                                      "(default: the best by mean val IoU)")
+    p.add_argument("--generation", type=int, help="with --run: the stage's generation "
+                                                  "(benchmarks: 0)")
+    p.add_argument("--teachers", type=int,
+                   help=f"with --run: top-n models of the stage (default: {DEFAULT_TEACHERS})")
+
+
+def models_from_args(args: argparse.Namespace) -> ModelSet:
+    if args.checkpoint:
+        given = [f for f in ("approach", "generation", "teachers") if getattr(args, f) is not None]
+        if given:
+            raise ConfigError(f"--{given[0]} chooses models of a run; it does not go with "
+                              "--checkpoint")
+        return checkpoint_models(args.checkpoint)
+    teachers = DEFAULT_TEACHERS if args.teachers is None else args.teachers
+    if teachers < 1:
+        raise ConfigError("--teachers must be at least 1")
+    return run_models(args.run, args.approach, args.generation, teachers)
+
+
+def describe_models(models: ModelSet) -> str:
+    """One line: the stage (if any) and each model's checkpoint and validation score."""
+    def score(meta) -> str:
+        iou = meta.val.get("iou")
+        return "" if iou is None else f" (val {iou:.3f})"
+
+    listed = ", ".join(f"{meta.path}{score(meta)}" for meta in models.metas)
+    stage = f"stage {models.stage[0]} g{models.stage[1]}: " if models.stage else ""
+    count = f"{len(models.metas)} model{'s' if len(models.metas) > 1 else ''}"
+    return f"{stage}{count}: {listed}"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="predict new images with a run's best models; rank "
-                                       "them by uncertainty (inconsistency mask size)")
-    p.add_argument("--run", required=True, type=Path, help="run folder (has results.csv)")
-    p.add_argument("--approach", help="stage's approach (default: the best by mean val IoU)")
-    p.add_argument("--generation", type=int, help="stage's generation (benchmarks: 0)")
+    p = sub.add_parser(
+        "predict", help="predict new images with a run's best models (or given checkpoints); "
+                        "rank them by uncertainty (inconsistency mask size)",
+        description="With two or more models, also writes inconsistency/ (where the models "
+                    "disagree) and uncertainty.csv; a single model (--teachers 1 or one "
+                    "--checkpoint) has no disagreement, so those are left out.")
+    add_model_options(p)
     p.add_argument("--images", required=True, type=Path, help="folder of images, any size")
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--teachers", type=int, default=DEFAULT_TEACHERS,
-                   help=f"top-n models of the stage (default: {DEFAULT_TEACHERS})")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -25,19 +65,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.teachers < 1 or args.batch_size < 1:
-        from imseg.errors import ConfigError
-
-        raise ConfigError("--teachers and --batch-size must be at least 1")
-    done = predict_folder(args.run, args.images, args.out, args.approach, args.generation,
-                          args.teachers, args.batch_size, args.device, not args.no_progress)
-    approach, generation = done["stage"]
-    models = ", ".join(f"{r['checkpoint']} (val {r['val_iou']:.3f})" for r in done["models"])
-    print(f"stage {approach} g{generation}: {len(done['models'])} models: {models}")
-    if len(done["models"]) < args.teachers:
-        print(f"note: the stage has only {len(done['models'])} models; asked for {args.teachers}")
+    if args.batch_size < 1:
+        raise ConfigError("--batch-size must be at least 1")
+    models = models_from_args(args)
+    print(describe_models(models))
+    wanted = args.teachers or DEFAULT_TEACHERS
+    if args.run and len(models.metas) < wanted:
+        print(f"note: the stage has only {len(models.metas)} models; asked for {wanted}")
+    table = predict_folder(models, args.images, args.out, args.batch_size, args.device,
+                           not args.no_progress)
+    if table is None:
+        print(f"one model: masks and overlays in {args.out} (no inconsistency maps)")
+        return 0
     print("most uncertain (label these next):")
-    for r in done["uncertainty"][:5]:
+    for r in table[:5]:
         print(f"  {r['file']:<30} {r['width']}x{r['height']}  IM {r['im_fraction']:.3f}")
     print(f"masks, overlays, inconsistency maps and uncertainty.csv in {args.out}")
     return 0

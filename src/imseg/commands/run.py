@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from imseg.commands.common import add_training_options, config_from_args
+from imseg.commands.common import add_training_options, config_from_args, open_run
 from imseg.evaluation.summary import summary_table
-from imseg.experiment.context import RunContext
 from imseg.experiment.runner import run_study
 
 
@@ -43,8 +41,7 @@ def _run(args: argparse.Namespace) -> int:
         "ssl.runs": args.runs,
         "ssl.students": args.students,
     })
-    ctx = RunContext.open(args.data, args.out, config, progress=not args.no_progress,
-                          command=" ".join(sys.argv))
+    ctx = open_run(args, config)
     executor = None
     if args.executor == "ray":
         from imseg.experiment.ray_executor import ray_executor
@@ -52,5 +49,18 @@ def _run(args: argparse.Namespace) -> int:
         executor = ray_executor(args.address, args.gpus_per_model, args.cpus_per_model)
     run_study(ctx, executor)
     print(summary_table(ctx.results.rows))
+    for line in stage_notes(ctx.results.rows):
+        print(line)
     print(f"results: {ctx.results.path}")
     return 0
+
+
+def stage_notes(rows: list[dict]) -> list[str]:
+    """One ``note:`` line per generation whose rows carry a note (e.g. few pseudo pairs)."""
+    seen: dict[tuple, str] = {}
+    for r in rows:
+        if r.get("note"):
+            key = (r["approach"], r["run"], r["n_teachers"], r["generation"])
+            seen.setdefault(key, r["note"])
+    return [f"note: {a} r{run} n{n if n is not None else '-'} g{g}: {note}"
+            for (a, run, n, g), note in seen.items()]

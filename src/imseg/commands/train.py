@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-from imseg.commands.common import add_training_options, config_from_args
+from imseg.commands.common import add_training_options, config_from_args, open_run
 from imseg.config import Config
 from imseg.data.dataset import load_dataset
 from imseg.experiment.benchmarks import BENCHMARKS, run_benchmark
@@ -37,8 +36,7 @@ def _run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     with distributed.process_group(config.device) as (me, device):
         if me.is_writer:
-            ctx = RunContext.open(args.data, args.out, config, progress=not args.no_progress,
-                                  command=" ".join(sys.argv))
+            ctx = open_run(args, config)
         distributed.barrier()  # rank 0 has created the run folder and its config
         if not me.is_writer:
             ctx = follower_context(Path(args.data), Path(args.out), config, device)

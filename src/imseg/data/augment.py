@@ -1,4 +1,4 @@
-"""Batched joint image + label augmentation on uint8 tensors (SPEC §4).
+"""Batched joint image + label augmentation on uint8 tensors (docs/method.md §4).
 
 Whole batches are augmented at once on whatever device holds them (CPU or
 GPU), with no per-image Python loop: geometry groups the batch by its (at

@@ -22,6 +22,7 @@ import yaml
 from PIL import Image
 
 from imseg.errors import DataError
+from imseg.storage import atomic_write_text
 from imseg.tasks import TASK_KINDS, Task
 
 SPLITS: tuple[str, ...] = ("train_labeled", "train_unlabeled", "val", "test")
@@ -86,11 +87,7 @@ class DatasetInfo:
 
 def write_info(root: Path, info: DatasetInfo) -> None:
     """Write ``dataset.yaml`` (atomically)."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / (INFO_FILE + ".tmp")
-    tmp.write_text(info.to_yaml())
-    tmp.replace(root / INFO_FILE)
+    atomic_write_text(Path(root) / INFO_FILE, info.to_yaml())
 
 
 def read_info(root: Path) -> DatasetInfo:

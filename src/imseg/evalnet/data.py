@@ -1,4 +1,4 @@
-"""EvalNet training data, built in memory and in batches (SPEC §6 "EvalNet training data").
+"""EvalNet training data, built in memory and in batches (docs/method.md §6 "EvalNet training data").
 
 Both kinds start from the same step, :func:`stage_labels` (every stage model's
 label for every image, predicted in batches), and end in the same step,

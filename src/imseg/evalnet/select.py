@@ -1,4 +1,4 @@
-"""The ``evalnet_select`` labeler (SPEC §6, EvalNet approach).
+"""The ``evalnet_select`` labeler (docs/method.md §6, EvalNet approach).
 
 Each unlabeled image's candidate masks are every teacher's mask (generation 1:
 all LDT models; later: the stage's students) plus, for an image selected

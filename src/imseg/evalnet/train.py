@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,7 @@ from imseg.evalnet.ensemble import forward, net_inputs, predict
 from imseg.evalnet.stats import mae, spearman
 from imseg.evalnet.targets import Targets
 from imseg.tasks import Task
+from imseg.training.batchnorm import derived_generator, recompute_bn_stats, stats_batches
 from imseg.training.inference import autocast
 
 
@@ -73,11 +75,29 @@ def train_epoch(net: nn.Module, task: Task, data: EvalNetData, optimizer: torch.
     return total / max(1, index.shape[0])
 
 
+def refresh_bn_stats(net: nn.Module, task: Task, data: EvalNetData, batch: int,
+                     max_batches: int, device: torch.device, amp: AmpMode | bool,
+                     generator: torch.Generator) -> None:
+    """BatchNorm statistics recomputed over training batches (``bn_stats: precise``)."""
+
+    def run(rows: torch.Tensor) -> None:
+        images, masks, _ = data.batch(rows)
+        with autocast(device, amp):
+            forward(net, task, *net_inputs(task, images, masks, device))
+
+    recompute_bn_stats(net, stats_batches(len(data), batch, max_batches, generator), run)
+
+
 def train_evalnet(net: nn.Module, task: Task, train: EvalNetData, val: EvalNetData,
                   cfg: EvalNetConfig, device: torch.device, generator: torch.Generator,
                   eval_batch_size: int = 64, amp: AmpMode | bool = True, desc: str = "evalnet",
-                  progress: bool = True) -> EvalNetFit:
-    """Train ``net`` and return the weights of its epoch with the lowest val MAE."""
+                  progress: bool = True, bn_stats: Literal["running", "precise"] = "running",
+                  bn_stats_batches: int = 200) -> EvalNetFit:
+    """Train ``net`` and return the weights of its epoch with the lowest val MAE.
+
+    ``bn_stats`` / ``bn_stats_batches`` as ``train.bn_stats`` / ``train.bn_stats_batches``:
+    ``precise`` recomputes the BatchNorm statistics before each validation.
+    """
     if len(train) == 0 or len(val) == 0:
         raise ValueError("EvalNet training needs training and validation masks")
     start = time.perf_counter()
@@ -87,10 +107,14 @@ def train_evalnet(net: nn.Module, task: Task, train: EvalNetData, val: EvalNetDa
     steps = max(1, len(train) // cfg.batch_size)
     best = (math.inf, 0, None, math.nan)  # mae, epoch, state, spearman
     history: list[float] = []
+    bn_generator = derived_generator(generator) if bn_stats == "precise" else None
     bar = tqdm(range(1, cfg.epochs + 1), desc=desc, leave=False, disable=not progress)
     for epoch in bar:
         loss = train_epoch(net, task, train, optimizer,
                            epoch_indices(len(train), batch, steps, generator), device, amp)
+        if bn_generator is not None:
+            refresh_bn_stats(net, task, train, batch, bn_stats_batches, device, amp,
+                             bn_generator)
         pred = predict([net], task, val.images, val.masks, device, eval_batch_size, amp,
                        val.index)
         val_mae = mae(pred.score, val.targets.score)

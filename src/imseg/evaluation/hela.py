@@ -1,10 +1,10 @@
-"""HeLa metrics (SPEC §7): IoU over alive/dead (the paper's headline) and cell-count error.
+"""HeLa metrics (docs/method.md §7): IoU over alive/dead (the paper's headline) and cell-count error.
 
 Labels are the in-memory multilabel encoding ``(N, 3, H, W)`` uint8 with the
 channels ``alive, dead, position`` (0/1, ``VOID`` ignored).
 
 * IoU per image and channel, over the pixels whose target is not ``VOID``; a
-  channel empty in both truth and prediction scores 1.0 (SPEC §8). ``miou_ad``
+  channel empty in both truth and prediction scores 1.0 (docs/decisions.md, fault 13). ``miou_ad``
   averages alive and dead over images, then over the two channels; ``miou_all``
   the same over all three.
 * Cell count: cells are the connected components (8-connected) of the position

@@ -1,4 +1,4 @@
-"""Segmentation metrics (SPEC §7): per-image IoU/Dice and their dataset averages.
+"""Segmentation metrics (docs/method.md §7): per-image IoU/Dice and their dataset averages.
 
 All three task kinds are scored from the same three counts per image and scored
 class: intersection, predicted area and true area. Pixels whose *target* is
@@ -6,7 +6,7 @@ class: intersection, predicted area and true area. Pixels whose *target* is
 pixels (only the number of classes may drive a Python loop) and runs on the
 device of its inputs.
 
-Conventions (SPEC §8 asks us to decide and document):
+Conventions (docs/decisions.md, "Metrics"):
 
 * Binary and multilabel: when truth and prediction of a channel are both empty
   in an image, its IoU and Dice count as 1.0; every (image, channel) entry is

@@ -1,6 +1,6 @@
 """Tables and paper-style figures of one or more runs, from their results.csv alone.
 
-Conventions (SPEC §9):
+Conventions (docs/method.md §9):
 
 * A *panel* is one data set. Runs whose run.yaml names the same data path are
   pooled into one panel; any other run is a panel of its own.
@@ -111,9 +111,12 @@ def load_run(run_dir: Path) -> RunData:
     meta = _yaml(run_dir / "run.yaml")
     data_path = Path(meta["data"]) if meta.get("data") else None
     info = None
-    if data_path is not None:
+    for folder in (data_path, run_dir):  # the data set, else the run's own copy of its info
+        if folder is None:
+            continue
         try:
-            info = read_info(data_path)
+            info = read_info(folder)
+            break
         except DataError:
             info = None  # names and colours fall back to defaults
     config = _yaml(run_dir / "config.yaml")

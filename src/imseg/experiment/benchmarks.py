@@ -1,4 +1,4 @@
-"""The yardsticks FDT, LDT and ALDT (SPEC §4): C candidates each, top K kept."""
+"""The yardsticks FDT, LDT and ALDT (docs/method.md §4): C candidates each, top K kept."""
 
 from __future__ import annotations
 

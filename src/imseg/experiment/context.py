@@ -11,13 +11,15 @@ from typing import IO
 import torch
 import yaml
 
-from imseg.config import Config
+from imseg.config import Config, load_config_file
 from imseg.data.dataset import Dataset, Split, load_dataset
+from imseg.data.layout import write_info
 from imseg.data.splitting import seeded_permutation
-from imseg.errors import DataError
+from imseg.errors import ConfigError, DataError
 from imseg.experiment.results import ResultsTable
+from imseg.experiment.settings import check_settings, settings_of
 from imseg.runtime import configure_threads, resolve_device
-from imseg.storage import atomic_write_text
+from imseg.storage import atomic_write_text, storage_error
 from imseg.tasks import Task
 
 RUN_INFO = "run.yaml"
@@ -32,6 +34,8 @@ class RunContext:
     device: torch.device
     results: ResultsTable
     progress: bool = True
+    settings_id: str = ""
+    """Fingerprint of the settings this process trains under (results.csv ``settings``)."""
     _run_splits: dict[int, tuple[Split, Split]] = field(default_factory=dict, repr=False)
     _lock: IO | None = field(default=None, repr=False)
 
@@ -41,20 +45,28 @@ class RunContext:
 
     @classmethod
     def open(cls, data_dir: Path, run_dir: Path, config: Config, progress: bool = True,
-             command: str = "") -> RunContext:
-        """Load the data once, create the run folder and record the resolved config."""
+             command: str = "", accept_new_settings: bool = False) -> RunContext:
+        """Load the data once, create the run folder, check its settings fingerprint
+        (:mod:`imseg.experiment.settings`) and record the resolved config."""
         configure_threads()
         run_dir = Path(run_dir)
         dataset = load_dataset(Path(data_dir))
-        run_dir.mkdir(parents=True, exist_ok=True)
+        make_run_dir(run_dir)
         lock = lock_run_dir(run_dir)
+        try:
+            settings_id = check_settings(run_dir, settings_of(config, dataset), command,
+                                         accept_new_settings, previous=_previous_config(run_dir))
+        except BaseException:
+            lock.close()
+            raise
         atomic_write_text(run_dir / "config.yaml", config.to_yaml())
+        write_info(run_dir, dataset.info)  # the run keeps working if the data folder moves
         atomic_write_text(
             run_dir / RUN_INFO,
             yaml.safe_dump({"data": str(Path(data_dir).resolve()), "command": command}),
         )
         return cls(run_dir, Path(data_dir), config, dataset, resolve_device(config.device),
-                   ResultsTable(run_dir / "results.csv"), progress, _lock=lock)
+                   ResultsTable(run_dir / "results.csv"), progress, settings_id, _lock=lock)
 
     def close(self) -> None:
         """Release the run folder's lock (it also goes when the process ends)."""
@@ -83,6 +95,25 @@ class RunContext:
                 unlabeled = pool.subset(sorted(index[s] for s in order[n:]))
                 self._run_splits[run] = (labeled, unlabeled)
         return self._run_splits[run]
+
+
+def make_run_dir(run_dir: Path) -> None:
+    """Create the run folder, or say plainly why it cannot be."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise storage_error(run_dir, exc) from None
+
+
+def _previous_config(run_dir: Path) -> Config | None:
+    """The config an older run folder (one without settings.yaml) was trained under."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        return load_config_file(path)
+    except ConfigError:
+        return None
 
 
 def lock_run_dir(run_dir: Path) -> IO:

@@ -1,6 +1,6 @@
 """The EvalNet stage of a run: train the EvalNets a study needs, then serve their scores.
 
-Two kinds of EvalNet, one per kind of training data (SPEC §6):
+Two kinds of EvalNet, one per kind of training data (docs/method.md §6):
 
 * ``evalnet`` (the EvalNet approach): learns from every LDT and ALDT model's
   masks of the labeled images and the true masks;
@@ -23,7 +23,6 @@ import torch
 import yaml
 
 from imseg.data.dataset import Split
-from imseg.errors import DataError
 from imseg.evalnet.data import (
     Blocking,
     EvalNetData,
@@ -44,7 +43,6 @@ from imseg.experiment.benchmarks import augment_params, run_benchmark
 from imseg.experiment.context import RunContext
 from imseg.experiment.recipes import Recipe, resolve_recipes
 from imseg.experiment.stages import load_models
-from imseg.models.evalnet import EVALNET_MIN_SIZE
 from imseg.runtime import derive_seed, seed_everything
 from imseg.storage import atomic_write_text, save_checkpoint
 
@@ -105,13 +103,6 @@ def kind_data(ctx: RunContext, run: int, kind: str, part: str,
                    cfg.ssl.pseudo_batch_size)
 
 
-def check_size(ctx: RunContext) -> None:
-    h, w = ctx.dataset.info.image_size
-    if min(h, w) < EVALNET_MIN_SIZE:
-        raise DataError(f"{ctx.data_dir / 'dataset.yaml'}: images are {w}×{h}; the EvalNet "
-                        f"approaches need at least {EVALNET_MIN_SIZE}×{EVALNET_MIN_SIZE}")
-
-
 # -------------------------------------------------------------------------- training
 def checkpoint_path(ctx: RunContext, kind: str, run: int, index: int) -> Path:
     return ctx.run_dir / "evalnets" / kind / f"r{run}" / f"e{index}.pt"
@@ -157,7 +148,6 @@ def prepare_kind(ctx: RunContext, run: int, kind: str) -> list[dict]:
     if all(r is not None and r["kept"] is not None for r in rows) and \
             run in read_thresholds(ctx).get(kind, {}):
         return [r for r in rows if r and r["kept"]]
-    check_size(ctx)
     sources = source_rows(ctx, run, kind)
     models = load_models(ctx, sources)
     val = kind_data(ctx, run, kind, "val", models)

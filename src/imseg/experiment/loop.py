@@ -1,4 +1,4 @@
-"""The one generation loop (SPEC §5); every approach is a recipe plugged into it.
+"""The one generation loop (docs/method.md §5); every approach is a recipe plugged into it.
 
 A *chain* is one approach × run × teacher count: its generations run in
 order, each generation's teachers being the previous stage's best students.
@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
-from PIL import Image
 
 from imseg.data.augment import AugmentParams
 from imseg.data.dataset import Split
@@ -26,9 +25,11 @@ from imseg.experiment.context import RunContext
 from imseg.experiment.recipes import Recipe
 from imseg.experiment.results import top_k
 from imseg.experiment.stages import Place, load_models, train_stage
+from imseg.logs import log
 from imseg.pseudo.copies import pseudo_split
 from imseg.pseudo.labelers import LABELERS, LabelingInput, PseudoSet
 from imseg.runtime import derive_seed, seed_everything
+from imseg.storage import save_png
 from imseg.tasks import VOID
 from imseg.training.inference import release_freed_memory
 
@@ -136,7 +137,7 @@ def _png(path, image: torch.Tensor) -> None:
 
 
 def _png_array(path, array) -> None:
-    Image.fromarray(array).save(path)
+    save_png(path, array)
 
 
 def make_pseudo(ctx: RunContext, recipe: Recipe, chain: Chain, generation: int,
@@ -194,7 +195,33 @@ def students_training_set(ctx: RunContext, recipe: Recipe, chain: Chain, generat
     score_range = pseudo_score_range(ctx, chain.run, recipe) if recipe.copies == "evalnet" else None
     pseudo_pairs = pseudo_split(pseudo, unlabeled.stems, recipe.copies, recipe.keep_originals,
                                 copy_params(ctx, recipe, generation), generator, score_range)
-    return Split.concat([labeled_train, pseudo_pairs]), pseudo_quality(ctx, pseudo, unlabeled)
+    extra = pseudo_quality(ctx, pseudo, unlabeled)
+    note = low_yield_note(len(pseudo), len(unlabeled), pseudo.im_fraction)
+    if note:
+        log.warning(f"{chain.approach} r{chain.run} n{chain.n_teachers or '-'} g{generation}: "
+                    f"{note}")
+        extra["note"] = note
+    return Split.concat([labeled_train, pseudo_pairs]), extra
+
+
+LOW_YIELD = 0.05
+"""Below this share of the unlabeled images kept, a generation is flagged."""
+
+
+def low_yield_note(kept: int, total: int, im_fraction: float | None) -> str:
+    """A plain sentence when a labeler kept no pseudo pair or under 5 % of the images
+    (the students then learn from little more than the labeled set); else ''."""
+    if total == 0 or kept >= LOW_YIELD * total:
+        return ""
+    head = (f"the labeler kept no pseudo pair of {total} unlabeled images" if kept == 0 else
+            f"the labeler kept only {kept} of {total} unlabeled images ({kept / total:.1%})")
+    if im_fraction is not None:
+        why = (f"the teachers disagree on most images (inconsistency mask {im_fraction:.1%} of "
+               "the pixels on average); stronger or more similar teachers (more labeled images, "
+               "more epochs) or fewer of them keep more")
+    else:
+        why = "its rule dropped the rest (empty predictions or scores under the threshold)"
+    return f"{head}: {why}; the students train on the labeled set and these pairs only"
 
 
 def pseudo_score_range(ctx: RunContext, run: int, recipe: Recipe) -> tuple[float, float]:

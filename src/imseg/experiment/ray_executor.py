@@ -79,6 +79,7 @@ class ChainSpec:
     recipe: Recipe
     chain: Chain
     threads: int
+    settings_id: str = ""
 
 
 def run_chain_task(spec: ChainSpec, dataset: Dataset, known_rows: list[dict]) -> list[dict]:
@@ -93,7 +94,8 @@ def run_chain_task(spec: ChainSpec, dataset: Dataset, known_rows: list[dict]) ->
     journal = journal_path(run_dir, spec.chain)
     results = ResultsTable(journal, known=known_rows)
     ctx = RunContext(run_dir, Path(spec.data_dir), spec.config, dataset,
-                     resolve_device(spec.config.device), results, progress=False)
+                     resolve_device(spec.config.device), results, progress=False,
+                     settings_id=spec.settings_id)
     run_chain(ctx, spec.recipe, spec.chain)
     return ResultsTable(journal).rows  # only this chain's rows are written there
 
@@ -165,7 +167,7 @@ def _run_all(ray, ctx: RunContext, recipes: dict[str, Recipe], chains: list[Chai
     pending = {}
     for chain in chains:
         spec = ChainSpec(str(ctx.run_dir.resolve()), str(ctx.data_dir.resolve()), ctx.config,
-                         recipes[chain.approach], chain, threads)
+                         recipes[chain.approach], chain, threads, ctx.settings_id)
         pending[task.remote(spec, dataset_ref, known_ref)] = chain
     failures: list[tuple[Chain, str]] = []
     bar = tqdm(total=len(pending), desc="chains", disable=not ctx.progress)

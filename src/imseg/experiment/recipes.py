@@ -15,7 +15,7 @@ BUILTIN_FILE = Path(__file__).with_name("recipes.yaml")
 
 
 class Recipe(Section):
-    """The parts of one approach (DESIGN.md)."""
+    """The parts of one approach (docs/architecture.md)."""
 
     description: str = ""
     teachers: Literal["top_1", "top_n", "all"] = "top_n"

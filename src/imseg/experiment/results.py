@@ -22,6 +22,7 @@ COLUMNS: tuple[str, ...] = (
     "stage", "approach", "run", "n_teachers", "generation", "candidate", "seed", "alpha",
     "params", "n_train_pairs", "val_iou", "test_iou", "val_dice", "test_dice", "pseudo_iou",
     "pseudo_dice", "im_fraction", "best_epoch", "seconds", "checkpoint", "test_details",
+    "settings", "note",
 )
 KEY: tuple[str, ...] = ("stage", "approach", "run", "n_teachers", "generation", "candidate")
 INT_COLUMNS = {"run", "n_teachers", "generation", "candidate", "seed", "params",

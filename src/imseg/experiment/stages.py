@@ -10,9 +10,11 @@ from torch import nn
 
 from imseg.data.dataset import Split
 from imseg.experiment.context import RunContext
+from imseg.logs import log, model_line
+from imseg.models.checkpoint import ModelSpec, checkpoint_payload, read_checkpoint
 from imseg.models.unet import build_unet, count_parameters
 from imseg.runtime import derive_seed, seed_everything
-from imseg.storage import load_checkpoint, save_checkpoint
+from imseg.storage import save_checkpoint
 from imseg.tasks import Task
 from imseg.training.fit import EpochFn, fit
 from imseg.training.inference import evaluate_model
@@ -46,13 +48,8 @@ def build_model(task: Task, in_channels: int, alpha: float, bn_momentum: float) 
 
 
 def load_model(path: Path) -> nn.Module:
-    """A U-Net rebuilt from its checkpoint (weights + the shape that built them)."""
-    ckpt = load_checkpoint(path)
-    spec = ckpt["model"]
-    model = build_unet(spec["in_channels"], spec["out_channels"], spec["alpha"],
-                       bn_momentum=spec.get("bn_momentum", 0.01))
-    model.load_state_dict(ckpt["state_dict"])
-    return model
+    """A U-Net rebuilt from its checkpoint (format: :mod:`imseg.models.checkpoint`)."""
+    return read_checkpoint(path)[0]
 
 
 def train_candidate(
@@ -87,18 +84,12 @@ def train_candidate(
     test = evaluate_model(model, ctx.dataset.test, ctx.task, ctx.device,
                           cfg.train.eval_batch, cfg.train.amp)
     path = checkpoint_path(ctx, place)
-    save_checkpoint(path, {
-        "model": {"kind": "unet", "in_channels": info.channels,
-                  "out_channels": ctx.task.out_channels, "alpha": alpha,
-                  "bn_momentum": cfg.train.bn_momentum},
-        "state_dict": result.state,
-        "task": {"kind": ctx.task.kind, "n_classes": ctx.task.n_classes},
-        "place": place.key(),
-        "seed": seed,
-        "config": cfg.model_dump(mode="json"),
-        "val": _plain(result.val),
-        "test": _plain(test),
-    })
+    spec = ModelSpec(info.channels, ctx.task.out_channels, alpha, cfg.train.bn_momentum)
+    save_checkpoint(path, checkpoint_payload(
+        spec, result.state, info,
+        place=place.key(), seed=seed, config=cfg.model_dump(mode="json"),
+        val=_plain(result.val), test=_plain(test),
+    ))
     row = {
         **place.key(),
         "seed": seed,
@@ -113,9 +104,11 @@ def train_candidate(
         "seconds": round(result.seconds, 2),
         "checkpoint": str(path.relative_to(ctx.run_dir)),
         "test_details": _details(test),
+        "settings": ctx.settings_id or None,
         **(extra or {}),
     }
     ctx.results.add(row)
+    log.info(model_line(row, len(result.history)))
     return ctx.results.get(**place.key())  # type: ignore[return-value]
 
 

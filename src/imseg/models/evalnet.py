@@ -1,4 +1,4 @@
-"""EvalNet (SPEC §2): predicts how good a segmentation mask is without the truth.
+"""EvalNet (docs/method.md §2): predicts how good a segmentation mask is without the truth.
 
 It sees an image and a candidate mask and regresses the mask's IoU against the
 unseen ground truth; the per-class variant (the reference's "miou" net) also
@@ -6,7 +6,9 @@ predicts, per class, whether the class is present. Used to pick pseudo labels
 and augmented copies.
 
 Six 2x2 max-pools floor odd sizes, as in the reference (Cityscapes' 208x416
-works), so inputs only need to be at least 64 px on each side.
+works). Inputs under 64 px would pool a side down to nothing, so a pool leaves
+alone any side already at 1 px: the net runs at every size (e.g. the U-Net's
+16 or 32 px) and is unchanged from 64 px on, where no side reaches 1 px early.
 """
 
 from __future__ import annotations
@@ -27,17 +29,27 @@ from imseg.models.unet import (
     to_unit_range,
 )
 
-EVALNET_MIN_SIZE = 64
-"""Six 2x2 pools: smaller inputs would pool down to nothing."""
+
+class _SafeMaxPool(nn.Module):
+    """2x2 max-pool that skips sides already at 1 px (a plain 2x2 pool elsewhere).
+
+    Without parameters, so checkpoints and parameter counts stay as before.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernel = tuple(min(2, side) for side in x.shape[-2:])
+        if kernel == (1, 1):
+            return x
+        return F.max_pool2d(x, kernel)
 
 
 def _conv_block(cin: int, cout: int, k: int, momentum: float) -> nn.Sequential:
-    """k x k conv + ReLU, 1x1 conv + ReLU, BN, 2x2 max-pool."""
+    """k x k conv + ReLU, 1x1 conv + ReLU, BN, 2x2 max-pool (see :class:`_SafeMaxPool`)."""
     return nn.Sequential(
         conv_relu(cin, cout, k),
         conv_relu(cout, cout, 1),
         batch_norm(cout, momentum),
-        nn.MaxPool2d(2),
+        _SafeMaxPool(),
     )
 
 
@@ -107,12 +119,6 @@ class EvalNet(nn.Module):
         if image.shape[0] != mask.shape[0] or image.shape[-2:] != mask.shape[-2:]:
             raise ValueError(
                 f"image {tuple(image.shape)} and mask {tuple(mask.shape)} differ in batch or size"
-            )
-        h, w = image.shape[-2:]
-        if h < EVALNET_MIN_SIZE or w < EVALNET_MIN_SIZE:
-            raise ValueError(
-                f"EvalNet needs inputs of at least {EVALNET_MIN_SIZE}x{EVALNET_MIN_SIZE} "
-                f"(six 2x2 pools), got {h}x{w}"
             )
         dtype = self.iou_head.weight.dtype
         a = self.image_branch(to_unit_range(image, dtype))

@@ -1,4 +1,4 @@
-"""The paper's tiny U-Net (SPEC §2), rebuilt in PyTorch from the reference layer plan.
+"""The paper's tiny U-Net (docs/method.md §2), rebuilt in PyTorch from the reference layer plan.
 
 Widths follow the reference: ``int(f * alpha)`` filters for a base width ``f``
 (truncation, so alpha 0.75 gives 12/24/48/96/192). Skips are **added**, not

@@ -1,4 +1,4 @@
-"""The inconsistency mask (SPEC §6): where an ensemble of teachers disagrees.
+"""The inconsistency mask (docs/method.md §6): where an ensemble of teachers disagrees.
 
 All functions work on whole batches of teacher labels ``(T, B, L, H, W)``
 (uint8, the in-memory encoding of :mod:`imseg.tasks`, as ``Task.to_label``

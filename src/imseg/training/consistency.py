@@ -1,4 +1,4 @@
-"""Consistency-loss training mode (SPEC §6): alternate a supervised epoch on the
+"""Consistency-loss training mode (docs/method.md §6): alternate a supervised epoch on the
 labeled pairs with an epoch of MSE between the predictions on two photometric
 augmentations of the same flipped/rotated unlabeled batch."""
 

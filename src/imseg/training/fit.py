@@ -15,6 +15,7 @@ from imseg.data.dataset import Split
 from imseg.errors import ConfigError
 from imseg.tasks import Task
 from imseg.training import distributed
+from imseg.training.batchnorm import derived_generator, recompute_bn_stats, stats_batches
 from imseg.training.inference import autocast, evaluate_model, to_input
 
 EpochFn = Callable[[nn.Module, torch.optim.Optimizer, int], float]
@@ -108,6 +109,19 @@ def run_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Batch
     return total / max(steps, 1)
 
 
+def refresh_bn_stats(model: nn.Module, images: torch.Tensor, cfg: TrainConfig,
+                     device: torch.device, generator: torch.Generator) -> None:
+    """``train.bn_stats: precise``: BatchNorm statistics recomputed over training batches
+    of ``images`` (uint8) drawn from ``generator`` (see :mod:`imseg.training.batchnorm`)."""
+
+    def forward(rows: torch.Tensor) -> None:
+        with autocast(device, cfg.amp):
+            model(to_input(images[rows.to(images.device)], device, cfg.channels_last))
+
+    recompute_bn_stats(model, stats_batches(len(images), cfg.batch_size, cfg.bn_stats_batches,
+                                            generator, distributed.shard()), forward)
+
+
 def fit(
     model: nn.Module,
     task: Task,
@@ -126,7 +140,9 @@ def fit(
     ``epoch_fn`` replaces the supervised epoch (used by the consistency-loss
     mode, which alternates supervised and unsupervised epochs). Under torchrun
     the model trains with DDP (see :mod:`imseg.training.distributed`); a custom
-    epoch then sees the DDP model but is not sharded.
+    epoch then sees the DDP model but is not sharded. With ``cfg.bn_stats ==
+    "precise"`` the BatchNorm statistics are recomputed over ``train`` before each
+    validation, so the kept best-epoch weights carry them.
     """
     start = time.perf_counter()
     model.to(device)
@@ -138,6 +154,7 @@ def fit(
         step_model = torch.compile(step_model)
     batches = None if epoch_fn else Batches(train, cfg.batch_size, device, generator,
                                             cfg.steps_per_epoch, distributed.shard())
+    bn_generator = derived_generator(generator) if cfg.bn_stats == "precise" else None
     n_epochs = epochs or cfg.epochs
     best_score, best_epoch, best_state, best_val = -1.0, 0, None, {}
     history: list[float] = []
@@ -148,6 +165,9 @@ def fit(
         else:
             loss = epoch_fn(step_model, optimizer, epoch)
         distributed.sync_buffers(model)
+        if bn_generator is not None:
+            refresh_bn_stats(model, train.images if batches is None else batches.images, cfg,
+                             device, bn_generator)
         scores = evaluate_model(model, val, task, device, cfg.eval_batch, cfg.amp)
         score = float(scores["iou"])
         history.append(score)

@@ -138,6 +138,7 @@ def test_16_bit_gray_images_are_scaled_not_clipped(tmp_path):
     src = tmp_path / "src"
     for i in range(3):
         ramp = (np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 4)  # max 4092
+        ramp[0, 1 + i] = 0  # distinct images: equal ones would all go to one split
         Image.fromarray(ramp).save(_dir(src / "images") / f"w{i}.png")
         _save(src / "masks" / f"w{i}.png", _blocks(i, values=(0, 255)))
     _prep(src, tmp_path / "out", channels=1, val_fraction=0.34, test_fraction=0.0)
@@ -301,6 +302,105 @@ def test_explicit_val_and_test_folders(tmp_path):
     assert info.counts == {"train_labeled": 2, "train_unlabeled": 2, "val": 2, "test": 2}
     assert _stems(tmp_path / "out", "val") == ["val0", "val1"]
     assert _stems(tmp_path / "out", "test") == ["test0", "test1"]
+    assert "renamed" not in info.extra  # no clash, no renaming
+
+
+# ------------------------------------------------------- split folders numbered alike
+def _numbered(root: Path, counts: dict[str, int], base: int = 0) -> Path:
+    """``<split>/images/<i>.jpg`` and ``<split>/masks/<i>.png`` from 0 in every split,
+    as many downloads are laid out; ``unlabeled`` gets images only."""
+    for split, n in counts.items():
+        for i in range(n):
+            seed = base + 100 * list(counts).index(split) + i  # distinct pixels everywhere
+            _save(root / split / "images" / f"{i}.jpg", _image(seed))
+            if split != "unlabeled":
+                _save(root / split / "masks" / f"{i}.png", _blocks(seed, values=(0, 255)))
+    return root
+
+
+def _prep_numbered(src: Path, out: Path, splits=("validation", "test"), **kw):
+    folders = {"val": "validation", "test": "test"}
+    for key, split in folders.items():
+        if split in splits:
+            kw[f"{key}_images"], kw[f"{key}_masks"] = src / split / "images", src / split / "masks"
+    if (src / "unlabeled").is_dir():
+        kw["unlabeled"] = src / "unlabeled" / "images"
+    return prepare_folder(images=src / "train" / "images", masks=src / "train" / "masks",
+                          out=out, progress=False, **kw)
+
+
+def test_split_folders_numbered_from_zero_get_prefixed_names(tmp_path):
+    src = _numbered(tmp_path / "src", {"train": 6, "validation": 3, "test": 2, "unlabeled": 4})
+    out = tmp_path / "out"
+    info = _prep_numbered(src, out, labeled_fraction=0.5)
+
+    assert info.counts == {"train_labeled": 3, "train_unlabeled": 7, "val": 3, "test": 2}
+    assert sorted(_stems(out, "train_labeled") + _stems(out, "train_unlabeled")) == sorted(
+        [str(i) for i in range(6)] + [f"unl-{i}" for i in range(4)]
+    )
+    assert _stems(out, "val") == ["val-0", "val-1", "val-2"]
+    assert _stems(out, "test") == ["test-0", "test-1"]
+    # dataset.yaml maps each prefixed stem to its source image; the train stems are unchanged
+    expected = {f"{prefix}{i}": str((src / split / "images" / f"{i}.jpg").absolute())
+                for prefix, split, n in (("val-", "validation", 3), ("test-", "test", 2),
+                                         ("unl-", "unlabeled", 4)) for i in range(n)}
+    assert info.extra["renamed"] == expected
+    assert read_info(out).extra["renamed"] == expected
+
+    ds = load_dataset(out)
+    assert ds.unlabeled.labels is None and len(ds.val) == 3 and len(ds.test) == 2
+    for split in (ds.val, ds.test, ds.unlabeled, ds.labeled):
+        for k, stem in enumerate(split.stems):  # each prepared image is the file it maps to
+            source = Path(expected.get(stem, src / "train" / "images" / f"{stem}.jpg"))
+            decoded = np.asarray(Image.open(source).convert("RGB"))
+            assert np.array_equal(split.images[k].permute(1, 2, 0).numpy(), decoded)
+
+
+def test_only_a_clashing_folder_is_prefixed(tmp_path):
+    src = _numbered(tmp_path / "src", {"train": 6, "validation": 2})
+    for i in range(2):  # test files named t0, t1: no clash
+        _save(src / "test" / "images" / f"t{i}.png", _image(900 + i))
+        _save(src / "test" / "masks" / f"t{i}.png", _blocks(i, values=(0, 255)))
+    info = _prep_numbered(src, tmp_path / "out")
+    assert _stems(tmp_path / "out", "val") == ["val-0", "val-1"]
+    assert _stems(tmp_path / "out", "test") == ["t0", "t1"]
+    assert sorted(info.extra["renamed"]) == ["val-0", "val-1"]
+
+
+def test_a_taken_prefixed_name_is_refused(tmp_path):
+    src = _numbered(tmp_path / "src", {"train": 3, "validation": 2})
+    _save(src / "train" / "images" / "val-1.png", _image(700))
+    _save(src / "train" / "masks" / "val-1.png", _blocks(0, values=(0, 255)))
+    with pytest.raises(DataError, match=r"validation/images/1\.jpg: its prepared name val-1 "
+                                        r"is taken by .*train/images/val-1\.png"):
+        _prep_numbered(src, tmp_path / "out", splits=("validation",))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("split", ["validation", "test", "unlabeled"])
+def test_an_image_in_two_splits_is_refused_naming_both_files(tmp_path, split):
+    src = _numbered(tmp_path / "src", {"train": 5, "validation": 2, "test": 2, "unlabeled": 2})
+    copy = src / split / "images" / "1.png"  # other name and format, same decoded pixels
+    (src / split / "images" / "1.jpg").unlink()
+    Image.open(src / "train" / "images" / "3.jpg").save(copy)
+    with pytest.raises(DataError) as err:
+        _prep_numbered(src, tmp_path / "out")
+    message = str(err.value)
+    assert f"{copy}: same pixels as {src / 'train' / 'images' / '3.jpg'}" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_equal_images_within_one_folder_are_kept_and_split_together(tmp_path):
+    src = _binary_set(tmp_path / "src", n=20)
+    for i in (1, 2, 3):  # im01..im03 copy im00's pixels
+        _save(src / "images" / f"im{i:02d}.png", _image(0))
+    copies = {"im00", "im01", "im02", "im03"}
+    for seed in range(6):
+        out = tmp_path / f"out{seed}"
+        info = _prep(src, out, seed=seed, labeled_fraction=0.3)
+        assert sum(info.counts.values()) == 20
+        holding = [split for split in SPLITS if copies & set(_stems(out, split))]
+        assert len(holding) == 1 and copies <= set(_stems(out, holding[0]))
 
 
 def test_overwrite(tmp_path):
@@ -437,6 +537,49 @@ def test_messages_suggest_the_fix(tmp_path):
     src = _binary_set(tmp_path / "bin", n=10)
     with pytest.raises(DataError, match="256 classes.*--ignore-index 255.*--task binary"):
         _prep(src, tmp_path / "out", task="multiclass")
+
+
+def test_every_problem_is_listed_in_one_error(tmp_path):
+    src = _binary_set(tmp_path / "src", n=12)
+    _no_mask(src)  # im03
+    _no_image(src)  # im04: its mask is left alone
+    _unreadable_image(src)  # im05
+    _truncated_mask(src)  # im06
+    _save(src / "masks" / "im07.png", _blocks(7, values=(0, 255, 7)))  # value outside 0/255
+    _save(src / "masks" / "im08.png", _blocks(8, (32, 48), values=(0, 255)))  # size differs
+    _save(src / "extra" / "u0.png", _image(9))  # the same image as im09
+    with pytest.raises(DataError) as err:
+        _prep(src, tmp_path / "out", unlabeled=src / "extra", size=(32, 32), task="binary")
+    message = str(err.value)
+    assert message.startswith("7 problems in the input files (nothing was written):")
+    wanted = [
+        f"{src / 'images' / 'im03.png'}: no mask",
+        f"{src / 'masks' / 'im04.png'}: no image",
+        f"{src / 'images' / 'im05.png'}: cannot read",
+        f"{src / 'masks' / 'im06.png'}: cannot read",
+        f"{src / 'masks' / 'im08.png'}: mask size 32×48",
+        f"{src / 'extra' / 'u0.png'}: same pixels as {src / 'images' / 'im09.png'}",
+        f"{src / 'masks' / 'im07.png'}: values [7] outside 0/255",
+    ]
+    for line in wanted:
+        assert f"\n  - {line}" in message
+    assert "more" not in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_long_problem_list_shows_20_and_counts_the_rest(tmp_path):
+    src = _binary_set(tmp_path / "src", n=30)
+    for i in range(25):
+        (src / "masks" / f"im{i:02d}.png").unlink()
+    with pytest.raises(DataError) as err:
+        _prep(src, tmp_path / "out")
+    lines = str(err.value).splitlines()
+    assert lines[0] == "25 problems in the input files (nothing was written):"
+    assert [line.split(": ")[0] for line in lines[1:21]] == [
+        f"  - {src / 'images' / f'im{i:02d}.png'}" for i in range(20)
+    ]
+    assert lines[21:] == ["  ... and 5 more"]
+    assert not (tmp_path / "out").exists()
 
 
 def test_palette_mode_png_masks_give_their_indices(tmp_path):

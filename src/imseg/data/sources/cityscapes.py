@@ -17,7 +17,7 @@ Classes: the 34 labelIds 0..33 of the official label table, written on disk
 as they are (class id = labelId). The in-memory multiclass encoding
 (:mod:`imseg.tasks`) shifts *every* class by one and keeps 0 for the
 inconsistency-mask class, so labelId 0 ('unlabeled') no longer collides with the
-IM class as in the reference's ``where(mask > 0, mask + 1, mask)`` (SPEC §8).
+IM class as in the reference's ``where(mask > 0, mask + 1, mask)`` (docs/decisions.md, fault 2).
 ``train_ids=True`` maps to the standard 19 train ids instead, every other
 labelId becoming void (255 on disk).
 """
@@ -35,6 +35,7 @@ from imseg.data.imageio import resize_image, resize_mask
 from imseg.data.layout import DatasetInfo, finalize_counts
 from imseg.data.sources._common import (
     Part,
+    Problems,
     download_parser,
     find_part,
     fresh_layout,
@@ -138,15 +139,15 @@ def _pairs(images: Part, masks: Part, split: str) -> dict[str, tuple[str, str]]:
         for name in masks.files((MASK_SUFFIX,))
         if name.startswith(f"{split}/")
     }
-    pairs = {}
+    problems = Problems()
     for key, name in found.items():
         if key not in mask_by_id:
             city = Path(name).parent.name
-            raise DataError(
+            problems.add(
                 f"{images.label(name)}: no mask {masks.label(f'{split}/{city}/{key}{MASK_SUFFIX}')}"
             )
-        pairs[key] = (name, mask_by_id[key])
-    return pairs
+    problems.raise_any()
+    return {key: (name, mask_by_id[key]) for key, name in found.items()}
 
 
 def _loader(

@@ -9,9 +9,22 @@ images above 255 are scaled by their own maximum); they are written as RGB, or
 gray with ``--channels 1``. Masks are matched to images by file stem
 (``a.jpg`` ↔ ``a.png``). ``--val-images/--val-masks`` and
 ``--test-images/--test-masks`` give fixed validation and test folders;
-``--unlabeled`` adds images without masks to ``train_unlabeled``. Stems must
-be unique across all these folders (the same name twice usually means the
-same image in two splits).
+``--unlabeled`` adds images without masks to ``train_unlabeled``.
+
+**Split folders numbered alike.** Downloads often number each split from 0
+(``train/images/0.jpg``, ``validation/images/0.jpg``). When a stem of the
+``--val-*``, ``--test-*`` or ``--unlabeled`` folder also occurs in another
+folder, every file of that folder gets a prefix in the prepared layout
+(``val-0``, ``test-0``, ``unl-0``); the whole folder, so its files stay named
+alike, and only then, so sets without clashes keep the names users know. The
+``--images`` folder keeps its names (its split is seeded on them).
+dataset.yaml's ``extra.renamed`` maps each prefixed stem to its source image.
+
+**Leakage.** Names say nothing about content, so every image is compared by a
+hash of its decoded pixels (and shape): an image equal to one in another
+folder (train, unlabeled, val, test) is refused, naming both files. Equal
+images within ``--images`` are kept together when it is split, so they never
+land on both sides of a split.
 
 **Mask formats and task inference** (``--task`` overrides the inference):
 
@@ -54,7 +67,9 @@ the split is either fully scored or not. Splits depend on the seed only, not
 on file listing order.
 
 **Safety.** Every input file is read and checked before anything is written;
-a problem raises one DataError naming the file. A non-empty ``--out`` is
+the problems found (a missing partner, an unreadable file, wrong sizes or mask
+values, leaked images) are listed together in one DataError naming the files
+(the first 20, then a count). A non-empty ``--out`` is
 refused unless ``--overwrite`` (which replaces only the split folders and
 dataset.yaml there).
 """
@@ -62,6 +77,7 @@ dataset.yaml there).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,12 +89,16 @@ from tqdm import tqdm
 from imseg.data.imageio import list_images, open_image, resize_image, resize_mask
 from imseg.data.layout import INFO_FILE, SPLITS, DatasetInfo, finalize_counts, write_pair
 from imseg.data.palette import Palette, colors_to_ids, read_palette
+from imseg.data.sources._common import Problems
 from imseg.data.splitting import split_keys
 from imseg.errors import ConfigError, DataError
 from imseg.tasks import DISK_BINARY_VOID, DISK_MULTICLASS_VOID, TASK_KINDS, Task
 
 _PROGRESS_MIN = 20  # show progress bars from this many files on
 _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+_PREFIXES = {"val": "val-", "test": "test-", "unlabeled": "unl-"}
+"""Prefix of each explicit folder's stems when they clash with another folder's."""
+_FOLDER_NAMES = {"pool": "train", "val": "val", "test": "test", "unlabeled": "unlabeled"}
 
 
 @dataclass
@@ -91,6 +111,7 @@ class _Item:
     origin: str  # "pool", "val", "test" or "unlabeled"
     size: tuple[int, int] = (0, 0)
     present: np.ndarray | None = None  # (mask channels, 256) bool: values seen per channel
+    digest: bytes = b""  # hash of the decoded pixels; empty while unread or unreadable
 
 
 @dataclass
@@ -157,14 +178,15 @@ def prepare_folder(
             f"{palette}: with a palette it is a palette index (0..{len(pal) - 1})"
         )
 
-    items = _pairs(Path(images), Path(masks), "pool")
-    if val_images is not None:
-        items += _pairs(Path(val_images), Path(val_masks), "val")  # type: ignore[arg-type]
-    if test_images is not None:
-        items += _pairs(Path(test_images), Path(test_masks), "test")  # type: ignore[arg-type]
+    problems = Problems()
+    items = _pairs(Path(images), Path(masks), "pool", problems)
+    for origin, imgs, msks in (("val", val_images, val_masks), ("test", test_images, test_masks)):
+        if imgs is not None and msks is not None:  # _check_args: both or neither
+            items += _pairs(Path(imgs), Path(msks), origin, problems)
     if unlabeled is not None:
-        items += [_Item(s, p, None, "unlabeled") for s, p in list_images(Path(unlabeled)).items()]
-    _check_unique_stems(items)
+        found = problems.attempt(list_images, Path(unlabeled)) or {}
+        items += [_Item(s, p, None, "unlabeled") for s, p in found.items()]
+    renamed = _unique_stems(items, problems)
 
     how = _MaskRead(
         palette=pal,
@@ -172,14 +194,18 @@ def prepare_folder(
         keep_alpha=task == "multilabel" and classes is not None and len(classes) == 4,
     )
     for item in _bar(items, "checking", progress):
-        _scan(item, how, channels)
-    target = _target_size(items, size)
-    plan = _plan(items, task, classes, pal, ignore_index)
-    for item in items:
-        if item.present is not None:
-            problem = _mask_problem(item.present, plan)
-            if problem:
-                raise DataError(f"{item.mask}: {problem}")
+        _scan(item, how, channels, problems)
+    _check_leaks(items, problems)
+    readable = [i for i in items if i.digest]
+    target = problems.attempt(_target_size, readable, size) if readable else None
+    scanned = [i for i in items if i.present is not None]
+    plan = problems.attempt(_plan, scanned, task, classes, pal, ignore_index) if scanned else None
+    for item in scanned if plan is not None else []:
+        problem = _mask_problem(item.present, plan)  # type: ignore[arg-type]
+        if problem:
+            problems.add(f"{item.mask}: {problem}")
+    problems.raise_any()
+    assert target is not None and plan is not None  # no problems: every file was read
 
     splits = _assign(items, labeled_fraction, val_fraction, test_fraction, seed)
     with_truth = {
@@ -203,7 +229,9 @@ def prepare_folder(
             label = plan.task.encode_mask(disk)
         write_pair(out, split, item.stem, image, label, plan.task)
 
-    extra = {} if ignore_index is None else {"ignore_index": int(ignore_index)}
+    extra: dict = {} if ignore_index is None else {"ignore_index": int(ignore_index)}
+    if renamed:
+        extra["renamed"] = renamed
     info = DatasetInfo(
         task=plan.task.kind,
         classes=plan.classes,
@@ -331,45 +359,94 @@ def _check_out(out: Path, overwrite: bool, sources: list[Path | None]) -> None:
                 raise ConfigError(f"{src}: lies inside {out}, which --overwrite would replace")
 
 
-def _pairs(images: Path, masks: Path, origin: str) -> list[_Item]:
-    """Images and masks matched by stem; an unmatched file on either side is an error."""
-    imgs, msks = list_images(images), list_images(masks)
+def _pairs(images: Path, masks: Path, origin: str, problems: Problems) -> list[_Item]:
+    """Images and masks matched by stem; an unmatched file on either side is a problem."""
+    imgs = problems.attempt(list_images, images)
+    msks = problems.attempt(list_images, masks)
+    if imgs is None or msks is None:
+        return []
     for stem, path in imgs.items():
         if stem not in msks:
-            raise DataError(f"{path}: no mask named {stem}.* in {masks}")
+            problems.add(f"{path}: no mask named {stem}.* in {masks}")
     for stem, path in msks.items():
         if stem not in imgs:
-            raise DataError(f"{path}: no image named {stem}.* in {images}")
-    return [_Item(stem, imgs[stem], msks[stem], origin) for stem in sorted(imgs)]
+            problems.add(f"{path}: no image named {stem}.* in {images}")
+    return [_Item(stem, imgs[stem], msks[stem], origin) for stem in sorted(imgs) if stem in msks]
 
 
-def _check_unique_stems(items: list[_Item]) -> None:
+def _unique_stems(items: list[_Item], problems: Problems) -> dict[str, str]:
+    """Prefix the stems of explicit folders that clash with another folder's (module doc).
+
+    Returns prepared stem → source image file of each renamed item, for dataset.yaml.
+    """
+    stems: dict[str, set[str]] = {}
+    for item in items:
+        stems.setdefault(item.origin, set()).add(item.stem)
+    clashing = [
+        origin
+        for origin in _PREFIXES
+        if any(stems.get(origin, set()) & names for o, names in stems.items() if o != origin)
+    ]
+    renamed: dict[str, str] = {}
+    for item in items:
+        if item.origin in clashing:
+            item.stem = _PREFIXES[item.origin] + item.stem
+            renamed[item.stem] = str(item.image.absolute())
     seen: dict[str, Path] = {}
     for item in items:
-        if item.stem in seen:
-            raise DataError(
-                f"{item.image}: same name as {seen[item.stem]}; stems must be unique across "
-                "the image folders (is the same image in two splits?)"
-            )
-        seen[item.stem] = item.image
+        if item.stem in seen:  # only when a prefixed name was taken already: val-0 in --images
+            problems.add(f"{item.image}: its prepared name {item.stem} is taken by "
+                         f"{seen[item.stem]}; rename one of them")
+        seen.setdefault(item.stem, item.image)
+    return renamed
 
 
-def _scan(item: _Item, how: _MaskRead, channels: int) -> None:
-    """Read an item fully (catching unreadable files) and record its size and mask values."""
-    image = _read_image(item.image, channels)
-    item.size = (int(image.shape[0]), int(image.shape[1]))
+def _scan(item: _Item, how: _MaskRead, channels: int, problems: Problems) -> None:
+    """Read an item fully and record its size, pixel hash and mask values.
+
+    Unreadable files and a mask whose size differs from its image are recorded
+    in ``problems``; the item then keeps no size/hash or no mask values.
+    """
+    image = problems.attempt(_read_image, item.image, channels)
+    if image is not None:
+        item.size = (int(image.shape[0]), int(image.shape[1]))
+        item.digest = _pixel_digest(image)
     if item.mask is None:
         return
-    mask = _read_mask(item.mask, how)
-    if mask.shape[:2] != item.size:
-        raise DataError(
+    mask = problems.attempt(_read_mask, item.mask, how)
+    if mask is None:
+        return
+    if image is not None and mask.shape[:2] != item.size:
+        problems.add(
             f"{item.mask}: mask size {mask.shape[0]}×{mask.shape[1]} (H×W) differs from its "
             f"image {item.image.name} ({item.size[0]}×{item.size[1]}): wrong pairing?"
         )
+        return
     planes = mask[..., None] if mask.ndim == 2 else mask
     item.present = np.stack(
         [np.bincount(planes[..., c].ravel(), minlength=256) > 0 for c in range(planes.shape[2])]
     )
+
+
+def _pixel_digest(image: np.ndarray) -> bytes:
+    """A hash of an image's decoded pixels and shape: equal for equal images, whatever the file."""
+    digest = hashlib.blake2b(str(image.shape).encode(), digest_size=16)
+    digest.update(np.ascontiguousarray(image).tobytes())
+    return digest.digest()
+
+
+def _check_leaks(items: list[_Item], problems: Problems) -> None:
+    """Record each image whose pixels equal an image of another folder (module doc)."""
+    first: dict[bytes, _Item] = {}
+    for item in items:
+        if not item.digest:
+            continue
+        twin = first.setdefault(item.digest, item)
+        if twin.origin != item.origin:
+            problems.add(
+                f"{item.image}: same pixels as {twin.image} ({_FOLDER_NAMES[item.origin]} and "
+                f"{_FOLDER_NAMES[twin.origin]}); an image belongs in one split only"
+            )
 
 
 def _target_size(items: list[_Item], size: tuple[int, int] | None) -> tuple[int, int]:
@@ -599,14 +676,23 @@ def _assign(
 ) -> dict[str, list[_Item]]:
     by_stem = {i.stem: i for i in items}
     pool = [i.stem for i in items if i.origin == "pool"]
-    first = split_keys(pool, {"test": test, "val": val}, seed, rest="train")
+    # equal images of the pool move together: the first stem stands for its copies
+    copies: dict[str, list[str]] = {}
+    lead: dict[bytes, str] = {}
+    for stem in sorted(pool):
+        copies.setdefault(lead.setdefault(by_stem[stem].digest, stem), []).append(stem)
+    first = split_keys(list(copies), {"test": test, "val": val}, seed, rest="train")
     train = split_keys(first["train"], {"train_labeled": labeled}, seed, rest="train_unlabeled")
+
+    def with_copies(leads: list[str]) -> list[str]:
+        return [stem for key in leads for stem in copies[key]]
+
     keys = {
-        "train_labeled": train["train_labeled"],
-        "train_unlabeled": train["train_unlabeled"]
+        "train_labeled": with_copies(train["train_labeled"]),
+        "train_unlabeled": with_copies(train["train_unlabeled"])
         + [i.stem for i in items if i.origin == "unlabeled"],
-        "val": first["val"] + [i.stem for i in items if i.origin == "val"],
-        "test": first["test"] + [i.stem for i in items if i.origin == "test"],
+        "val": with_copies(first["val"]) + [i.stem for i in items if i.origin == "val"],
+        "test": with_copies(first["test"]) + [i.stem for i in items if i.origin == "test"],
     }
     if not keys["train_labeled"]:
         raise ConfigError(

@@ -1,6 +1,6 @@
 """``imseg prepare hela``: the HeLa download → overlapping crops in the prepared layout.
 
-The download (SPEC §3) holds large brightfield images with three masks each::
+The download (docs/method.md §3) holds large brightfield images with three masks each::
 
     original_data/{train_full,val,test}/brightfield/<stem>.{png,jpg,tif,...}
     original_data/{train_full,val,test}/{alive,dead}/<stem>.png
@@ -23,7 +23,7 @@ of the position channel counts cells. (A radius from the area of the alive/dead
 component under the dot was considered and rejected: touching cells merge into
 one component, whose area would give large discs that merge too.)
 
-Split (fixing the reference's leak, SPEC §8): the 10 % labeled part is drawn
+Split (fixing the reference's leak, docs/decisions.md, fault 3): the 10 % labeled part is drawn
 by *source image*, so every crop of an image lies on one side and labeled and
 unlabeled crops never overlap. ``val`` and ``test`` come from their folders.
 The unlabeled crops keep their masks (hidden truth for pseudo-label quality).
@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from imseg.data.imageio import list_images
 from imseg.data.layout import DatasetInfo, finalize_counts, split_dirs, write_pair
-from imseg.data.sources._common import download_parser, fresh_layout, summary
+from imseg.data.sources._common import Problems, download_parser, fresh_layout, summary
 from imseg.data.splitting import split_keys
 from imseg.errors import DataError
 from imseg.tasks import Task
@@ -195,13 +195,12 @@ class _SourceSplit:
             raise DataError(f"{folder}: no position folder ({', '.join(POSITION_FOLDERS)})")
         self.position_kind = pos.name
         self.position = list_images(pos)
+        problems = Problems()
         for name, found in (("alive", self.alive), ("dead", self.dead), (pos.name, self.position)):
-            missing = sorted(set(self.brightfield) - set(found))
-            if missing:
-                raise DataError(
-                    f"{self.brightfield[missing[0]]}: no {name} mask "
-                    f"({folder / name / (missing[0] + '.png')})"
-                )
+            for stem in sorted(set(self.brightfield) - set(found)):
+                problems.add(f"{self.brightfield[stem]}: no {name} mask "
+                             f"({folder / name / (stem + '.png')})")
+        problems.raise_any()
 
     def load(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
         """``(image H×W uint8, label (3, H, W) uint8 0/1)`` of one source image."""

@@ -27,6 +27,7 @@ from imseg.data.imageio import IMAGE_SUFFIXES, resize_image, resize_mask
 from imseg.data.layout import DatasetInfo, finalize_counts
 from imseg.data.sources._common import (
     Part,
+    Problems,
     download_parser,
     find_part,
     fresh_layout,
@@ -61,14 +62,12 @@ def _pairs(images: Part, masks: Part) -> dict[str, tuple[str, str]]:
     mask_by_id = {
         Path(name).name[: -len(MASK_SUFFIX)]: name for name in masks.files((MASK_SUFFIX,))
     }
-    pairs = {}
+    problems = Problems()
     for stem, name in by_id.items():
         if stem not in mask_by_id:
-            raise DataError(
-                f"{images.label(name)}: no mask {stem}{MASK_SUFFIX} in {masks.location}"
-            )
-        pairs[stem] = (name, mask_by_id[stem])
-    return pairs
+            problems.add(f"{images.label(name)}: no mask {stem}{MASK_SUFFIX} in {masks.location}")
+    problems.raise_any()
+    return {stem: (name, mask_by_id[stem]) for stem, name in by_id.items()}
 
 
 def _loader(images: Part, masks: Part, pairs: dict[str, tuple[str, str]], size: int):

@@ -36,7 +36,7 @@ from imseg.data.layout import (
 from imseg.errors import DataError
 from imseg.tasks import TASK_KINDS
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bumped whenever the generated content changes, so old folders are not reused."""
 
 CLASSES: dict[str, list[str]] = {
@@ -163,11 +163,12 @@ def _make_binary(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarra
     vy, vx = _u(rng, 0.2, 0.8, n) * size, _u(rng, 0.2, 0.8, n) * size
     vign = ((yy - _col(vy)) ** 2 + (xx - _col(vx)) ** 2) / (size * size)
     light = 1 + _col(_u(rng, 0.1, 0.5, n)) * ramp - _col(_u(rng, 0.0, 0.5, n)) * vign
-    texture = 1 + _col(_u(rng, 0.03, 0.12, n)) * _noise(rng, n, size, (4, 8, 16))
+    texture = 1 + _col(_u(rng, 0.03, 0.08, n)) * _noise(rng, n, size, (4, 8, 16))
     img = skin * (light * texture)[:, None]
 
-    # The lesion: an irregular ellipse, sometimes with a satellite blob.
-    r0 = _u(rng, 0.12, 0.3, n) * size
+    # The lesion: an irregular ellipse, sometimes with a satellite blob; large enough
+    # that a few briefly trained teachers mostly agree on it (the demo's IM needs that).
+    r0 = _u(rng, 0.2, 0.35, n) * size
     cy, cx = _u(rng, 0.3, 0.7, n) * size, _u(rng, 0.3, 0.7, n) * size
     touch = rng.random(n) < 0.2  # centre close to (or past) one image edge
     side = rng.integers(0, 4, n)
@@ -206,10 +207,9 @@ def _make_binary(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarra
     sd += _col(r0 * _u(rng, 0.03, 0.1, n)) * _noise(rng, n, size, (8, 16))
     label = (sd > 0).astype(np.uint8)[:, None]
 
-    # Lesion colour: darker than the skin (brown, red, blue-grey or plain dark),
-    # sometimes barely so; a darker or lighter core; mottled.
-    low = rng.random(n) < 0.3
-    dark = np.where(low, _u(rng, 0.06, 0.16, n), _u(rng, 0.18, 0.55, n))
+    # Lesion colour: darker than the skin (brown, red, blue-grey or plain dark);
+    # a darker or lighter core; mottled.
+    dark = _u(rng, 0.3, 0.6, n)
     tint = LESION_TINTS[rng.integers(0, len(LESION_TINTS), n)][:, :, None, None]
     lesion = skin * (1 - dark[:, None, None, None] * tint)
     core = _sigmoid((sd - _col(0.4 * r0)) / F32(2 * s))
@@ -219,13 +219,13 @@ def _make_binary(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarra
         - _col(_u(rng, -0.15, 0.3, n)) * core
     )
     lesion = lesion * (light * variegation)[:, None]
-    alpha = _sigmoid(sd / _col(_u(rng, 0.4, 2.2, n) * s))[:, None]
+    alpha = _sigmoid(sd / _col(_u(rng, 0.4, 1.0, n) * s))[:, None]
     img = img * (1 - alpha) + lesion * alpha
 
     # Freckles: small spots of the lesion's colour, too small to count (not labeled).
-    freckles = rng.integers(0, 7, n)
+    freckles = rng.integers(0, 3, n)
     shading = np.zeros((n, size, size), F32)
-    for j in range(6):
+    for j in range(2):
         fy, fx = _u(rng, 0, size, n), _u(rng, 0, size, n)
         radius = _col(_u(rng, 0.015, 0.045, n) * size)
         dist = np.sqrt((yy - _col(fy)) ** 2 + (xx - _col(fx)) ** 2)
@@ -234,9 +234,9 @@ def _make_binary(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarra
     img = img * (1 - shading[:, None] * tint)
 
     # Hairs: thin dark curves, over skin and lesion alike (not part of the label).
-    hairs = rng.choice(5, size=n, p=[0.3, 0.25, 0.2, 0.15, 0.1])
+    hairs = rng.choice(3, size=n, p=[0.6, 0.3, 0.1])
     shadow = np.ones((n, size, size), F32)
-    for j in range(4):
+    for j in range(2):
         on = hairs > j
         py, px = _u(rng, 0, size, n), _u(rng, 0, size, n)
         a = _u(rng, 0, np.pi, n)

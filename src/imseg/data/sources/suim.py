@@ -16,7 +16,7 @@ Pixels whose colour is far from every palette colour (a channel within
 report. A mask whose size differs from its image is resized (nearest) to it and
 reported.
 
-Protocol (the reference's scripts 00–02, with its faults fixed, SPEC §8):
+Protocol (the reference's scripts 00–02, with its faults fixed, docs/decisions.md, fault 11):
 train_val is split by source image into val (``ceil(10 %)``, as sklearn's
 ``train_test_split``) and train; train into labeled (``ceil(10 %)``) and
 unlabeled. Every image then gives ``crops`` random square crops with a side
@@ -38,7 +38,14 @@ from tqdm import tqdm
 
 from imseg.data.imageio import IMAGE_SUFFIXES, resize_image, resize_mask
 from imseg.data.layout import DatasetInfo, finalize_counts, split_dirs, write_pair
-from imseg.data.sources._common import Part, download_parser, find_part, fresh_layout, summary
+from imseg.data.sources._common import (
+    Part,
+    Problems,
+    download_parser,
+    find_part,
+    fresh_layout,
+    summary,
+)
 from imseg.data.splitting import split_keys
 from imseg.errors import DataError
 from imseg.tasks import Task
@@ -111,9 +118,10 @@ def _pairs(part: Part) -> tuple[dict[str, str], dict[str, str]]:
         bucket[path.stem] = name
     if not found["images"]:
         raise DataError(f"{part.label('images')}: no images")
-    missing = sorted(set(found["images"]) - set(found["masks"]))
-    if missing:
-        raise DataError(f"{part.label(found['images'][missing[0]])}: no mask in masks/")
+    problems = Problems()
+    for stem in sorted(set(found["images"]) - set(found["masks"])):
+        problems.add(f"{part.label(found['images'][stem])}: no mask in masks/")
+    problems.raise_any()
     return found["images"], found["masks"]
 
 

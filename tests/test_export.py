@@ -1,0 +1,119 @@
+"""imseg export: ONNX Runtime reproduces the torch masks at several sizes; metadata.json
+says how to use the files; a missing extra is one clear error."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_predict import make_run
+
+from imseg.cli import main
+from imseg.predict import predict_folder, run_models
+
+ort = pytest.importorskip("onnxruntime")
+
+TOLERANCE = 1e-5
+"""Largest |ONNX Runtime - torch| probability expected from float32 rounding."""
+
+
+def ort_probabilities(path, images: np.ndarray) -> torch.Tensor:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(["probabilities"], {"image": images})[0])
+
+
+def random_images(n: int, h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 3, h, w)).astype(np.float32)
+
+
+def decision_margin(task, probs: torch.Tensor) -> torch.Tensor:
+    """Per label pixel, how far the probabilities are from changing the label."""
+    if task.kind == "multiclass":
+        top2 = probs[:, 1:].topk(2, dim=1).values
+        return top2[:, :1] - top2[:, 1:]
+    return (probs - 0.5).abs()
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_onnx_models_give_the_torch_masks_at_two_sizes(tmp_path, task):
+    run = make_run(tmp_path, task, noise=0.05)
+    out = tmp_path / "onnx"
+    assert main(["export", "--run", str(run), "--format", "onnx", "--out", str(out)]) == 0
+    models = run_models(run)  # the same stage and order: im g1, best validation first
+    meta = json.loads((out / "metadata.json").read_text())
+    assert [m["file"] for m in meta["models"]] == ["model1.onnx", "model2.onnx", "model3.onnx"]
+    labels = set()
+    for i, (model, entry) in enumerate(zip(models.models, meta["models"], strict=True)):
+        for h, w in [(32, 32), (48, 80)]:  # the training size and another multiple of 16
+            images = random_images(3, h, w, seed=i)
+            with torch.no_grad():
+                expected = models.task.activate(model.eval()(torch.from_numpy(images)))
+            got = ort_probabilities(out / entry["file"], images)
+            assert got.shape == expected.shape == (3, models.task.out_channels, h, w)
+            assert torch.allclose(got, expected, atol=TOLERANCE)
+            same = models.task.to_label(got) == models.task.to_label(expected)
+            clear = decision_margin(models.task, expected) > TOLERANCE  # not a near-tie
+            assert same[clear].all() and clear.float().mean() > 0.99
+            labels |= set(models.task.to_label(got).unique().tolist())
+    assert len(labels) > 1  # the masks compared are not all one value
+
+
+def test_the_metadata_rule_turns_ensemble_outputs_into_predicts_masks(tmp_path):
+    run = make_run(tmp_path, "multiclass", noise=0.05)
+    out = tmp_path / "onnx"
+    assert main(["export", "--run", str(run), "--out", str(out)]) == 0
+    meta = json.loads((out / "metadata.json").read_text())
+    images = random_images(2, 32, 32, seed=5).astype(np.uint8)
+    (tmp_path / "new").mkdir()
+    for i, img in enumerate(images):
+        Image.fromarray(np.moveaxis(img, 0, -1)).save(tmp_path / "new" / f"img{i}.png")
+    predict_folder(run_models(run), tmp_path / "new", tmp_path / "pred", progress=False)
+    probs = torch.stack([ort_probabilities(out / m["file"], images.astype(np.float32))
+                         for m in meta["models"]]).mean(dim=0)
+    ids = probs[:, 1:].argmax(dim=1)  # to_mask: argmax over channels 1..C, minus 1
+    for i in range(len(images)):
+        written = np.asarray(Image.open(tmp_path / "pred" / "masks" / f"img{i}.png"))
+        assert np.array_equal(written, ids[i].numpy().astype(np.uint8))
+
+
+def test_metadata_describes_data_models_and_scores(tmp_path):
+    run = make_run(tmp_path, "multiclass")
+    out = tmp_path / "onnx"
+    assert main(["export", "--run", str(run), "--approach", "ldt", "--teachers", "1",
+                 "--out", str(out)]) == 0
+    meta = json.loads((out / "metadata.json").read_text())
+    assert (meta["task"], meta["classes"]) == ("multiclass", ["bg", "a", "b"])
+    assert meta["image_size"] == [32, 32] and meta["channels"] == 3 and meta["mask_void"] == 255
+    assert len(meta["colors"]) == 3 and meta["opset"] >= 18
+    assert meta["input"]["shape"] == ["batch", 3, "height", "width"]
+    assert meta["output"]["shape"] == ["batch", 4, "height", "width"]
+    assert "argmax over channels 1..C" in meta["to_mask"]
+    assert meta["stage"] == {"approach": "ldt", "generation": 0}
+    (entry,) = meta["models"]
+    assert entry["checkpoint"] == str((run / "models/ldt/g0/c0.pt").resolve())
+    assert (entry["val"], entry["test"]) == ({"iou": 0.50}, {"iou": 0.90})
+    assert entry["model"] == {"kind": "unet", "in_channels": 3, "out_channels": 4,
+                              "alpha": 0.25, "bn_momentum": 0.01}
+    assert entry["runtime_max_abs_diff"] < 1e-3
+    session = ort.InferenceSession(str(out / "model1.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == ["batch", 3, "height", "width"]
+
+
+def test_checkpoint_export_and_a_missing_extra(tmp_path, capsys, monkeypatch):
+    run = make_run(tmp_path)
+    out = tmp_path / "onnx"
+    ckpt = run / "models/ldt/g0/c1.pt"
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["stage"] is None and [m["val"]["iou"] for m in meta["models"]] == [0.40]
+    assert meta["to_mask"].startswith("mask = 255 where probabilities[0] > 0.5")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "onnxruntime is missing" in err and "pip install 'imseg[onnx]'" in err
+    assert not (tmp_path / "x").exists()

@@ -1,0 +1,87 @@
+"""Writes that fail (full disk, unwritable folder) give one message and leave nothing behind."""
+
+from __future__ import annotations
+
+import csv
+import errno
+from pathlib import Path
+
+import pytest
+
+from imseg.cli import main
+from imseg.errors import StorageError
+from imseg.storage import atomic_write, atomic_write_text, save_checkpoint
+
+FLAGS = ["--epochs", "1", "--candidates", "1", "--alpha", "0.25", "--batch-size", "4",
+         "--device", "cpu", "--no-progress"]
+
+
+def _disk_full_after_half(monkeypatch, suffix: str) -> None:
+    """Writes of files whose temporary name holds ``suffix`` stop half-way with ENOSPC."""
+    real = Path.write_bytes
+
+    def write_bytes(self: Path, data: bytes) -> int:
+        if suffix in self.name:
+            real(self, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+
+
+def test_a_failed_write_names_the_path_and_errno_and_leaves_no_file(tmp_path):
+    target = tmp_path / "out.txt"
+
+    def fail(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(StorageError) as err:
+        atomic_write(target, fail)
+    text = str(err.value)
+    assert str(target) in text and "errno 28 ENOSPC" in text and "resume" in text
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_old_file_survives_a_failed_rewrite(tmp_path, monkeypatch):
+    target = tmp_path / "model.pt"
+    save_checkpoint(target, {"w": 1})
+    before = target.read_bytes()
+    _disk_full_after_half(monkeypatch, ".pt.")
+    with pytest.raises(StorageError, match="errno 28"):
+        save_checkpoint(target, {"w": 2})
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_a_folder_that_cannot_exist_is_one_message(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StorageError, match="errno 20 ENOTDIR"):
+        atomic_write_text(blocker / "sub" / "a.txt", "x")
+
+
+def test_training_on_a_full_disk_stops_with_one_line_and_keeps_no_half_model(
+        binary_data, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    _disk_full_after_half(monkeypatch, ".pt.")
+    assert main(["train", "--data", str(binary_data), "--out", str(run), *FLAGS]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("imseg: error:")]
+    assert len(lines) == 1 and "Traceback" not in err
+    assert "c0.pt" in lines[0] and "No space left on device (errno 28 ENOSPC)" in lines[0]
+    assert not list(run.rglob("*.pt*"))  # neither the checkpoint nor its temporary file
+    assert not (run / "results.csv").exists()  # the row comes only after its checkpoint
+    monkeypatch.undo()
+    assert main(["train", "--data", str(binary_data), "--out", str(run), *FLAGS]) == 0
+    with (run / "results.csv").open() as fh:
+        assert len(list(csv.DictReader(fh))) == 1
+
+
+def test_an_output_folder_under_a_file_is_one_message(binary_data, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["train", "--data", str(binary_data), "--out", str(blocker / "run"), *FLAGS]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {blocker / 'run'}" in err and "ENOTDIR" in err
+    assert "Traceback" not in err
