@@ -54,3 +54,9 @@ def model_line(row: dict, epochs: int) -> str:
     return (f"{place_name(row)}: best epoch {row['best_epoch']}/{epochs}, "
             f"val iou {f(row.get('val_iou'))}, test iou {f(row.get('test_iou'))}, "
             f"{row['n_train_pairs']} pairs, {float(row['seconds']):.1f} s")
+
+
+def bar_disable(progress: bool = True) -> bool | None:
+    """tqdm's ``disable`` for a bar: off when asked, and (tqdm's ``None``) off whenever
+    stderr is not a terminal, so redirected logs never fill with carriage returns."""
+    return True if not progress else None

@@ -51,6 +51,7 @@ from imseg.data.layout import INFO_FILE, DatasetInfo, read_info
 from imseg.errors import DataError
 from imseg.evaluation.visualize import overlay
 from imseg.experiment.results import ResultsTable, top_k
+from imseg.logs import bar_disable
 from imseg.models.checkpoint import CheckpointMeta, read_checkpoint
 from imseg.pseudo.inconsistency import agreement
 from imseg.runtime import resolve_device
@@ -252,7 +253,7 @@ def predict_folder(model_set: ModelSet, images_dir: Path, out_dir: Path, batch_s
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
     table = []
     items = list(files.items())
-    with tqdm(total=len(items), desc="predict", unit="img", disable=not progress) as bar:
+    with tqdm(total=len(items), desc="predict", unit="img", disable=bar_disable(progress)) as bar:
         for start in range(0, len(items), batch_size):
             part = items[start : start + batch_size]
             images = [read_image(path, info.channels) for _, path in part]

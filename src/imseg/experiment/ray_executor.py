@@ -34,6 +34,7 @@ from imseg.experiment.loop import Chain, run_chain
 from imseg.experiment.recipes import Recipe
 from imseg.experiment.results import ResultsTable
 from imseg.experiment.runner import Executor
+from imseg.logs import bar_disable
 from imseg.runtime import resolve_device
 
 JOURNAL_DIR = "journal"
@@ -170,7 +171,7 @@ def _run_all(ray, ctx: RunContext, recipes: dict[str, Recipe], chains: list[Chai
                          recipes[chain.approach], chain, threads, ctx.settings_id)
         pending[task.remote(spec, dataset_ref, known_ref)] = chain
     failures: list[tuple[Chain, str]] = []
-    bar = tqdm(total=len(pending), desc="chains", disable=not ctx.progress)
+    bar = tqdm(total=len(pending), desc="chains", disable=bar_disable(ctx.progress))
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)

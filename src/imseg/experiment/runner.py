@@ -11,13 +11,14 @@ from imseg.experiment.benchmarks import run_benchmark
 from imseg.experiment.context import RunContext
 from imseg.experiment.loop import Chain, chains_of, run_chain, start_stages
 from imseg.experiment.recipes import Recipe, resolve_recipes
+from imseg.logs import bar_disable
 
 Executor = Callable[[RunContext, dict[str, Recipe], list[Chain]], None]
 
 
 def local_executor(ctx: RunContext, recipes: dict[str, Recipe], chains: list[Chain]) -> None:
     """Run the chains one after another in this process (the default)."""
-    for chain in tqdm(chains, desc="chains", disable=not ctx.progress):
+    for chain in tqdm(chains, desc="chains", disable=bar_disable(ctx.progress)):
         run_chain(ctx, recipes[chain.approach], chain)
 
 

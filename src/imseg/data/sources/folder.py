@@ -92,6 +92,7 @@ from imseg.data.palette import Palette, colors_to_ids, read_palette
 from imseg.data.sources._common import Problems
 from imseg.data.splitting import split_keys
 from imseg.errors import ConfigError, DataError
+from imseg.logs import bar_disable
 from imseg.tasks import DISK_BINARY_VOID, DISK_MULTICLASS_VOID, TASK_KINDS, Task
 
 _PROGRESS_MIN = 20  # show progress bars from this many files on
@@ -622,7 +623,7 @@ def _mask_problem(present: np.ndarray, plan: _Plan) -> str | None:
 
 # ------------------------------------------------------------------------ reading
 def _bar(items: list, desc: str, progress: bool):
-    return tqdm(items, desc=desc, unit="file", disable=not progress or len(items) < _PROGRESS_MIN)
+    return tqdm(items, desc=desc, unit="file", disable=bar_disable(progress and len(items) >= _PROGRESS_MIN))
 
 
 def _read_image(path: Path, channels: int) -> np.ndarray:
