@@ -86,6 +86,12 @@ class TrainConfig(Section):
         description="precise: batches of batch_size the statistics pool at most (one pass "
                     "over the training set when that is shorter)",
     )
+    fuse: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="train a stage's models at once as one grouped network (same results as "
+                    "one at a time; imseg.training.fused): auto = on CUDA only (on CPU it "
+                    "measured no faster), always, never",
+    )
 
     @field_validator("amp", mode="before")
     @classmethod

@@ -24,6 +24,7 @@ from imseg.evalnet.data import EvalNetData
 from imseg.evalnet.ensemble import forward, net_inputs, predict
 from imseg.evalnet.stats import mae, spearman
 from imseg.evalnet.targets import Targets
+from imseg.logs import bar_disable
 from imseg.tasks import Task
 from imseg.training.batchnorm import derived_generator, recompute_bn_stats, stats_batches
 from imseg.training.inference import autocast
@@ -108,7 +109,7 @@ def train_evalnet(net: nn.Module, task: Task, train: EvalNetData, val: EvalNetDa
     best = (math.inf, 0, None, math.nan)  # mae, epoch, state, spearman
     history: list[float] = []
     bn_generator = derived_generator(generator) if bn_stats == "precise" else None
-    bar = tqdm(range(1, cfg.epochs + 1), desc=desc, leave=False, disable=not progress)
+    bar = tqdm(range(1, cfg.epochs + 1), desc=desc, leave=False, disable=bar_disable(progress))
     for epoch in bar:
         loss = train_epoch(net, task, train, optimizer,
                            epoch_indices(len(train), batch, steps, generator), device, amp)

@@ -16,7 +16,8 @@ from imseg.models.unet import build_unet, count_parameters
 from imseg.runtime import derive_seed, seed_everything
 from imseg.storage import save_checkpoint
 from imseg.tasks import Task
-from imseg.training.fit import EpochFn, fit
+from imseg.training.fit import EpochFn, FitResult, fit
+from imseg.training.fused import fit_fused, fusable, use_fused
 from imseg.training.inference import evaluate_model
 
 
@@ -52,47 +53,49 @@ def load_model(path: Path) -> nn.Module:
     return read_checkpoint(path)[0]
 
 
-def train_candidate(
-    ctx: RunContext,
-    place: Place,
-    train: Split,
-    alpha: float,
-    extra: dict | None = None,
-    init: Path | None = None,
-    epochs: int | None = None,
-    epoch_fn_factory=None,
-) -> dict:
-    """Train the model at ``place`` unless its row exists; return its results row.
+@dataclass
+class _Candidate:
+    """A model about to be trained: its place, seed, seed-drawn generator and first weights."""
 
-    ``init`` starts from a checkpoint (fine-tuning); ``epoch_fn_factory(model_seed_generator)``
-    builds a custom epoch (consistency loss). ``extra`` adds columns such as
-    pseudo-label quality to the row.
-    """
-    done = ctx.results.get(**place.key())
-    if done is not None:
-        return done
-    cfg = ctx.config
-    seed = derive_seed(cfg.seed, *place.key().values())
+    place: Place
+    seed: int
+    generator: torch.Generator
+    model: nn.Module
+
+
+def _start(ctx: RunContext, place: Place, alpha: float, init: Path | None) -> _Candidate:
+    """Seed from the place, then build (or load) the net: the build draws from the seeded
+    global RNG, so seeding and building stay together per model."""
+    seed = derive_seed(ctx.config.seed, *place.key().values())
     generator = seed_everything(seed)
     info = ctx.dataset.info
-    model = load_model(init) if init is not None else build_model(ctx.task, info.channels, alpha,
-                                                                     cfg.train.bn_momentum)
-    epoch_fn: EpochFn | None = epoch_fn_factory(generator) if epoch_fn_factory else None
-    desc = f"{place.approach} r{place.run} n{place.n_teachers or '-'} g{place.generation} c{place.candidate}"
-    result = fit(model, ctx.task, train, ctx.dataset.val, cfg.train, ctx.device, generator,
-                 epochs=epochs, epoch_fn=epoch_fn, desc=desc, progress=ctx.progress)
+    model = load_model(init) if init is not None else build_model(
+        ctx.task, info.channels, alpha, ctx.config.train.bn_momentum)
+    return _Candidate(place, seed, generator, model)
+
+
+def _desc(place: Place, candidate: bool = True) -> str:
+    text = f"{place.approach} r{place.run} n{place.n_teachers or '-'} g{place.generation}"
+    return f"{text} c{place.candidate}" if candidate else text
+
+
+def _finish(ctx: RunContext, cand: _Candidate, result: FitResult, train: Split, alpha: float,
+            extra: dict | None) -> dict:
+    """Test the trained model, write its checkpoint, then its results row (in that order, so
+    a row always has its checkpoint)."""
+    cfg, info, place, model = ctx.config, ctx.dataset.info, cand.place, cand.model
     test = evaluate_model(model, ctx.dataset.test, ctx.task, ctx.device,
                           cfg.train.eval_batch, cfg.train.amp)
     path = checkpoint_path(ctx, place)
     spec = ModelSpec(info.channels, ctx.task.out_channels, alpha, cfg.train.bn_momentum)
     save_checkpoint(path, checkpoint_payload(
         spec, result.state, info,
-        place=place.key(), seed=seed, config=cfg.model_dump(mode="json"),
+        place=place.key(), seed=cand.seed, config=cfg.model_dump(mode="json"),
         val=_plain(result.val), test=_plain(test),
     ))
     row = {
         **place.key(),
-        "seed": seed,
+        "seed": cand.seed,
         "alpha": alpha,
         "params": count_parameters(model),
         "n_train_pairs": len(train),
@@ -112,11 +115,59 @@ def train_candidate(
     return ctx.results.get(**place.key())  # type: ignore[return-value]
 
 
+def train_candidate(
+    ctx: RunContext,
+    place: Place,
+    train: Split,
+    alpha: float,
+    extra: dict | None = None,
+    init: Path | None = None,
+    epochs: int | None = None,
+    epoch_fn_factory=None,
+) -> dict:
+    """Train the model at ``place`` unless its row exists; return its results row.
+
+    ``init`` starts from a checkpoint (fine-tuning); ``epoch_fn_factory(model_seed_generator)``
+    builds a custom epoch (consistency loss). ``extra`` adds columns such as
+    pseudo-label quality to the row.
+    """
+    done = ctx.results.get(**place.key())
+    if done is not None:
+        return done
+    cand = _start(ctx, place, alpha, init)
+    epoch_fn: EpochFn | None = epoch_fn_factory(cand.generator) if epoch_fn_factory else None
+    result = fit(cand.model, ctx.task, train, ctx.dataset.val, ctx.config.train, ctx.device,
+                 cand.generator, epochs=epochs, epoch_fn=epoch_fn, desc=_desc(place),
+                 progress=ctx.progress)
+    return _finish(ctx, cand, result, train, alpha, extra)
+
+
 def train_stage(ctx: RunContext, place: Place, count: int, train: Split, alpha: float,
-                **kwargs) -> list[dict]:
-    """Train candidates 0..count-1 at ``place`` (resuming after the last finished one)."""
-    return [train_candidate(ctx, replace(place, candidate=c), train, alpha, **kwargs)
-            for c in range(count)]
+                extra: dict | None = None, init: Path | None = None, epochs: int | None = None,
+                epoch_fn_factory=None) -> list[dict]:
+    """Train candidates 0..count-1 at ``place``; only those without a row (resume).
+
+    With ``train.fuse`` (``always``, or ``auto`` on CUDA) the unfinished candidates train
+    together as one grouped network (:mod:`imseg.training.fused`); each still gets its own
+    seed, batch order, best epoch, checkpoint and row, the same as when trained alone.
+    """
+    places = [replace(place, candidate=c) for c in range(count)]
+    todo = [p for p in places if ctx.results.get(**p.key()) is None]
+    cfg = ctx.config
+    if len(todo) > 1 and epoch_fn_factory is None and use_fused(cfg.train.fuse, ctx.device):
+        cands = [_start(ctx, p, alpha, init) for p in todo]
+        why = fusable([c.model for c in cands])
+        if why is None:
+            results = fit_fused([c.model for c in cands], ctx.task, train, ctx.dataset.val,
+                                cfg.train, ctx.device, [c.generator for c in cands],
+                                epochs=epochs, desc=f"{_desc(place, False)} x{len(cands)}",
+                                progress=ctx.progress)
+            for cand, result in zip(cands, results, strict=True):
+                _finish(ctx, cand, result, train, alpha, extra)
+        else:
+            log.info(f"{_desc(place, False)}: trained one at a time ({why})")
+    return [train_candidate(ctx, p, train, alpha, extra, init, epochs, epoch_fn_factory)
+            for p in places]
 
 
 def load_models(ctx: RunContext, rows: list[dict]) -> list[nn.Module]:

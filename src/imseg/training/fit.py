@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from imseg.config import TrainConfig
 from imseg.data.dataset import Split
 from imseg.errors import ConfigError
+from imseg.logs import bar_disable
 from imseg.tasks import Task
 from imseg.training import distributed
 from imseg.training.batchnorm import derived_generator, recompute_bn_stats, stats_batches
@@ -158,7 +159,7 @@ def fit(
     n_epochs = epochs or cfg.epochs
     best_score, best_epoch, best_state, best_val = -1.0, 0, None, {}
     history: list[float] = []
-    bar = tqdm(range(1, n_epochs + 1), desc=desc, leave=False, disable=not progress)
+    bar = tqdm(range(1, n_epochs + 1), desc=desc, leave=False, disable=bar_disable(progress))
     for epoch in bar:
         if epoch_fn is None:
             loss = supervised_epoch(step_model, optimizer, batches, task, cfg, device)
