@@ -122,7 +122,8 @@ def train_one(ctx: RunContext, kind: str, run: int, index: int, train: EvalNetDa
                         cfg.train.bn_momentum, generator)
     fit = train_evalnet(net, ctx.task, train, val, cfg.evalnet, ctx.device, generator,
                         cfg.train.eval_batch, cfg.train.amp,
-                        desc=f"evalnet {kind} r{run} e{index}", progress=ctx.progress)
+                        desc=f"evalnet {kind} r{run} e{index}", progress=ctx.progress,
+                        bn_stats=cfg.train.bn_stats, bn_stats_batches=cfg.train.bn_stats_batches)
     path = checkpoint_path(ctx, kind, run, index)
     save_checkpoint(path, {
         "model": checkpoint_spec(net, cfg.train.bn_momentum),
