@@ -49,8 +49,10 @@ def test_grouped_forward_equals_each_net_float32(out_channels, alpha):
     grouped = GroupedUNet.from_nets(nets)
     images = _images()
     assert _compare(nets, grouped, images, train=False) < 1e-5
-    # batch statistics over 2 images of 2x2 pixels at the bottleneck amplify rounding
-    assert _compare(nets, grouped, images, train=True) < 1e-4
+    # batch statistics over 2 images of 2x2 pixels at the bottleneck amplify rounding, and
+    # their summation order follows the thread count (1e-4 at one thread, 2e-4 at two);
+    # float64 equality is tested below
+    assert _compare(nets, grouped, images, train=True) < 1e-3
     # the training forward moved every model's BatchNorm statistics as its own net's
     for k, net in enumerate(nets):
         for key, value in net.state_dict().items():
