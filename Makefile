@@ -7,10 +7,13 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test wheel-check lint bench clean-venv
 
+# The models extra (smp, timm) needs torchvision: a venv whose torch has none goes without it
+# (its model tests skip) rather than have pip replace that torch.
 $(BIN)/imseg: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q $(TORCH)
+	if $(BIN)/python -c "import torchvision" 2>/dev/null; then extras=dev,models; \
+	else extras=dev; fi; $(BIN)/python -m pip install -q -e ".[$$extras]"
 	touch $(BIN)/imseg
 
 demo: $(BIN)/imseg

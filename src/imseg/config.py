@@ -173,7 +173,6 @@ class SSLConfig(Section):
     teachers: list[int] = [2, 3, 4]
     runs: int = Field(3, ge=1)
     students: int = Field(5, ge=1)
-    keep: int = Field(4, ge=1)
     pseudo_batch_size: int = Field(64, ge=1)
     input_ensemble_views: int = Field(0, ge=0, description="0: use the teacher count n")
     soft_vote: bool = Field(False, description="model ensemble: argmax of the mean instead of all-agree")
@@ -181,6 +180,15 @@ class SSLConfig(Section):
     samples_per_generation: int = Field(4, ge=0, description="pseudo-label PNGs kept per generation")
     inconsistency: InconsistencyConfig = InconsistencyConfig()
     noise: NoiseSchedule = NoiseSchedule()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_keep(cls, data: Any) -> Any:
+        """``ssl.keep`` was never read (the loop keeps top-1/top-n; K is ``benchmark.keep``);
+        older config files and run folders that have it still load."""
+        if isinstance(data, dict) and "keep" in data:
+            data = {k: v for k, v in data.items() if k != "keep"}
+        return data
 
 
 class EvalNetConfig(Section):
@@ -203,6 +211,87 @@ class EvalNetConfig(Section):
     max_threshold: float | None = Field(None, description="IM++ copies: None = chosen on val")
 
 
+TINY_UNET = "tiny_unet"
+"""``model.arch`` of the paper's tiny U-Net (imseg.models.unet), the default."""
+
+
+class ModelConfig(Section):
+    """The segmentation network (imseg.models.encoders); the EvalNet stays its own net."""
+
+    arch: str = Field(
+        TINY_UNET,
+        description="tiny_unet (the paper's net: width train.alpha, growing students by "
+                    "ssl.noise.student_alphas) or a segmentation_models_pytorch architecture: "
+                    "Unet, UnetPlusPlus, FPN, DeepLabV3Plus, Segformer, UPerNet, DPT, ... "
+                    "(needs pip install \"imseg[models]\")",
+    )
+    encoder: str | None = Field(
+        None,
+        description="smp encoder (resnet18, efficientnet-b0, mit_b0, ...) or a timm model as "
+                    "tu-<name>; None: the architecture's default",
+    )
+    weights: str = Field(
+        "none",
+        description="what the encoder starts from: none (random), imagenet (its standard "
+                    "pretrained weights, downloaded once into the Hugging Face cache) or a "
+                    "local file (a state dict of the encoder)",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="more keyword arguments of the smp architecture (decoder_channels, "
+                    "encoder_depth, ...); those it does not know go on to timm (patch_size)",
+    )
+    student_encoders: list[str] = Field(
+        default_factory=list,
+        description="growing students of an smp model: the encoder per generation, the last "
+                    "repeating (e.g. [resnet18, resnet34, resnet50]); empty: students keep "
+                    "model.encoder",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_names(cls, data: Any) -> Any:
+        """Names checked against smp and timm (when installed; building the net says what to
+        install otherwise); arch in smp's spelling, the default encoder filled in, a weight
+        file's path made absolute."""
+        if not isinstance(data, dict) or not isinstance(data.get("arch", TINY_UNET), str):
+            return data
+        data = dict(data)
+        if data.get("weights") is None:
+            data["weights"] = "none"
+        if data.get("arch", TINY_UNET) == TINY_UNET:
+            _tiny_unet_takes_no_encoder(data)
+            return data
+        from imseg.models import encoders
+
+        weights = data["weights"]
+        if isinstance(weights, str) and weights not in ("none", "imagenet"):
+            if not encoders.is_weight_file(weights):
+                raise ValueError(f"model.weights must be none, imagenet or a file path, "
+                                 f"got {weights!r}")
+            data["weights"] = str(Path(weights).expanduser().resolve())
+        if encoders.models_installed():
+            data["arch"] = encoders.canonical_arch(data["arch"])
+            data["encoder"] = data.get("encoder") or encoders.default_encoder(data["arch"])
+            encoders.check_encoder(data["encoder"])
+            for name in data.get("student_encoders") or []:
+                encoders.check_encoder(name, "model.student_encoders")
+        others = set(data.get("student_encoders") or []) - {data.get("encoder")}
+        if encoders.is_weight_file(data["weights"]) and others:
+            raise ValueError(f"model.weights names a file for model.encoder; students with "
+                             f"{sorted(others)} need weights none or imagenet")
+        return data
+
+
+def _tiny_unet_takes_no_encoder(data: dict) -> None:
+    given = [k for k in ("encoder", "options", "student_encoders") if data.get(k)]
+    given += ["weights"] if data["weights"] != "none" else []
+    if given:
+        raise ValueError(f"{', '.join('model.' + k for k in given)}: for smp architectures "
+                         f"only; model.arch {TINY_UNET} takes its width from train.alpha "
+                         "(growing students: ssl.noise.student_alphas)")
+
+
 class Config(Section):
     """Everything a run needs besides the data."""
 
@@ -213,6 +302,7 @@ class Config(Section):
     benchmark: BenchmarkConfig = BenchmarkConfig()
     ssl: SSLConfig = SSLConfig()
     evalnet: EvalNetConfig = EvalNetConfig()
+    model: ModelConfig = ModelConfig()
     recipes: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="extra or overriding approach recipes"
     )

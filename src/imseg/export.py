@@ -4,8 +4,9 @@ Each model becomes ``<out>/model<rank>.onnx`` (rank 1 = best validation score)
 whose graph ends in the task's activation: input ``image`` float32
 ``(batch, channels, height, width)`` with values 0..255 (RGB or grey, as
 trained), output ``probabilities`` ``(batch, out_channels, height, width)``.
-Batch, height and width are dynamic; height and width must be multiples of 16
-(the U-Net's four 2x2 pools). ``<out>/metadata.json`` holds the task, classes,
+Batch, height and width are dynamic; for the tiny U-Net height and width must be
+multiples of 16 (its four 2x2 pools), smp models pad inside and take any size.
+``<out>/metadata.json`` holds the task, classes,
 colours, training image size, channels, void value, model spec, the rule that
 turns probabilities into a mask (the one ``imseg predict`` uses), and each
 model's source checkpoint and validation/test scores.
@@ -30,6 +31,7 @@ from torch import nn
 from imseg import __version__
 from imseg.errors import ConfigError, DataError
 from imseg.models.checkpoint import CheckpointMeta, mask_void
+from imseg.models.encoders import EncoderNet
 from imseg.models.unet import UNET_DIVISOR
 from imseg.predict import ModelSet
 from imseg.storage import atomic_write, atomic_write_text
@@ -85,7 +87,7 @@ def export_onnx(models: ModelSet, out_dir: Path) -> dict:
     for rank, (model, meta) in enumerate(zip(models.models, models.metas, strict=True), 1):
         path = out_dir / f"model{rank}.onnx"
         net = _Probabilities(model.cpu().float(), models.task).eval()  # export restores it
-        atomic_write(path, lambda tmp, net=net: _trace(net, sample, tmp))
+        atomic_write(path, lambda tmp, net=net, meta=meta: _trace(net, sample, tmp, meta))
         onnx.checker.check_model(str(path))
         diff = _runtime_difference(onnxruntime, path, net, sample)
         entries.append(_model_entry(path.name, meta, diff))
@@ -116,8 +118,8 @@ def export_metadata(models: ModelSet, entries: list[dict]) -> dict:
         "input": {
             "name": INPUT, "dtype": "float32", "shape": axes, "range": [0, 255],
             "color": "RGB" if info.channels == 3 else f"{info.channels} channels",
-            "size": f"resize (bilinear) to image_size (height, width), as in training; any "
-                    f"height and width that are multiples of {UNET_DIVISOR} run",
+            "size": "resize (bilinear) to image_size (height, width), as in training; "
+                    + _sizes_that_run(models),
         },
         "output": {"name": OUTPUT, "dtype": "float32",
                    "shape": ["batch", task.out_channels, "height", "width"]},
@@ -129,6 +131,12 @@ def export_metadata(models: ModelSet, entries: list[dict]) -> dict:
                   else {"approach": models.stage[0], "generation": models.stage[1]}),
         "models": entries,
     }
+
+
+def _sizes_that_run(models: ModelSet) -> str:
+    if all(isinstance(m, EncoderNet) for m in models.models):
+        return "any height and width run (the models pad inside)"
+    return f"any height and width that are multiples of {UNET_DIVISOR} run"
 
 
 def _model_entry(file: str, meta: CheckpointMeta, diff: float) -> dict:
@@ -144,16 +152,22 @@ def _sample_batch(models: ModelSet) -> torch.Tensor:
     return torch.randint(0, 256, (2, models.info.channels, h, w), generator=gen).float()
 
 
-def _trace(net: nn.Module, sample: torch.Tensor, path: Path) -> None:
+def _trace(net: nn.Module, sample: torch.Tensor, path: Path, meta: CheckpointMeta) -> None:
     dynamic = {0: "batch", 2: "height", 3: "width"}
     choice = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters \
         else {}
     with warnings.catch_warnings():  # shape checks become constants; the exporter is legacy
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(net, (sample,), str(path), opset_version=OPSET, input_names=[INPUT],
-                          output_names=[OUTPUT], dynamic_axes={INPUT: dynamic, OUTPUT: dynamic},
-                          **choice)
+        try:
+            torch.onnx.export(net, (sample,), str(path), opset_version=OPSET,
+                              input_names=[INPUT], output_names=[OUTPUT],
+                              dynamic_axes={INPUT: dynamic, OUTPUT: dynamic}, **choice)
+        except (torch.onnx.errors.OnnxExporterError, RuntimeError) as exc:
+            spec = meta.spec
+            what = f"{spec.arch} with encoder {spec.encoder}" if spec.kind == "smp" else "model"
+            raise DataError(f"{meta.path}: the ONNX exporter cannot export this {what} "
+                            f"({str(exc).splitlines()[0]})") from None
 
 
 @torch.no_grad()

@@ -109,9 +109,31 @@ class Task:
         if self.kind == "multiclass":
             return F.cross_entropy(logits.float(), target[:, 0].long(), ignore_index=VOID)
         valid = target != VOID
-        probs = logits.float().sigmoid()
-        err = (probs - target.float()).square() * valid
-        return err.sum() / valid.sum().clamp_min(1)
+        return self.pixel_loss(logits, target).sum() / valid.sum().clamp_min(1)
+
+    def pixel_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss of every pixel, ``(N, label_channels, H, W)``, 0 where the target is VOID
+        (squared error on the sigmoid, or cross-entropy), for losses weighted per pixel."""
+        if self.kind == "multiclass":
+            return F.cross_entropy(logits.float(), target[:, 0].long(), ignore_index=VOID,
+                                   reduction="none").unsqueeze(1)
+        valid = target != VOID
+        return (logits.float().sigmoid() - target.float()).square() * valid
+
+    # ------------------------------------------------------------ pseudo labels
+    def pseudo_label(self, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Probabilities → ``(label, confidence)``, both ``(N, label_channels, H, W)``: the
+        label as :meth:`to_label`, and how sure the prediction is of it (online SSL
+        trainers keep pixels whose confidence reaches a threshold).
+
+        Binary and multilabel: per pixel and channel, ``max(p, 1 - p)``. Multiclass: the
+        softmax probability of the chosen class.
+        """
+        label = self.to_label(probs)
+        if self.kind == "multiclass":
+            return label, probs.float().gather(1, label.long())
+        probs = probs.float()
+        return label, torch.where(label.bool(), probs, 1.0 - probs)
 
     # ------------------------------------------------------------------- metric
     def metric(self):

@@ -1,5 +1,9 @@
 """``imseg train``: one benchmark stage (FDT, LDT or ALDT) into a run folder.
 
+``--trainer fixmatch|unimatch|mean_teacher`` trains LDT (or ALDT) with that online SSL
+trainer on the labeled pairs plus the unlabeled images; its rows' approach is the
+trainer (``fixmatch``). Settings as YAML: ``--trainer '{name: unimatch, threshold: 0.9}'``.
+
 Under ``torchrun --nproc-per-node N -m imseg train ...`` every candidate is
 trained in turn with DDP over the N processes; rank 0 writes the checkpoints
 and results rows, the other ranks write into a scratch folder that is removed.
@@ -13,15 +17,18 @@ import tempfile
 from pathlib import Path
 
 import torch
+import yaml
 
 from imseg.commands.common import add_training_options, config_from_args, open_run
 from imseg.config import Config
 from imseg.data.dataset import load_dataset
+from imseg.errors import ConfigError
 from imseg.experiment.benchmarks import BENCHMARKS, run_benchmark
 from imseg.experiment.context import RunContext
 from imseg.experiment.results import ResultsTable, top_k
 from imseg.runtime import configure_threads, resolve_device
 from imseg.training import distributed
+from imseg.training.trainers import TRAINERS, TrainerPart
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,11 +36,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_training_options(p)
     p.add_argument("--benchmark", choices=BENCHMARKS, default="ldt")
     p.add_argument("--run", type=int, default=0, help="run index (seed and labeled split)")
+    p.add_argument("--trainer", default="supervised",
+                   help="supervised (default), or an online SSL trainer that adds the "
+                        "unlabeled images: fixmatch, unimatch, mean_teacher; with settings as "
+                        "YAML, e.g. '{name: unimatch, threshold: 0.9}'")
     p.set_defaults(func=_run)
+
+
+def parse_trainer(text: str, config: Config) -> TrainerPart:
+    """``--trainer``'s value: a name, or a YAML mapping with a name and settings."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--trainer {text!r}: not a name or YAML mapping ({exc})") from None
+    return TRAINERS.parse(value, config, "--trainer")  # type: ignore[return-value]
 
 
 def _run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    trainer = parse_trainer(args.trainer, config)
     with distributed.process_group(config.device) as (me, device):
         if me.is_writer:
             ctx = open_run(args, config)
@@ -43,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
         elif device is not None:
             ctx.device = device
         try:
-            rows = run_benchmark(ctx, args.benchmark, args.run)
+            rows = run_benchmark(ctx, args.benchmark, args.run, trainer)
         finally:
             if not me.is_writer:
                 shutil.rmtree(ctx.run_dir, ignore_errors=True)

@@ -7,15 +7,16 @@ candidate; the best one is kept when its score reaches the threshold, else the
 image is dropped. The selection accumulates: an image selected earlier stays
 selected (possibly with a better mask now).
 
-The accumulated selection of each chain and generation is saved atomically
-under ``RUN/state/evalnet_select/``; a generation whose selection exists
-reuses it, and the next generation starts from it, so a resumed run
-reproduces the same pseudo labels.
+The accumulated selection of each chain and generation is kept in the
+labeler's state store (``LabelingInput.services.state``; in a run
+``RUN/state/evalnet_select/``); a generation whose selection exists reuses it,
+and the next generation starts from it, so a resumed run reproduces the same
+pseudo labels. The run's EvalNet ensemble and threshold arrive as
+``services.scorer`` and ``services.threshold``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,13 +26,11 @@ from imseg.pseudo.labelers import (
     BatchResult,
     LabelingInput,
     PseudoSet,
+    Scorer,
     label_in_batches,
     teacher_probs,
 )
 from imseg.storage import load_checkpoint, save_checkpoint
-
-Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""``(images uint8 (N, C, H, W), masks uint8 (N, L, H, W)) -> (N,)`` predicted IoU."""
 
 
 @dataclass
@@ -44,6 +43,13 @@ class Selection:
     """uint8 (S, L, H, W)."""
     scores: torch.Tensor
     """float (S,): the ensemble's predicted IoU of the selected mask."""
+
+    def to_state(self) -> dict[str, torch.Tensor]:
+        return {"source": self.source, "labels": self.labels, "scores": self.scores}
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor]) -> Selection:
+        return cls(state["source"], state["labels"], state["scores"])
 
     def lookup(self, n: int) -> torch.Tensor:
         """long (n,): each image's row in the selection, -1 where it is not selected."""
@@ -58,13 +64,11 @@ def selection_path(run_dir: Path, folder: str) -> Path:
 
 
 def save_selection(path: Path, selection: Selection) -> None:
-    save_checkpoint(path, {"source": selection.source, "labels": selection.labels,
-                           "scores": selection.scores})
+    save_checkpoint(path, selection.to_state())
 
 
 def load_selection(path: Path) -> Selection:
-    state = load_checkpoint(path)
-    return Selection(state["source"], state["labels"], state["scores"])
+    return Selection.from_state(load_checkpoint(path))
 
 
 def select_batch(x: torch.Tensor, candidates: torch.Tensor, previous: torch.Tensor | None,
@@ -125,19 +129,18 @@ def from_selection(images: torch.Tensor, selection: Selection) -> PseudoSet:
 
 
 def evalnet_select(inp: LabelingInput) -> PseudoSet:
-    """The registered labeler: loads the run's ensemble and the previous selection."""
-    from imseg.experiment.evalnet_stage import EVALNET, load_ensemble, select_threshold
-
-    ctx, chain, generation = inp.extra["ctx"], inp.extra["chain"], inp.extra["generation"]
-    path = selection_path(ctx.run_dir, chain.place(generation).folder())
-    if path.is_file():
-        return from_selection(inp.images, load_selection(path))
-    previous = None
-    if generation > 1:
-        prev_path = selection_path(ctx.run_dir, chain.place(generation - 1).folder())
-        previous = load_selection(prev_path) if prev_path.is_file() else None
-    ensemble = load_ensemble(ctx, chain.run, EVALNET)
-    pseudo = select(inp, ensemble.score, select_threshold(ctx, chain.run), previous)
+    """The registered labeler: the saved selection of this generation when there is one,
+    else a new selection that starts from the previous generation's and is saved."""
+    services, generation = inp.services, inp.generation
+    if services.state is None or services.scorer is None or services.threshold is None:
+        raise ValueError("evalnet_select needs services.scorer, .threshold and .state")
+    saved = services.state.load(generation)
+    if saved is not None:
+        return from_selection(inp.images, Selection.from_state(saved))
+    before = services.state.load(generation - 1) if generation > 1 else None
+    previous = Selection.from_state(before) if before is not None else None
+    pseudo = select(inp, services.scorer, services.threshold, previous)
     assert pseudo.scores is not None
-    save_selection(path, Selection(pseudo.source, pseudo.labels, pseudo.scores))
+    services.state.save(generation, Selection(pseudo.source, pseudo.labels,
+                                              pseudo.scores).to_state())
     return pseudo

@@ -8,8 +8,11 @@ Conventions (docs/method.md §9):
   that generation, pooled over runs (the ``run`` column and run folders) and
   teacher counts; std is the population std (``ddof=0``, as ``imseg run``'s
   summary). ``kept_only`` instead uses, per stage, only the top-K students by
-  validation score that the loop kept as the next teachers (K from the run's
-  config.yaml). Benchmarks (LDT, ALDT, FDT) are generation 0, all candidates.
+  validation score that the loop kept as the next teachers (K: ``benchmark.keep``
+  in the run's config.yaml, or n when more teachers were taken). Benchmarks (LDT,
+  ALDT, FDT) are generation 0, all candidates; so are the stages an online SSL
+  trainer trained on LDT (approach ``fixmatch``, ``unimatch``, ...): yardsticks
+  drawn as lines, in the colour of the recipe that puts IM on top of them.
 * Pseudo-label quality (``pseudo_iou``) and IM size (``im_fraction``) are one
   value per stage (every student of a stage shares them), so they are averaged
   over stages, not students.
@@ -39,13 +42,20 @@ from imseg.experiment.results import ResultsTable, top_k
 BENCHMARKS = ("fdt", "aldt", "ldt")
 # Fixed order (and so fixed colours) of the paper's approaches; others follow by name.
 APPROACH_ORDER = ("aim_plus_plus", "im_plus_plus", "aim_plus", "im_plus", "im", "noisy_student",
-                  "evalnet", "model_ensemble", "input_ensemble", "consistency_loss")
+                  "evalnet", "model_ensemble", "input_ensemble", "consistency_loss",
+                  "unimatch_im", "unimatch", "fixmatch_im", "fixmatch", "mean_teacher_im",
+                  "mean_teacher")
 APPROACH_COLORS = {
     "im": "tab:red", "im_plus": "tab:orange", "im_plus_plus": "tab:brown",
     "aim_plus": "tab:pink", "aim_plus_plus": "tab:purple", "noisy_student": "tab:blue",
     "evalnet": "tab:olive", "model_ensemble": "tab:green", "input_ensemble": "tab:cyan",
     "consistency_loss": "goldenrod",
+    # an online SSL trainer's stage (a line) shares its colour with IM on top of it
+    "unimatch_im": "navy", "unimatch": "navy", "fixmatch_im": "teal", "fixmatch": "teal",
+    "mean_teacher_im": "darkmagenta", "mean_teacher": "darkmagenta",
 }
+TRAINER_LINE = (0, (5, 1.5, 1, 1.5))
+"""Dash pattern of a trainer's stage drawn as a yardstick."""
 EXTRA_COLORS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#a6761d")
 BENCHMARK_STYLE = {"fdt": ("black", (0, (6, 2))), "aldt": ("0.35", (0, (4, 2, 1, 2))),
                    "ldt": ("0.6", (0, (2, 2)))}
@@ -120,8 +130,8 @@ def load_run(run_dir: Path) -> RunData:
         except DataError:
             info = None  # names and colours fall back to defaults
     config = _yaml(run_dir / "config.yaml")
-    keep = {"benchmark": int((config.get("benchmark") or {}).get("keep", 4)),
-            "ssl": int((config.get("ssl") or {}).get("keep", 4))}
+    k = int((config.get("benchmark") or {}).get("keep", 4))
+    keep = {"benchmark": k, "ssl": k}  # an old config's ssl.keep was never used by the loop
     return RunData(run_dir, rows, data_path, info, keep)
 
 
@@ -170,9 +180,14 @@ class Stat:
 
 
 def model_rows(rows: list[dict]) -> list[dict]:
-    """Benchmark candidates and SSL students (other stages, e.g. EvalNet training, left out)."""
-    return [r for r in rows if r["stage"] == "ssl"
-            or (r["stage"] in BENCHMARKS and r["approach"] == r["stage"])]
+    """Benchmark candidates (an online trainer's too) and SSL students (other stages, e.g.
+    EvalNet training, left out)."""
+    return [r for r in rows if r["stage"] == "ssl" or r["stage"] in BENCHMARKS]
+
+
+def is_yardstick(s: Stat) -> bool:
+    """A generation-0 stage (a benchmark, or an online trainer's stage): drawn as a line."""
+    return s.generation == 0
 
 
 def kept_rows(run: RunData) -> list[dict]:
@@ -236,12 +251,12 @@ def stats_markdown(items: list[Stat], column: str,
         mine = [s for s in items if s.dataset == dataset]
         label = metric_label(column, (infos or {}).get(dataset))
         out.append(f"### {dataset}: {label}, mean ± std (n)\n")
-        bench = [s for s in mine if s.approach in BENCHMARKS]
+        bench = [s for s in mine if is_yardstick(s)]
         if bench:
             out += ["| benchmark | score |", "|---|---|"]
             out += [f"| {display_name(s.approach)} | {_cell(s)} |" for s in bench]
             out.append("")
-        ssl = [s for s in mine if s.approach not in BENCHMARKS]
+        ssl = [s for s in mine if not is_yardstick(s)]
         gens = sorted({s.generation for s in ssl})
         if ssl:
             out.append("| approach | " + " | ".join(f"G{g}" for g in gens) + " |")
@@ -311,10 +326,11 @@ def scores_figure(panels: list[Panel], per_panel: list[list[Stat]], column: str)
     handles: dict[str, Line2D] = {}
     for ax, panel, items in zip(axes, panels, per_panel, strict=True):
         groups = _by_approach(items)
-        gens = sorted({s.generation for s in items if s.approach not in BENCHMARKS})
+        gens = sorted({s.generation for s in items if not is_yardstick(s)})
         for a, series in groups.items():
-            if a in BENCHMARKS:
-                color, dash = BENCHMARK_STYLE[a]
+            if all(is_yardstick(s) for s in series):
+                color, dash = BENCHMARK_STYLE[a] if a in BENCHMARK_STYLE else (colors[a],
+                                                                                TRAINER_LINE)
                 handles[a] = ax.axhline(series[0].mean, color=color, ls=dash, lw=1.3,
                                         label=display_name(a))
                 ax.annotate(display_name(a), (0.01, series[0].mean), va="bottom", fontsize=8,

@@ -1,15 +1,21 @@
-"""The yardsticks FDT, LDT and ALDT (docs/method.md §4): C candidates each, top K kept."""
+"""The yardsticks FDT, LDT and ALDT (docs/method.md §4): C candidates each, top K kept.
+
+LDT and ALDT can also be trained by an online SSL trainer (FixMatch, UniMatch, Mean
+Teacher) on their pairs plus the unlabeled images; those stages' rows name the
+trainer as their approach (``fixmatch``, ``aldt_fixmatch``).
+"""
 
 from __future__ import annotations
 
 from imseg.config import AugmentConfig
 from imseg.data.augment import AugmentParams, augmented_copies
 from imseg.data.dataset import Split
-from imseg.errors import DataError
+from imseg.errors import ConfigError, DataError
 from imseg.experiment.context import RunContext
 from imseg.experiment.results import top_k
 from imseg.experiment.stages import Place, train_stage
 from imseg.runtime import derive_seed, seed_everything
+from imseg.training.trainers import TrainerPart, TrainingSetup
 
 BENCHMARKS = ("fdt", "ldt", "aldt")
 
@@ -51,12 +57,37 @@ def benchmark_train_set(ctx: RunContext, name: str, run: int = 0) -> Split:
     raise ValueError(f"unknown benchmark {name!r}; choose one of {BENCHMARKS}")
 
 
-def run_benchmark(ctx: RunContext, name: str, run: int = 0) -> list[dict]:
-    """Train the benchmark's candidates (skipping finished ones); return all its rows."""
+def run_benchmark(ctx: RunContext, name: str, run: int = 0,
+                  trainer: TrainerPart | None = None) -> list[dict]:
+    """Train the benchmark's candidates (skipping finished ones); return all its rows.
+
+    ``trainer``: how they train (None or supervised: the benchmark itself; an online
+    SSL trainer adds the run's unlabeled images and names the stage after itself).
+    """
     train = benchmark_train_set(ctx, name, run)
     cfg = ctx.config
-    return train_stage(ctx, Place(stage=name, approach=name, run=run), cfg.benchmark.candidates,
-                       train, cfg.train.alpha)
+    if trainer is None or trainer.supervised:
+        return train_stage(ctx, Place(stage=name, approach=name, run=run),
+                           cfg.benchmark.candidates, train, cfg.train.alpha)
+    if name == "fdt" or trainer.FINE_TUNES:
+        raise ConfigError(f"trainer {trainer.name} cannot train the {name.upper()} stage: "
+                          "online SSL trainers (fixmatch, unimatch, mean_teacher) train LDT or "
+                          "ALDT on the labeled pairs plus the unlabeled images")
+    place = Place(stage=name, approach=trainer.stage_name(name), run=run)
+    return train_stage(ctx, place, cfg.benchmark.candidates, train, cfg.train.alpha,
+                       epochs=trainer.epoch_count(),
+                       epoch_fn_factory=trainer.epoch_factory(training_setup(ctx, train, run)))
+
+
+def training_setup(ctx: RunContext, train: Split, run: int) -> TrainingSetup:
+    """What a trainer's models of ``run`` train on: ``train`` plus the run's unlabeled images."""
+    _, unlabeled = ctx.splits_for_run(run)
+    if len(unlabeled) == 0:
+        raise DataError(f"{ctx.data_dir / 'train_unlabeled'}: no unlabeled images for the "
+                        "online SSL trainer to learn from")
+    rotate = ctx.dataset.info.rotate
+    return TrainingSetup(ctx.task, train, unlabeled.images, ctx.config.train, ctx.device,
+                         augment_params(ctx.config.augment, rotate), rotate)
 
 
 def benchmark_top(ctx: RunContext, name: str, run: int, k: int | None = None) -> list[dict]:

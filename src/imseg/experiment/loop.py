@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from imseg.config import TINY_UNET
 from imseg.data.augment import AugmentParams
 from imseg.data.dataset import Split
 from imseg.errors import DataError
@@ -18,20 +19,21 @@ from imseg.evaluation.metrics import evaluate
 from imseg.experiment.benchmarks import (
     augment_params,
     augmented_labeled_set,
-    benchmark_top,
     run_benchmark,
+    training_setup,
 )
 from imseg.experiment.context import RunContext
 from imseg.experiment.recipes import Recipe
-from imseg.experiment.results import top_k
 from imseg.experiment.stages import Place, load_models, train_stage
 from imseg.logs import log
 from imseg.pseudo.copies import pseudo_split
-from imseg.pseudo.labelers import LABELERS, LabelingInput, PseudoSet
+from imseg.pseudo.labelers import LABELERS, LabelerServices, LabelingInput, PseudoSet, Scorer
+from imseg.pseudo.state import FileStateStore
 from imseg.runtime import derive_seed, seed_everything
 from imseg.storage import save_png
 from imseg.tasks import VOID
 from imseg.training.inference import release_freed_memory
+from imseg.training.trainers import TrainerPart
 
 
 @dataclass(frozen=True)
@@ -56,19 +58,38 @@ def chains_of(recipes: dict[str, Recipe], teacher_counts: list[int], runs: int) 
     return out
 
 
-def start_stages(recipes: dict[str, Recipe]) -> list[str]:
-    """Benchmark stages the chains start from (LDT always: it is the yardstick)."""
-    stages = ["ldt"]
-    if any(r.start == "aldt" for r in recipes.values()):
-        stages.append("aldt")
-    return stages
+def start_stages(recipes: dict[str, Recipe]) -> list[tuple[str, TrainerPart | None]]:
+    """``(benchmark, trainer)`` of every stage the chains start from, each once (LDT always:
+    it is the yardstick); the runner trains them before any chain runs."""
+    stages: dict[str, tuple[str, TrainerPart | None]] = {"ldt": ("ldt", None)}
+    for recipe in recipes.values():
+        stages.setdefault(recipe.start_stage, (recipe.start.name, recipe.start_trainer))
+    return list(stages.values())
+
+
+def recipe_context(ctx: RunContext, recipe: Recipe) -> RunContext:
+    """The run's context with the recipe's part settings in the config's global sections,
+    so everything the chain calls reads the recipe's values (the same ``ctx`` when the
+    recipe overrides nothing)."""
+    config = recipe.config_for(ctx.config)
+    return ctx if config is ctx.config else replace(ctx, config=config)
 
 
 # ------------------------------------------------------------------------ one generation
 def student_alpha(ctx: RunContext, recipe: Recipe, generation: int) -> float:
-    if recipe.students == "growing":
+    """The tiny U-Net's width: growing students widen by ``ssl.noise.student_alphas``."""
+    if recipe.students == "growing" and ctx.config.model.arch == TINY_UNET:
         return float(ctx.config.ssl.noise.at(generation, "student_alphas"))
     return ctx.config.train.alpha
+
+
+def student_encoder(ctx: RunContext, recipe: Recipe, generation: int) -> str | None:
+    """A growing student's encoder (smp models): ``model.student_encoders`` at this
+    generation, the last repeating; None (the base encoder) when the list is empty."""
+    encoders = ctx.config.model.student_encoders
+    if recipe.students != "growing" or not encoders:
+        return None
+    return encoders[min(generation - 1, len(encoders) - 1)]
 
 
 def copy_params(ctx: RunContext, recipe: Recipe, generation: int) -> AugmentParams:
@@ -86,9 +107,7 @@ def copy_params(ctx: RunContext, recipe: Recipe, generation: int) -> AugmentPara
 
 
 def choose_teachers(recipe: Recipe, rows: list[dict], n: int | None) -> list[dict]:
-    if recipe.teachers == "all":
-        return top_k(rows, len(rows))
-    return top_k(rows, 1 if recipe.teachers == "top_1" else int(n or 1))
+    return recipe.teachers.choose(rows, n)
 
 
 def pseudo_quality(ctx: RunContext, pseudo: PseudoSet, unlabeled: Split) -> dict:
@@ -157,9 +176,41 @@ def make_pseudo(ctx: RunContext, recipe: Recipe, chain: Chain, generation: int,
         ignore_im=cfg.train.ignore_im,
         amp=cfg.train.amp,
         sample_index=samples,
-        extra={"ctx": ctx, "chain": chain, "generation": generation, "teacher_rows": teachers},
+        generation=generation,
+        services=labeler_services(ctx, recipe, chain),
     )
-    return LABELERS[recipe.labeler](inp)
+    return LABELERS[recipe.labeler.name](inp)
+
+
+def labeler_services(ctx: RunContext, recipe: Recipe, chain: Chain) -> LabelerServices:
+    """What the recipe's labeler declared it needs: an EvalNet scorer and its threshold, a
+    state store for the chain (prepared by the runner before the chains started)."""
+    needs = recipe.labeler.needs()
+    services = LabelerServices()
+    if needs.evalnet_kinds:
+        from imseg.experiment.evalnet_stage import select_threshold
+
+        kind = needs.evalnet_kinds[0]
+        services.scorer = ensemble_scorer(ctx, chain.run, kind)
+        services.threshold = select_threshold(ctx, chain.run, kind)
+    if needs.state:
+        services.state = FileStateStore(ctx.run_dir / "state" / needs.state,
+                                        lambda generation: chain.place(generation).folder())
+    return services
+
+
+def ensemble_scorer(ctx: RunContext, run: int, kind: str) -> Scorer:
+    """The run's EvalNet ensemble of ``kind`` as a scorer, loaded on its first use."""
+    from imseg.experiment.evalnet_stage import load_ensemble
+
+    loaded: list = []
+
+    def score(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        if not loaded:
+            loaded.append(load_ensemble(ctx, run, kind))
+        return loaded[0].score(images, masks)
+
+    return score
 
 
 def run_generation(ctx: RunContext, recipe: Recipe, chain: Chain, generation: int,
@@ -170,11 +221,22 @@ def run_generation(ctx: RunContext, recipe: Recipe, chain: Chain, generation: in
     done = [ctx.results.get(**replace(place, candidate=c).key()) for c in range(students)]
     if all(done):
         return done  # type: ignore[return-value]
-    train, extra = students_training_set(ctx, recipe, chain, generation, teachers,
-                                         labeled_train, unlabeled)
-    release_freed_memory()  # the pseudo set is gone; the students' activations come next
+    extra = None
+    train = labeled_train
+    if recipe.labeler.MAKES_PAIRS:
+        train, extra = students_training_set(ctx, recipe, chain, generation, teachers,
+                                             labeled_train, unlabeled)
+        release_freed_memory()  # the pseudo set is gone; the students' activations come next
+    trainer = recipe.trainer
+    factory = trainer.epoch_factory(training_setup(ctx, train, chain.run))
+    if trainer.FINE_TUNES:  # each student starts from the top teacher
+        top = teachers[0]
+        return train_stage(ctx, place, students, train, float(top["alpha"]), extra=extra,
+                           init=ctx.run_dir / top["checkpoint"], epochs=trainer.epoch_count(),
+                           epoch_fn_factory=factory)
     return train_stage(ctx, place, students, train, student_alpha(ctx, recipe, generation),
-                       extra=extra)
+                       extra=extra, epochs=trainer.epoch_count(), epoch_fn_factory=factory,
+                       encoder=student_encoder(ctx, recipe, generation))
 
 
 def students_training_set(ctx: RunContext, recipe: Recipe, chain: Chain, generation: int,
@@ -188,13 +250,15 @@ def students_training_set(ctx: RunContext, recipe: Recipe, chain: Chain, generat
     place = chain.place(generation)
     samples = sample_indices(ctx, unlabeled, chain.run)
     pseudo = make_pseudo(ctx, recipe, chain, generation, teachers, unlabeled, samples)
-    if recipe.copies == "evalnet" and pseudo.scores is None:
+    if recipe.copies.name == "evalnet" and pseudo.scores is None:
         pseudo.scores = pseudo_scores(ctx, chain.run, pseudo)
     write_samples(ctx, chain, generation, pseudo, unlabeled, samples)
     generator = seed_everything(derive_seed(cfg.seed, "copies", *place.key().values()))
-    score_range = pseudo_score_range(ctx, chain.run, recipe) if recipe.copies == "evalnet" else None
-    pseudo_pairs = pseudo_split(pseudo, unlabeled.stems, recipe.copies, recipe.keep_originals,
-                                copy_params(ctx, recipe, generation), generator, score_range)
+    score_range = (pseudo_score_range(ctx, chain.run, recipe) if recipe.copies.name == "evalnet"
+                   else None)
+    pseudo_pairs = pseudo_split(pseudo, unlabeled.stems, recipe.copies.name,
+                                recipe.copies.keep_originals, copy_params(ctx, recipe, generation),
+                                generator, score_range)
     extra = pseudo_quality(ctx, pseudo, unlabeled)
     note = low_yield_note(len(pseudo), len(unlabeled), pseudo.im_fraction)
     if note:
@@ -239,32 +303,21 @@ def pseudo_scores(ctx: RunContext, run: int, pseudo: PseudoSet) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------ a chain
 def run_chain(ctx: RunContext, recipe: Recipe, chain: Chain) -> list[dict]:
-    """All generations of one chain; returns every student row it produced."""
-    cfg = ctx.config
+    """All generations of one chain; returns every student row it produced.
+
+    Generation 0 is the recipe's start stage (LDT or ALDT, trained with the recipe's
+    trainer); each generation's teachers come from the stage before.
+    """
     labeled, unlabeled = ctx.splits_for_run(chain.run)
     if len(unlabeled) == 0:
         raise DataError(f"{ctx.data_dir / 'train_unlabeled'}: no unlabeled images to pseudo-label")
-    if recipe.mode == "consistency":
-        return run_consistency(ctx, chain, labeled, unlabeled)
-    labeled_train = labeled if recipe.start == "ldt" else augmented_labeled_set(ctx, chain.run)
-    stage_rows = run_benchmark(ctx, recipe.start, chain.run)
+    stage_rows = run_benchmark(ctx, recipe.start.name, chain.run, recipe.start_trainer)
+    ctx = recipe_context(ctx, recipe)
+    labeled_train = labeled if recipe.start.name == "ldt" else augmented_labeled_set(ctx, chain.run)
     produced: list[dict] = []
-    for generation in range(1, cfg.ssl.generations + 1):
+    for generation in range(1, recipe.generation_count(ctx.config) + 1):
         teachers = choose_teachers(recipe, stage_rows, chain.n_teachers)
         stage_rows = run_generation(ctx, recipe, chain, generation, teachers, labeled_train,
                                     unlabeled)
         produced.extend(stage_rows)
     return produced
-
-
-def run_consistency(ctx: RunContext, chain: Chain, labeled: Split, unlabeled: Split) -> list[dict]:
-    """Fine-tune the LDT top-1 with the consistency loss: one stage, generation 1."""
-    from imseg.training.consistency import consistency_epochs
-
-    cfg = ctx.config
-    best = benchmark_top(ctx, "ldt", chain.run, 1)[0]
-    factory = consistency_epochs(ctx.task, labeled, unlabeled, cfg.train, ctx.device,
-                                 ctx.dataset.info.rotate)
-    return train_stage(ctx, chain.place(1), cfg.ssl.students, labeled, float(best["alpha"]),
-                       init=ctx.run_dir / best["checkpoint"], epochs=cfg.ssl.consistency_epochs,
-                       epoch_fn_factory=factory)

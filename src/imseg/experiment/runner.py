@@ -22,6 +22,25 @@ def local_executor(ctx: RunContext, recipes: dict[str, Recipe], chains: list[Cha
         run_chain(ctx, recipes[chain.approach], chain)
 
 
+def prepare(ctx: RunContext, recipes: dict[str, Recipe]) -> None:
+    """Everything the recipes' parts need before any chain runs, in this process (under
+    Ray only the driver writes these shared files): the stages the chains start from,
+    the EvalNets (and their thresholds) of every kind needed, the state folders."""
+    runs = ctx.config.ssl.runs
+    for run in range(runs):
+        for stage, trainer in start_stages(recipes):
+            run_benchmark(ctx, stage, run, trainer)
+    kinds = {k for r in recipes.values() for k in r.needs.evalnet_kinds}
+    if kinds:
+        from imseg.experiment.evalnet_stage import KINDS, prepare_kind
+
+        for run in range(runs):
+            for kind in (k for k in KINDS if k in kinds):
+                prepare_kind(ctx, run, kind)
+    for folder in {r.needs.state for r in recipes.values()} - {None}:
+        (ctx.run_dir / "state" / str(folder)).mkdir(parents=True, exist_ok=True)
+
+
 def run_study(ctx: RunContext, executor: Executor | None = None) -> list[Chain]:
     """Train the shared LDT (and ALDT) stages once per run, then every chain.
 
@@ -36,14 +55,7 @@ def run_study(ctx: RunContext, executor: Executor | None = None) -> list[Chain]:
     if too_many:
         raise DataError(f"teacher counts {too_many} exceed the {ctx.config.benchmark.candidates} "
                         "benchmark candidates they are drawn from")
-    for run in range(ssl.runs):
-        for stage in start_stages(recipes):
-            run_benchmark(ctx, stage, run)
-    if any(r.uses_evalnet for r in recipes.values()):
-        from imseg.experiment.evalnet_stage import prepare_evalnets
-
-        for run in range(ssl.runs):
-            prepare_evalnets(ctx, run)
+    prepare(ctx, recipes)
     chains = chains_of(recipes, ssl.teachers, ssl.runs)
     (executor or local_executor)(ctx, recipes, chains)
     return chains

@@ -34,7 +34,7 @@ SETTINGS_FILE = "settings.yaml"
 FREE_KEYS: frozenset[str] = frozenset({
     "device",  # numbers are reproducible per machine type anyway (see README)
     "ssl.approaches", "ssl.runs", "ssl.teachers", "ssl.generations",
-    "ssl.samples_per_generation", "ssl.keep", "benchmark.keep",
+    "ssl.samples_per_generation", "benchmark.keep",
 })
 """Config keys a resumed run may change freely."""
 

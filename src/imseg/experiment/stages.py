@@ -12,10 +12,9 @@ from imseg.data.dataset import Split
 from imseg.experiment.context import RunContext
 from imseg.logs import log, model_line
 from imseg.models.checkpoint import ModelSpec, checkpoint_payload, read_checkpoint
-from imseg.models.unet import build_unet, count_parameters
+from imseg.models.unet import count_parameters
 from imseg.runtime import derive_seed, seed_everything
 from imseg.storage import save_checkpoint
-from imseg.tasks import Task
 from imseg.training.fit import EpochFn, FitResult, fit
 from imseg.training.fused import fit_fused, fusable, use_fused
 from imseg.training.inference import evaluate_model
@@ -44,12 +43,16 @@ def checkpoint_path(ctx: RunContext, place: Place) -> Path:
     return ctx.run_dir / "models" / place.folder() / f"c{place.candidate}.pt"
 
 
-def build_model(task: Task, in_channels: int, alpha: float, bn_momentum: float) -> nn.Module:
-    return build_unet(in_channels, task.out_channels, alpha, bn_momentum=bn_momentum)
+def model_spec(ctx: RunContext, alpha: float, encoder: str | None = None) -> ModelSpec:
+    """The net a new model of the run gets: the config's ``model`` section, ``alpha`` as
+    the tiny U-Net's width, ``encoder`` instead of the section's (a growing student's)."""
+    cfg = ctx.config
+    return ModelSpec.from_config(cfg.model, ctx.dataset.info.channels, ctx.task.out_channels,
+                                 alpha, cfg.train.bn_momentum, encoder)
 
 
 def load_model(path: Path) -> nn.Module:
-    """A U-Net rebuilt from its checkpoint (format: :mod:`imseg.models.checkpoint`)."""
+    """A net rebuilt from its checkpoint alone (format: :mod:`imseg.models.checkpoint`)."""
     return read_checkpoint(path)[0]
 
 
@@ -61,17 +64,20 @@ class _Candidate:
     seed: int
     generator: torch.Generator
     model: nn.Module
+    spec: ModelSpec
 
 
-def _start(ctx: RunContext, place: Place, alpha: float, init: Path | None) -> _Candidate:
+def _start(ctx: RunContext, place: Place, alpha: float, init: Path | None,
+           encoder: str | None = None) -> _Candidate:
     """Seed from the place, then build (or load) the net: the build draws from the seeded
     global RNG, so seeding and building stay together per model."""
     seed = derive_seed(ctx.config.seed, *place.key().values())
     generator = seed_everything(seed)
-    info = ctx.dataset.info
-    model = load_model(init) if init is not None else build_model(
-        ctx.task, info.channels, alpha, ctx.config.train.bn_momentum)
-    return _Candidate(place, seed, generator, model)
+    if init is not None:
+        model, meta = read_checkpoint(init)
+        return _Candidate(place, seed, generator, model, meta.spec)
+    spec = model_spec(ctx, alpha, encoder)
+    return _Candidate(place, seed, generator, spec.build(pretrained=True), spec)
 
 
 def _desc(place: Place, candidate: bool = True) -> str:
@@ -87,9 +93,8 @@ def _finish(ctx: RunContext, cand: _Candidate, result: FitResult, train: Split, 
     test = evaluate_model(model, ctx.dataset.test, ctx.task, ctx.device,
                           cfg.train.eval_batch, cfg.train.amp)
     path = checkpoint_path(ctx, place)
-    spec = ModelSpec(info.channels, ctx.task.out_channels, alpha, cfg.train.bn_momentum)
     save_checkpoint(path, checkpoint_payload(
-        spec, result.state, info,
+        cand.spec, result.state, info,
         place=place.key(), seed=cand.seed, config=cfg.model_dump(mode="json"),
         val=_plain(result.val), test=_plain(test),
     ))
@@ -124,17 +129,18 @@ def train_candidate(
     init: Path | None = None,
     epochs: int | None = None,
     epoch_fn_factory=None,
+    encoder: str | None = None,
 ) -> dict:
     """Train the model at ``place`` unless its row exists; return its results row.
 
     ``init`` starts from a checkpoint (fine-tuning); ``epoch_fn_factory(model_seed_generator)``
     builds a custom epoch (consistency loss). ``extra`` adds columns such as
-    pseudo-label quality to the row.
+    pseudo-label quality to the row. ``encoder``: a growing student's (smp models).
     """
     done = ctx.results.get(**place.key())
     if done is not None:
         return done
-    cand = _start(ctx, place, alpha, init)
+    cand = _start(ctx, place, alpha, init, encoder)
     epoch_fn: EpochFn | None = epoch_fn_factory(cand.generator) if epoch_fn_factory else None
     result = fit(cand.model, ctx.task, train, ctx.dataset.val, ctx.config.train, ctx.device,
                  cand.generator, epochs=epochs, epoch_fn=epoch_fn, desc=_desc(place),
@@ -144,7 +150,7 @@ def train_candidate(
 
 def train_stage(ctx: RunContext, place: Place, count: int, train: Split, alpha: float,
                 extra: dict | None = None, init: Path | None = None, epochs: int | None = None,
-                epoch_fn_factory=None) -> list[dict]:
+                epoch_fn_factory=None, encoder: str | None = None) -> list[dict]:
     """Train candidates 0..count-1 at ``place``; only those without a row (resume).
 
     With ``train.fuse`` (``always``, or ``auto`` on CUDA) the unfinished candidates train
@@ -155,7 +161,7 @@ def train_stage(ctx: RunContext, place: Place, count: int, train: Split, alpha: 
     todo = [p for p in places if ctx.results.get(**p.key()) is None]
     cfg = ctx.config
     if len(todo) > 1 and epoch_fn_factory is None and use_fused(cfg.train.fuse, ctx.device):
-        cands = [_start(ctx, p, alpha, init) for p in todo]
+        cands = [_start(ctx, p, alpha, init, encoder) for p in todo]
         why = fusable([c.model for c in cands])
         if why is None:
             results = fit_fused([c.model for c in cands], ctx.task, train, ctx.dataset.val,
@@ -166,7 +172,7 @@ def train_stage(ctx: RunContext, place: Place, count: int, train: Split, alpha: 
                 _finish(ctx, cand, result, train, alpha, extra)
         else:
             log.info(f"{_desc(place, False)}: trained one at a time ({why})")
-    return [train_candidate(ctx, p, train, alpha, extra, init, epochs, epoch_fn_factory)
+    return [train_candidate(ctx, p, train, alpha, extra, init, epochs, epoch_fn_factory, encoder)
             for p in places]
 
 

@@ -7,6 +7,7 @@ after its data folder has moved. Layout of the dict saved with ``torch.save``::
 
     format: "imseg-segmentation"   version: 2
     model:   {kind: unet, in_channels, out_channels, alpha, bn_momentum}
+          or {kind: smp, in_channels, out_channels, arch, encoder, weights, options}
     state_dict
     task:    {kind, n_classes}
     dataset: dataset.yaml's fields without ``extra``
@@ -26,8 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from imseg.config import TINY_UNET, ModelConfig
 from imseg.data.layout import DatasetInfo
 from imseg.errors import DataError
+from imseg.models.encoders import build_encoder_net, default_encoder
 from imseg.models.unet import KERAS_BN_MOMENTUM, build_unet
 from imseg.tasks import VOID, Task
 
@@ -37,20 +40,54 @@ VERSION = 2
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What rebuilds a segmentation net before its weights are loaded."""
+    """What rebuilds a segmentation net before its weights are loaded.
+
+    ``kind`` ``unet``: the paper's tiny U-Net (``alpha``, ``bn_momentum``); ``smp``: a
+    segmentation_models_pytorch ``arch`` with ``encoder`` (imseg.models.encoders),
+    whose ``weights`` (none, imagenet or a file) a new model starts from.
+    """
 
     in_channels: int
     out_channels: int
-    alpha: float
+    alpha: float = 1.0
     bn_momentum: float = KERAS_BN_MOMENTUM
     kind: str = "unet"
+    arch: str | None = None
+    encoder: str | None = None
+    weights: str = "none"
+    options: dict = field(default_factory=dict, hash=False)
 
-    def build(self) -> nn.Module:
+    @classmethod
+    def from_config(cls, model: ModelConfig, in_channels: int, out_channels: int,
+                    alpha: float, bn_momentum: float, encoder: str | None = None) -> ModelSpec:
+        """The net a config's ``model`` section asks for; ``alpha`` is the tiny U-Net's
+        width, ``encoder`` replaces the section's (a growing student's)."""
+        if model.arch == TINY_UNET:
+            return cls(in_channels, out_channels, alpha, bn_momentum)
+        return cls(in_channels, out_channels, kind=SMP, arch=model.arch,
+                   encoder=encoder or model.encoder or default_encoder(model.arch),
+                   weights=model.weights, options=dict(model.options))
+
+    def build(self, pretrained: bool = False) -> nn.Module:
+        """The net with fresh weights; ``pretrained`` loads the encoder weights ``weights``
+        names (a new model), not wanted when a checkpoint's state dict follows."""
+        if self.kind == SMP:
+            return build_encoder_net(self.arch, self.encoder, self.weights, self.options,
+                                     self.in_channels, self.out_channels, pretrained)
         return build_unet(self.in_channels, self.out_channels, self.alpha,
                           bn_momentum=self.bn_momentum)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields of its kind (a U-Net's spec reads as before encoders existed)."""
+        return {k: v for k, v in asdict(self).items() if k in _FIELDS[self.kind]}
+
+
+SMP = "smp"
+_COMMON = ("kind", "in_channels", "out_channels")
+_FIELDS = {"unet": (*_COMMON, "alpha", "bn_momentum"),
+           SMP: (*_COMMON, "arch", "encoder", "weights", "options")}
+_REQUIRED = {"unet": ("in_channels", "out_channels", "alpha"),
+             SMP: ("in_channels", "out_channels", "arch", "encoder")}
 
 
 @dataclass(frozen=True)
@@ -149,9 +186,12 @@ def _meta(path: Path, ckpt: dict) -> CheckpointMeta:
                         f"reads ({VERSION}); upgrade imseg")
     spec_data = dict(ckpt["model"])
     kind = spec_data.setdefault("kind", "unet")
-    if kind != "unet":
+    if kind not in _FIELDS:
         raise DataError(f"{path}: a {kind!r} checkpoint, not a segmentation model")
     try:
+        missing = [k for k in _REQUIRED[kind] if k not in spec_data]
+        if missing:
+            raise KeyError(f"model spec without {', '.join(missing)}")
         spec = ModelSpec(**spec_data)
         task_data = ckpt.get("task")
         task = Task(task_data["kind"], int(task_data["n_classes"])) if task_data else None

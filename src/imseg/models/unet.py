@@ -202,6 +202,10 @@ class TinyUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of images in 0..255."""
+        return self.decode(self.encode(x))
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's features: the four skips, then the bottleneck's output."""
         check_image(x, self.in_channels)
         h, w = x.shape[-2:]
         if h % UNET_DIVISOR or w % UNET_DIVISOR:
@@ -210,14 +214,27 @@ class TinyUNet(nn.Module):
                 f"got {h}x{w}; resize or pad the images"
             )
         x = self.stem(to_unit_range(x, self.head.weight.dtype))
-        skips = []
+        features = []
         for encoder in self.encoders:
             skip, x = encoder(x)
-            skips.append(skip)
-        x = self.bottleneck(x)
+            features.append(skip)
+        features.append(self.bottleneck(x))
+        return features
+
+    def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Logits from :meth:`encode`'s features."""
+        *skips, x = features
         for decoder, skip in zip(self.decoders, reversed(skips), strict=True):
             x = decoder(x, skip)
         return float32_head(self.head, x)
+
+    def forward_perturbed(self, x: torch.Tensor, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits, perturbed logits)`` from one encoder pass: the second decodes every
+        encoder feature after channel dropout (UniMatch's feature perturbation stream)."""
+        features = self.encode(x)
+        both = [torch.cat((f, F.dropout2d(f, dropout, training=True))) for f in features]
+        clean, perturbed = self.decode(both).chunk(2)
+        return clean, perturbed
 
 
 def count_parameters(model: nn.Module, keras_style: bool = True) -> int:

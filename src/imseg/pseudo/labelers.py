@@ -4,17 +4,26 @@ Each labeler is a function ``(LabelingInput) -> PseudoSet`` registered in
 ``LABELERS`` under the name a recipe uses. They all stream the unlabeled
 images in batches through :func:`label_in_batches`; only what differs (how a
 batch of teacher predictions becomes labels) is written per labeler.
+
+A labeler's settings are a recipe part (:mod:`imseg.parts`) registered in
+``LABELER_PARTS``; settings with a global counterpart (``ssl.inconsistency``)
+reach the labeler through ``LabelingInput.ssl`` and ``ignore_im``, which the loop
+fills with the recipe's values. A labeler without a settings class takes none.
+What a labeler needs from the run (an EvalNet scorer, state across generations)
+it declares in its part's ``needs`` and receives as ``LabelingInput.services``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from imseg.config import AmpMode, SSLConfig
+from imseg.config import AmpMode, InconsistencyConfig, SSLConfig
 from imseg.data.augment import (
     AugmentParams,
     apply_geometry,
@@ -22,9 +31,26 @@ from imseg.data.augment import (
     photometric,
     random_geometry,
 )
+from imseg.parts import Needs, Part, PartRegistry
 from imseg.pseudo.inconsistency import agreement, binary_keep, block, erode, im_fraction, refine
+from imseg.pseudo.state import StateStore
 from imseg.tasks import IM_CLASS, Task
 from imseg.training.inference import autocast, to_input
+
+Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(images uint8 (N, C, H, W), masks uint8 (N, L, H, W)) -> (N,)`` predicted IoU."""
+
+
+@dataclass
+class LabelerServices:
+    """What the run provides to labelers whose part needs it (:class:`imseg.parts.Needs`)."""
+
+    scorer: Scorer | None = None
+    """The EvalNet ensemble of the kind the labeler needs."""
+    threshold: float | None = None
+    """The score a pair needs to be kept (the config's, or chosen on val for the scorer)."""
+    state: StateStore | None = None
+    """The chain's saved state per generation."""
 
 
 @dataclass
@@ -44,8 +70,9 @@ class LabelingInput:
     amp: AmpMode | bool = True
     sample_index: list[int] = field(default_factory=list)
     """Images whose per-teacher labels are kept for figures."""
-    extra: dict = field(default_factory=dict)
-    """Labeler-specific inputs (e.g. the EvalNet ensemble)."""
+    generation: int = 1
+    """The generation being labeled (1-based)."""
+    services: LabelerServices = field(default_factory=LabelerServices)
 
 
 @dataclass
@@ -249,4 +276,71 @@ def _evalnet_select(inp: LabelingInput) -> PseudoSet:
 
 LABELERS["evalnet_select"] = _evalnet_select
 
-__all__ = ["LABELERS", "IM_CLASS", "LabelingInput", "PseudoSet", "label_in_batches"]
+
+# ----------------------------------------------------------------------- their settings
+class LabelerPart(Part):
+    """A labeler's settings; this base (no settings) serves labelers registered in
+    ``LABELERS`` without a class of their own."""
+
+    MAKES_PAIRS: ClassVar[bool] = True
+    """False for ``none``: the recipe trains on its labeled pairs only."""
+
+
+LABELER_PARTS = PartRegistry("labeler", LabelerPart, fallback=lambda: LABELERS)
+
+
+@LABELER_PARTS.register
+class NoLabeler(LabelerPart):
+    """No pseudo labels (a trainer that learns from the unlabeled images itself)."""
+
+    name: Literal["none"] = "none"
+    MAKES_PAIRS: ClassVar[bool] = False
+
+
+@LABELER_PARTS.register
+class ThresholdLabeler(LabelerPart):
+    name: Literal["threshold"] = "threshold"
+
+
+@LABELER_PARTS.register
+class ModelEnsembleLabeler(LabelerPart):
+    name: Literal["model_ensemble"] = "model_ensemble"
+    soft_vote: bool = Field(False, description="argmax of the mean instead of all-agree")
+    GLOBALS: ClassVar[dict[str, str]] = {"soft_vote": "ssl.soft_vote"}
+
+
+@LABELER_PARTS.register
+class InputEnsembleLabeler(LabelerPart):
+    name: Literal["input_ensemble"] = "input_ensemble"
+    views: int = Field(0, ge=0, description="0: 2n - 1 for teacher count n")
+    GLOBALS: ClassVar[dict[str, str]] = {"views": "ssl.input_ensemble_views"}
+
+    def needs(self) -> Needs:
+        return Needs(per_teacher_count=True)
+
+
+@LABELER_PARTS.register
+class InconsistencyLabeler(LabelerPart, InconsistencyConfig):
+    """The IM labeler: ``ssl.inconsistency``'s settings plus ``ignore_im`` (IM pixels VOID
+    in the label instead of background / class 0; ``train.ignore_im``)."""
+
+    name: Literal["inconsistency"] = "inconsistency"
+    ignore_im: bool = False
+    GLOBALS: ClassVar[dict[str, str]] = {
+        **{f: f"ssl.inconsistency.{f}" for f in InconsistencyConfig.model_fields},
+        "ignore_im": "train.ignore_im",
+    }
+
+
+@LABELER_PARTS.register
+class EvalNetSelectLabeler(LabelerPart):
+    name: Literal["evalnet_select"] = "evalnet_select"
+    threshold: float | None = Field(None, description="None: chosen on val")
+    GLOBALS: ClassVar[dict[str, str]] = {"threshold": "evalnet.threshold"}
+
+    def needs(self) -> Needs:
+        return Needs(evalnet_kinds=("evalnet",), state="evalnet_select", scores_pairs=True)
+
+
+__all__ = ["LABELERS", "LABELER_PARTS", "IM_CLASS", "LabelerServices", "LabelingInput",
+           "PseudoSet", "label_in_batches"]

@@ -20,7 +20,8 @@ from imseg.training.batchnorm import derived_generator, recompute_bn_stats, stat
 from imseg.training.inference import autocast, evaluate_model, to_input
 
 EpochFn = Callable[[nn.Module, torch.optim.Optimizer, int], float]
-"""A custom epoch: ``(model, optimizer, epoch) -> mean loss`` (the consistency-loss mode)."""
+"""A custom epoch: ``(model, optimizer, epoch) -> mean loss`` (a trainer's, e.g. the
+consistency loss or FixMatch: :mod:`imseg.training.trainers`)."""
 
 
 @dataclass
@@ -96,15 +97,20 @@ def supervised_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches
 
 
 def run_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Batches,
-              loss_of: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]) -> float:
-    """One epoch of optimizer steps on ``loss_of(images, labels)``; returns the mean loss."""
+              loss_of: Callable[..., torch.Tensor],
+              after_step: Callable[[], None] | None = None) -> float:
+    """One epoch of optimizer steps on ``loss_of(*batch)`` for each batch of
+    ``batches.epoch()`` (``(images, labels)``, or what a trainer's batches yield);
+    ``after_step`` runs after every step (an EMA teacher's update). Returns the mean loss."""
     model.train()
     total, steps = 0.0, 0
-    for images, labels in batches.epoch():
-        loss = loss_of(images, labels)
+    for batch in batches.epoch():
+        loss = loss_of(*batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if after_step is not None:
+            after_step()
         total += float(loss.detach())
         steps += 1
     return total / max(steps, 1)
@@ -138,8 +144,8 @@ def fit(
 ) -> FitResult:
     """Train ``model`` and return the weights of its best validation epoch.
 
-    ``epoch_fn`` replaces the supervised epoch (used by the consistency-loss
-    mode, which alternates supervised and unsupervised epochs). Under torchrun
+    ``epoch_fn`` replaces the supervised epoch (a trainer's: the consistency loss,
+    FixMatch, UniMatch, Mean Teacher; :mod:`imseg.training.trainers`). Under torchrun
     the model trains with DDP (see :mod:`imseg.training.distributed`); a custom
     epoch then sees the DDP model but is not sharded. With ``cfg.bn_stats ==
     "precise"`` the BatchNorm statistics are recomputed over ``train`` before each

@@ -1,0 +1,357 @@
+"""Any segmentation network of segmentation_models_pytorch (smp), encoders from timm included.
+
+imseg's models take images in 0..255 ``(N, C, H, W)`` and return logits at the
+input's size; :class:`EncoderNet` gives an smp model that interface, so every
+stage, labeler, ``predict`` and ``export`` use it as they use the tiny U-Net:
+
+* **normalisation**: ``(x - mean) / std`` with the encoder's pretrained
+  statistics (ImageNet's for ``weights: none``), kept as buffers, so checkpoints
+  and ONNX files carry them;
+* **channels**: grey images are repeated to RGB (exact for RGB-pretrained
+  encoders); other counts go to smp's ``in_channels``;
+* **sizes**: the input is padded (zeros after normalisation, i.e. the mean
+  colour) to a multiple of what the net needs (:func:`input_divisor`) and the
+  logits are cropped back.
+
+smp and timm are imported only here and only when such a model is asked for;
+without them the error names the extra to install.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from imseg.config import TINY_UNET
+from imseg.errors import ConfigError, DataError
+from imseg.models.unet import check_image
+
+INSTALL_HINT = 'pip install "imseg[models]"'
+
+NO_WEIGHTS, PRETRAINED = "none", "imagenet"
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+"""A ``weights`` value with one of these endings (or a folder separator) is a file path."""
+
+
+# ------------------------------------------------------------------------------ the library
+def models_installed() -> bool:
+    """Whether segmentation_models_pytorch can be imported (without importing it)."""
+    return importlib.util.find_spec("segmentation_models_pytorch") is not None
+
+
+def require_smp():
+    """The ``segmentation_models_pytorch`` module, or a ConfigError naming the extra."""
+    try:
+        return importlib.import_module("segmentation_models_pytorch")
+    except ImportError as exc:
+        raise ConfigError(f"model.arch other than {TINY_UNET} needs segmentation-models-pytorch "
+                          f"and timm ({exc.name} is missing): {INSTALL_HINT}") from None
+
+
+def architectures() -> dict[str, type]:
+    """smp's architectures by their class name (Unet, UnetPlusPlus, FPN, DPT, ...)."""
+    smp = require_smp()
+    return {cls.__name__: cls for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}
+
+
+def canonical_arch(name: str) -> str:
+    """The class name of an smp architecture given in any letter case; ValueError with
+    the close names when there is none."""
+    known = architectures()
+    by_lower = {k.lower(): k for k in known}
+    if name.lower() in by_lower:
+        return by_lower[name.lower()]
+    names = [TINY_UNET, *known]
+    raise ValueError(unknown_name("model.arch", name, names, f"known: {', '.join(names)}"))
+
+
+def default_encoder(arch: str) -> str:
+    """The encoder smp gives ``arch`` when none is named."""
+    return inspect.signature(architectures()[arch]).parameters["encoder_name"].default
+
+
+def check_encoder(name: str, field: str = "model.encoder") -> None:
+    """ValueError with the close names unless ``name`` is an smp encoder or ``tu-<timm model>``."""
+    import timm
+
+    smp_encoders = require_smp().encoders
+    if name.startswith("tu-"):
+        if timm.is_model(name[3:]):
+            return
+        candidates = [f"tu-{m}" for m in timm.list_models()]
+    else:
+        candidates = smp_encoders.get_encoder_names()
+        renamed = getattr(smp_encoders, "is_equivalent_to_timm_universal", lambda _: False)
+        if name in candidates or renamed(name):  # smp's old timm-* names
+            return
+    raise ValueError(unknown_name(field, name, candidates,
+                                  "smp's encoders: segmentation_models_pytorch.encoders."
+                                  "get_encoder_names(); timm's as tu-<a timm.list_models() name>"))
+
+
+def unknown_name(field: str, name: str, candidates: list[str], otherwise: str) -> str:
+    """The error text for an unknown name: the close candidates, else ``otherwise``."""
+    close = difflib.get_close_matches(name, candidates, n=6, cutoff=0.6) or \
+        difflib.get_close_matches(name.lower(), [c.lower() for c in candidates], n=6, cutoff=0.6)
+    hint = f"close names: {', '.join(close)}" if close else otherwise
+    return f"{field}: unknown name {name!r}; {hint}"
+
+
+def is_weight_file(value: str) -> bool:
+    """Whether a ``model.weights`` value is a file path rather than none / imagenet."""
+    return "/" in value or "\\" in value or value.lower().endswith(WEIGHT_SUFFIXES)
+
+
+# ------------------------------------------------------------------------------ the net
+class EncoderNet(nn.Module):
+    """An smp model behind the tiny U-Net's interface: images in 0..255 → logits, any size."""
+
+    def __init__(self, net: nn.Module, in_channels: int, out_channels: int,
+                 mean: tuple[float, ...], std: tuple[float, ...], divisor: int) -> None:
+        super().__init__()
+        self.net = net
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.divisor = divisor
+        """Height and width are padded to a multiple of this before ``net`` sees them."""
+        stats = channel_stats(mean, std, net_channels(in_channels))
+        # in 0..255 units, so forward needs one subtraction and one division
+        self.register_buffer("mean", torch.tensor(stats[0]).view(1, -1, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(stats[1]).view(1, -1, 1, 1) * 255.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, out_channels, H, W)`` in float32 for images in 0..255."""
+        check_image(x, self.in_channels)
+        h, w = x.shape[-2:]
+        x = x.to(self.mean.dtype)
+        if self.in_channels == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = (x - self.mean) / self.std
+        # always padded (maybe by 0): an ONNX trace then keeps the padding shape-dependent
+        x = F.pad(x, (0, (-w) % self.divisor, 0, (-h) % self.divisor))
+        logits = self.net(x)
+        if logits.shape[-2:] != x.shape[-2:]:  # a decoder that stops short of full size
+            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear",
+                                   align_corners=False)
+        return logits[..., :h, :w].float()
+
+
+def net_channels(in_channels: int) -> int:
+    """Channels the smp net gets: grey is repeated to RGB, other counts go as they are."""
+    return 3 if in_channels == 1 else in_channels
+
+
+def channel_stats(mean: tuple[float, ...], std: tuple[float, ...],
+                  channels: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std for ``channels`` inputs, cycling the RGB values as smp
+    cycles the RGB filters of a pretrained first convolution."""
+    return ([float(mean[i % len(mean)]) for i in range(channels)],
+            [float(std[i % len(std)]) for i in range(channels)])
+
+
+def input_divisor(net: nn.Module) -> int:
+    """What height and width must be a multiple of for ``net``.
+
+    Convolutional encoders: their output stride (32 for five downsamplings). DPT
+    rescales a ViT's patch grid to 1/4 ... 1/2**(k+1) of the image with integer
+    (transposed) convolutions, so the image must be a multiple of 2**(k+1) and the
+    patch size must divide it (16 does; DINOv2's 14 does not).
+    """
+    stride = int(net.encoder.output_stride)
+    if type(net).__name__ != "DPT":
+        return stride
+    ladder = 2 ** (len(net.decoder.fusion_blocks) + 1)
+    if ladder % stride:
+        raise ConfigError(
+            f"DPT needs a ViT whose patch size divides {ladder}; this encoder's is {stride}. "
+            f"Add model.options: {{patch_size: 16}} (timm resamples pretrained patch "
+            f"embeddings to it)")
+    return ladder
+
+
+def build_encoder_net(arch: str, encoder: str, weights: str, options: dict[str, Any],
+                      in_channels: int, out_channels: int, pretrained: bool) -> EncoderNet:
+    """The smp ``arch`` with ``encoder`` wrapped as an :class:`EncoderNet`.
+
+    ``pretrained``: load the encoder weights ``weights`` names (a new model); False
+    when a checkpoint's state dict follows, which holds them already (no download).
+    """
+    smp = require_smp()
+    try:
+        arch = canonical_arch(arch)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    kwargs = dict(options)
+    if arch == "DPT":
+        kwargs.setdefault("dynamic_img_size", True)  # a ViT at the data's size, not 224/518
+    download = pretrained and weights == PRETRAINED
+
+    def create(smp_weights: str | bool | None, channels: int, **extra: Any) -> nn.Module:
+        try:
+            return smp.create_model(arch, encoder_name=encoder, encoder_weights=smp_weights,
+                                    in_channels=channels, classes=out_channels,
+                                    **kwargs, **extra)
+        except Exception as exc:  # noqa: BLE001 - smp, timm and the hub raise many kinds
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if download and _is_download_error(exc):
+                raise ConfigError(
+                    f"model.weights imagenet: cannot download the weights of {encoder} "
+                    f"({first}). Copy the Hugging Face cache of a connected machine ($HF_HOME, "
+                    f"by default ~/.cache/huggingface) here and set HF_HUB_OFFLINE=1, or give "
+                    f"model.weights a local file") from None
+            raise ConfigError(f"model {arch} with encoder {encoder} and options {options}: "
+                              f"{first}") from None
+
+    channels = net_channels(in_channels)
+    if pretrained and is_weight_file(weights):
+        net = _net_from_file(create, Path(weights), encoder, channels)
+    elif download:
+        net = create(True if encoder.startswith("tu-") else PRETRAINED, channels)
+    else:
+        net = create(None, channels)
+    mean, std = pixel_stats(encoder, weights)
+    return EncoderNet(net, in_channels, out_channels, mean, std, input_divisor(net))
+
+
+def _net_from_file(create, file: Path, encoder: str, channels: int) -> nn.Module:
+    """A net whose encoder starts from a local file: loaded here (:func:`load_encoder_file`),
+    or, for a ``tu-`` encoder whose file is its timm model's own, by timm (which renames
+    to its feature extractor's names and adapts patch size and input channels)."""
+    net = create(None, 3)
+    try:
+        load_encoder_file(net.encoder, file, encoder)
+    except DataError:
+        if not encoder.startswith("tu-"):
+            raise
+        try:
+            return create(True, channels, pretrained_cfg_overlay={"file": str(file)})
+        except ConfigError:
+            pass
+        raise
+    if channels != 3:  # as smp adapts RGB weights: summed for grey, cycled for more
+        from segmentation_models_pytorch.encoders._utils import patch_first_conv
+
+        patch_first_conv(net.encoder, channels, pretrained=True)
+    return net
+
+
+def _is_download_error(exc: BaseException) -> bool:
+    """Whether an exception comes from fetching weights (no network, no cache entry)."""
+    module = type(exc).__module__.split(".")[0]
+    return isinstance(exc, OSError) or module in {"huggingface_hub", "httpx", "httpx2",
+                                                  "httpcore", "requests", "urllib3"}
+
+
+def pixel_stats(encoder: str, weights: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and std (in 0..1) the encoder's pretrained weights expect; ImageNet's for
+    ``weights: none``. Never downloads: timm's settings ship with timm, smp's come with
+    the weights into the Hugging Face cache (ImageNet's when they are not there)."""
+    if weights == NO_WEIGHTS:
+        return IMAGENET_MEAN, IMAGENET_STD
+    if encoder.startswith("tu-"):
+        import timm
+
+        try:
+            cfg = timm.models.get_pretrained_cfg(encoder[3:])
+        except RuntimeError:
+            cfg = None
+        if cfg is not None and cfg.mean and cfg.std:
+            return tuple(cfg.mean), tuple(cfg.std)
+        return IMAGENET_MEAN, IMAGENET_STD
+    return _cached_smp_stats(encoder) or (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def _cached_smp_stats(encoder: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    settings = require_smp().encoders.encoders.get(encoder, {}).get("pretrained_settings", {})
+    source = settings.get(PRETRAINED)
+    if not source:
+        return None
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = hf_hub_download(source["repo_id"], "config.json", revision=source["revision"],
+                               local_files_only=True)
+        cfg = json.loads(Path(path).read_text())
+    except Exception:  # noqa: BLE001 - not in the cache (weights from a file): ImageNet's
+        return None
+    scale = 1.0 / float(cfg.get("input_range", [0, 1])[1])  # settings in 0..255 → 0..1
+    return (tuple(m * scale for m in cfg["mean"]), tuple(s * scale for s in cfg["std"]))
+
+
+# ------------------------------------------------------------------------------ weight files
+_PREFIXES = ("", "encoder.", "net.encoder.", "module.", "module.encoder.", "backbone.")
+"""Prefixes a saved encoder's names may carry (a whole smp model, an imseg checkpoint, ...)."""
+
+_HEAD_NAMES = ("fc.", "head.", "classifier.", "last_linear.", "fc_norm.", "head_drop.")
+"""Classifier parts of an ImageNet network that its encoder leaves out."""
+
+
+def load_encoder_file(encoder: nn.Module, path: Path, name: str) -> None:
+    """Load a local weight file into ``encoder``: a state dict of the encoder itself, of a
+    whole smp model or imseg checkpoint (``encoder.`` / ``net.encoder.`` names), or of
+    the timm model behind a ``tu-`` encoder; a classifier head is ignored. DataError
+    unless every encoder tensor is found with its shape and nothing else is left over
+    (a deeper network of the same family would otherwise fill a shallower one)."""
+    state = read_state_dict(path)
+    own = encoder.state_dict()
+    renamings = [(strip, add) for strip in _PREFIXES for add in ("", "model.")]
+
+    def renamed(strip: str, add: str) -> dict[str, torch.Tensor]:
+        return {add + k[len(strip):]: v for k, v in state.items() if k.startswith(strip)}
+
+    picked = max((renamed(*r) for r in renamings), key=lambda d: len(own.keys() & d.keys()))
+    missing = [k for k in own if k not in picked]
+    if missing:
+        raise DataError(f"{path}: not weights of encoder {name}: {len(missing)} of its "
+                        f"{len(own)} tensors are missing (e.g. {missing[0]})")
+    extra = [k for k in picked if k not in own
+             and not k.removeprefix("model.").startswith(_HEAD_NAMES)]
+    if extra:
+        raise DataError(f"{path}: not weights of encoder {name}: {len(extra)} tensors are "
+                        f"not the encoder's (e.g. {extra[0]})")
+    wrong = [k for k in own if picked[k].shape != own[k].shape]
+    if wrong:
+        raise DataError(f"{path}: not weights of encoder {name}: {wrong[0]} has shape "
+                        f"{tuple(picked[wrong[0]].shape)}, the encoder's {tuple(own[wrong[0]].shape)}")
+    encoder.load_state_dict({k: picked[k] for k in own})
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file or a torch-saved state dict / checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: model.weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj: Any = load_file(str(path))
+        else:  # plain data only: a weight file cannot run code
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch and safetensors raise many kinds
+        raise DataError(f"{path}: cannot read weights ({type(exc).__name__})") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and _tensors(obj.get(key)):
+            obj = obj[key]
+            break
+    if not _tensors(obj):
+        raise DataError(f"{path}: holds no state dict (names → tensors)")
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def _tensors(obj: object) -> bool:
+    return isinstance(obj, dict) and any(isinstance(v, torch.Tensor) for v in obj.values())
+
