@@ -1,7 +1,14 @@
-"""Shared fixtures: tiny generated data sets and a config small enough for CPU tests."""
+"""Shared fixtures: tiny generated data sets and a config small enough for CPU tests; the
+kill-and-resume check that several run tests share."""
 
 from __future__ import annotations
 
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +23,7 @@ TINY = {
     "train": {"alpha": 0.25, "epochs": 1, "batch_size": 8, "bn_momentum": 0.1,
               "eval_batch_size": 32},
     "benchmark": {"candidates": 2, "keep": 2, "aldt_copies": 1},
-    "ssl": {"generations": 1, "teachers": [2], "runs": 1, "students": 2, "keep": 2,
+    "ssl": {"generations": 1, "teachers": [2], "runs": 1, "students": 2,
             "consistency_epochs": 2, "samples_per_generation": 2},
 }
 
@@ -48,3 +55,48 @@ def multiclass_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def multilabel_data(tmp_path_factory) -> Path:
     return _sample(tmp_path_factory, "multilabel")
+
+
+RESUME_KEYS = ["stage", "approach", "run", "n_teachers", "generation", "candidate", "seed",
+               "val_iou", "test_iou", "pseudo_iou", "im_fraction", "n_train_pairs"]
+"""The results columns a resumed run must reproduce exactly (not the seconds)."""
+
+
+def read_rows(path: Path) -> list[dict]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def cli_run(data: Path, out: Path, config: Path) -> subprocess.Popen:
+    """``imseg run`` in a child process (one thread), so that it can be killed."""
+    cmd = [sys.executable, "-m", "imseg", "run", "--data", str(data), "--out", str(out),
+           "--config", str(config), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+
+
+def kill_and_resume(data: Path, config: Path, tmp_path: Path, after_rows: int = 3):
+    """Run ``config`` uninterrupted; run it again, SIGKILL it once ``after_rows`` models are
+    done, start it once more. Returns (the uninterrupted rows, the resumed rows)."""
+    ref = cli_run(data, tmp_path / "ref", config)
+    assert ref.wait(timeout=300) == 0, ref.stderr.read().decode()
+    expected = read_rows(tmp_path / "ref" / "results.csv")
+    out = tmp_path / "killed"
+    proc = cli_run(data, out, config)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        path = out / "results.csv"
+        if path.is_file() and len(read_rows(path)) >= after_rows:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = read_rows(out / "results.csv")
+    assert after_rows <= len(partial) < len(expected)
+    again = cli_run(data, out, config)
+    assert again.wait(timeout=300) == 0, again.stderr.read().decode()
+    return expected, read_rows(out / "results.csv")
+
+
+def same_rows(rows: list[dict], expected: list[dict], keys=RESUME_KEYS) -> bool:
+    return [{k: r[k] for k in keys} for r in rows] == [{k: r[k] for k in keys} for r in expected]

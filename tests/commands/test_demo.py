@@ -99,3 +99,15 @@ def test_demo_reports_a_bad_override_without_training(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "train.epochz" in err and "unknown key" in err
     assert not (tmp_path / "x" / "results.csv").exists()
+
+
+def test_the_plan_names_each_recipes_teacher_stage_and_generations():
+    from imseg.commands.demo import plan
+    from imseg.config import build_config
+
+    config = build_config(["demo"], overrides={"ssl": {
+        "approaches": ["im", "consistency_loss", "unimatch_im"], "generations": 2}})
+    lines = plan(config, 20, 200).splitlines()
+    assert "IM: 2 generation(s)" in lines[2] and "LDT's top 3 models" in lines[2]
+    assert "Consistency Loss: 1 generation(s)" in lines[3]  # the recipe stops at one
+    assert "UniMatch+IM: 2 generation(s)" in lines[4] and "UniMatch's top 3" in lines[4]

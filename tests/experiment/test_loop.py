@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-import csv
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import pytest
-from conftest import TINY
+from conftest import TINY, kill_and_resume, read_rows, same_rows
 
 from imseg.config import build_config
 from imseg.errors import ConfigError
@@ -22,11 +14,6 @@ from imseg.experiment.runner import run_study
 
 ALL_WITHOUT_EVALNET = ["model_ensemble", "input_ensemble", "consistency_loss", "noisy_student",
                        "im", "im_plus", "aim_plus"]
-
-
-def _rows(path: Path) -> list[dict]:
-    with path.open() as fh:
-        return list(csv.DictReader(fh))
 
 
 def test_every_approach_runs_and_writes_its_rows(binary_data, tmp_path):
@@ -60,6 +47,7 @@ def test_every_approach_runs_and_writes_its_rows(binary_data, tmp_path):
     assert aim >= 2 * len(ds.labeled)
     # growing students
     assert by[("im_plus", 2)][0]["alpha"] > by[("im_plus", 1)][0]["alpha"]
+    assert {r["model"] for r in rows} == {"tiny_unet"}
     # sample PNGs for inspection
     sample_dir = tmp_path / "run" / "samples" / "im" / "r0_n2_g1"
     assert len(list(sample_dir.glob("*_teacher1.png"))) == 2
@@ -90,42 +78,14 @@ def test_chains_and_recipes():
         resolve_recipes(build_config(overrides={"recipes": {"x": {"labeler": "magic"}}}), ["x"])
 
 
-def _cli_run(data: Path, out: Path, config: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "imseg", "run", "--data", str(data), "--out", str(out),
-           "--config", str(config), "--no-progress"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-
-
 def test_killed_run_resumes_to_the_same_rows(binary_data, tmp_path):
     import yaml
 
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump({**TINY, "ssl": {**TINY["ssl"], "approaches": ["im"],
                                                        "generations": 2}}))
-    # uninterrupted reference
-    ref = _cli_run(binary_data, tmp_path / "ref", config)
-    assert ref.wait(timeout=300) == 0, ref.stderr.read().decode()
-    expected = _rows(tmp_path / "ref" / "results.csv")
-    # a run killed with SIGKILL once some models are done, then started again
-    out = tmp_path / "killed"
-    proc = _cli_run(binary_data, out, config)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        path = out / "results.csv"
-        if path.is_file() and len(_rows(path)) >= 3:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    partial = _rows(out / "results.csv")
-    assert 3 <= len(partial) < len(expected)
-    again = _cli_run(binary_data, out, config)
-    assert again.wait(timeout=300) == 0, again.stderr.read().decode()
-    resumed = _rows(out / "results.csv")
-    keep = ["stage", "approach", "run", "n_teachers", "generation", "candidate", "seed",
-            "val_iou", "test_iou", "pseudo_iou", "im_fraction", "n_train_pairs"]
-    assert [{k: r[k] for k in keep} for r in resumed] == [{k: r[k] for k in keep} for r in expected]
+    expected, resumed = kill_and_resume(binary_data, config, tmp_path)
+    assert same_rows(resumed, expected)
 
 
 def test_a_second_process_on_the_same_run_folder_is_refused(binary_data, tmp_path, tiny_config):
@@ -171,6 +131,8 @@ def test_low_yield_note_says_how_many_and_why():
     assert "31.0%" in note
     assert "no pseudo pair of 180" in low_yield_note(0, 180, None)
     assert "disagree" not in low_yield_note(0, 180, None)
+    assert low_yield_note(0, 180, 0.3).endswith("these pairs only")
+    assert "unlabeled images through the unimatch trainer" in low_yield_note(0, 180, 0.3, "unimatch")
 
 
 def test_a_generation_that_keeps_almost_nothing_is_reported_and_recorded(
@@ -193,7 +155,7 @@ def test_a_generation_that_keeps_almost_nothing_is_reported_and_recorded(
     assert main(["run", "--data", str(binary_data), "--out", str(tmp_path / "run"),
                  "--config", str(tmp_path / "tiny.yaml"), "--approaches", "im"]) == 0
     captured = capsys.readouterr()
-    rows = [r for r in _rows(tmp_path / "run" / "results.csv") if r["approach"] == "im"]
+    rows = [r for r in read_rows(tmp_path / "run" / "results.csv") if r["approach"] == "im"]
     assert len(rows) == 2
     for r in rows:
         assert "kept only 1 of" in r["note"] and "disagree" in r["note"]

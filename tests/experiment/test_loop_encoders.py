@@ -4,13 +4,12 @@ with the same rows, and predict from the run's checkpoints alone."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import RESUME_KEYS, TINY, read_rows, same_rows
 from PIL import Image
 
 from imseg.config import build_config
@@ -61,6 +60,8 @@ def test_ldt_and_im_train_an_smp_unet_and_the_run_predicts(data64, tmp_path):
     assert (spec(by[("ldt", 0)][0]).arch, spec(by[("ldt", 0)][0]).encoder) == ("Unet", "resnet18")
     assert spec(by[("im", 1)][0]).encoder == "resnet18"  # same-size students
     assert spec(by[("im_plus", 1)][0]).encoder == "resnet34"  # growing: student_encoders
+    assert [by[k][0]["model"] for k in (("ldt", 0), ("im", 1), ("im_plus", 1))] == \
+        ["Unet/resnet18", "Unet/resnet18", "Unet/resnet34"]
     assert by[("im_plus", 1)][0]["params"] > by[("im", 1)][0]["params"]
     assert by[("im_plus", 1)][0]["alpha"] == by[("im", 1)][0]["alpha"]  # alpha: tiny U-Net only
 
@@ -72,11 +73,6 @@ def test_ldt_and_im_train_an_smp_unet_and_the_run_predicts(data64, tmp_path):
     for row in table:
         mask = np.asarray(Image.open(out / "masks" / (Path(row["file"]).stem + ".png")))
         assert mask.shape == (64, 64) and set(np.unique(mask)) <= {0, 255}
-
-
-def _rows(run_dir: Path) -> list[dict]:
-    with (run_dir / "results.csv").open() as fh:
-        return list(csv.DictReader(fh))
 
 
 class _Stop(Exception):
@@ -108,12 +104,27 @@ def test_a_stopped_run_resumes_to_the_same_rows(data64, tmp_path, monkeypatch):
     again = RunContext.open(data64, tmp_path / "run", cfg, progress=False)
     run_study(again)
     again.close()
-    keep = ["stage", "approach", "run", "n_teachers", "generation", "candidate", "seed",
-            "val_iou", "test_iou", "pseudo_iou", "im_fraction", "n_train_pairs", "params"]
-    resumed, expected = _rows(again.run_dir), _rows(ref.run_dir)
-    assert [{k: r[k] for k in keep} for r in resumed] == [{k: r[k] for k in keep} for r in expected]
+    resumed = read_rows(again.run_dir / "results.csv")
+    assert same_rows(resumed, read_rows(ref.run_dir / "results.csv"), [*RESUME_KEYS, "params"])
     # the resumed models are the uninterrupted run's, weight for weight
     last = ref.results.rows[-1]["checkpoint"]
     a = torch.load(ref.run_dir / last, weights_only=True)["state_dict"]
     b = torch.load(again.run_dir / last, weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_fused_stage_of_smp_models_trains_them_one_at_a_time(data64, tmp_path, monkeypatch):
+    import imseg.experiment.stages as stages
+
+    starts, fused = [], []
+    real_start = stages._start
+    monkeypatch.setattr(stages, "_start", lambda *a, **k: starts.append(1) or real_start(*a, **k))
+    monkeypatch.setattr(stages, "fit_fused", lambda *a, **k: fused.append(1))
+    cfg = encoder_config(["im"])
+    cfg.train.fuse = "always"
+    ctx = RunContext.open(data64, tmp_path / "run", cfg, progress=False)
+    train, _ = ctx.splits_for_run(0)
+    rows = stages.train_stage(ctx, stages.Place("ldt", "ldt"), 2, train, cfg.train.alpha)
+    ctx.close()
+    assert len(rows) == 2 and not fused
+    assert len(starts) == 2  # each net built once: none for a grouping that cannot happen

@@ -3,13 +3,9 @@ generation, every task kind, the trainer as a benchmark, resume after a kill, th
 
 from __future__ import annotations
 
-import signal
-import time
-
 import pytest
 import yaml
-from conftest import TINY
-from test_loop import _cli_run, _rows
+from conftest import TINY, kill_and_resume, read_rows, same_rows
 
 from imseg.cli import main
 from imseg.config import build_config
@@ -65,15 +61,15 @@ def test_trainer_benchmark_from_the_cli_feeds_the_recipe(binary_data, tmp_path, 
     run = tmp_path / "run"
     args = ["--data", str(binary_data), "--out", str(run), "--config", str(config)]
     assert main(["train", *args, "--trainer", "fixmatch"]) == 0
-    rows = _rows(run / "results.csv")
+    rows = read_rows(run / "results.csv")
     assert [(r["stage"], r["approach"]) for r in rows] == [("ldt", "fixmatch")] * 2
     assert (run / "models" / "fixmatch" / "r0_g0" / "c0.pt").is_file()
     # settings as YAML: another stage name, so its rows never mix with the default's
     assert main(["train", *args, "--trainer", "{name: fixmatch, threshold: 0.5}"]) == 0
-    named = {r["approach"] for r in _rows(run / "results.csv")}
+    named = {r["approach"] for r in read_rows(run / "results.csv")}
     assert "fixmatch" in named and any(a.startswith("fixmatch_") for a in named)
     assert main(["run", *args, "--approaches", "fixmatch_im"]) == 0
-    after = _rows(run / "results.csv")
+    after = read_rows(run / "results.csv")
     assert [r for r in after if r["approach"] == "fixmatch"] == rows  # reused, not retrained
     assert len([r for r in after if r["approach"] == "fixmatch_im"]) == 2
     capsys.readouterr()
@@ -95,26 +91,6 @@ def test_killed_trainer_recipe_resumes_to_the_same_rows(binary_data, tmp_path):
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump({**TINY, "ssl": {**TINY["ssl"], "approaches": [
         "unimatch_im"], "inconsistency": {"binary_filter": False}}}))
-    ref = _cli_run(binary_data, tmp_path / "ref", config)
-    assert ref.wait(timeout=300) == 0, ref.stderr.read().decode()
-    expected = _rows(tmp_path / "ref" / "results.csv")
+    expected, resumed = kill_and_resume(binary_data, config, tmp_path)
     assert len(expected) == 6  # LDT 2, UniMatch 2, students 2
-    out = tmp_path / "killed"
-    proc = _cli_run(binary_data, out, config)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        path = out / "results.csv"
-        if path.is_file() and len(_rows(path)) >= 3:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    partial = _rows(out / "results.csv")
-    assert 3 <= len(partial) < len(expected)
-    again = _cli_run(binary_data, out, config)
-    assert again.wait(timeout=300) == 0, again.stderr.read().decode()
-    keep = ["stage", "approach", "run", "n_teachers", "generation", "candidate", "seed",
-            "val_iou", "test_iou", "pseudo_iou", "im_fraction", "n_train_pairs"]
-    resumed = _rows(out / "results.csv")
-    assert [{k: r[k] for k in keep} for r in resumed] == [{k: r[k] for k in keep}
-                                                          for r in expected]
+    assert same_rows(resumed, expected)

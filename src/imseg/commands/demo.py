@@ -79,8 +79,9 @@ def plan(config: Config, labeled: int, train: int) -> str:
     teachers = {"top_1": "best model", "all": "models",
                 "top_n": f"top {'/'.join(map(str, ssl.teachers))} models"}
     for name, recipe in resolve_recipes(config, ssl.approaches).items():
-        lines.append(f"  {display_name(name)}: {ssl.generations} generation(s) of "
-                     f"{ssl.students} students, teachers LDT's {teachers[recipe.teachers]} "
+        lines.append(f"  {display_name(name)}: {recipe.generation_count(config)} generation(s) "
+                     f"of {ssl.students} students, teachers "
+                     f"{display_name(recipe.start_stage)}'s {teachers[recipe.teachers.name]} "
                      f"({recipe.description})")
     lines.append(f"  FDT: {bench.candidates} models on all {train} pairs with their true masks")
     return "\n".join(lines)

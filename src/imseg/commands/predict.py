@@ -71,7 +71,10 @@ def _run(args: argparse.Namespace) -> int:
     print(describe_models(models))
     wanted = args.teachers or DEFAULT_TEACHERS
     if args.run and len(models.metas) < wanted:
-        print(f"note: the stage has only {len(models.metas)} models; asked for {wanted}")
+        have = len(models.metas)
+        print(f"note: the stage has {have} model{'s' if have != 1 else ''}, fewer than the "
+              f"{wanted} {'asked for' if args.teachers else 'used by default'}; predicting "
+              f"with {'it' if have == 1 else 'them'}")
     table = predict_folder(models, args.images, args.out, args.batch_size, args.device,
                            not args.no_progress)
     if table is None:

@@ -28,6 +28,8 @@ NAMES = {
     "aim_plus": "AIM+", "im_plus_plus": "IM++", "aim_plus_plus": "AIM++",
     "noisy_student": "Noisy Student", "evalnet": "EvalNet", "model_ensemble": "Model Ensemble",
     "input_ensemble": "Input Ensemble", "consistency_loss": "Consistency Loss",
+    "fixmatch": "FixMatch", "unimatch": "UniMatch", "mean_teacher": "Mean Teacher",
+    "fixmatch_im": "FixMatch+IM", "unimatch_im": "UniMatch+IM", "mean_teacher_im": "Mean Teacher+IM",
 }
 IM_GREY = (150, 150, 150)
 DPI = 150

@@ -260,7 +260,8 @@ def students_training_set(ctx: RunContext, recipe: Recipe, chain: Chain, generat
                                 recipe.copies.keep_originals, copy_params(ctx, recipe, generation),
                                 generator, score_range)
     extra = pseudo_quality(ctx, pseudo, unlabeled)
-    note = low_yield_note(len(pseudo), len(unlabeled), pseudo.im_fraction)
+    online = recipe.trainer.name if recipe.trainer.USES_UNLABELED else None
+    note = low_yield_note(len(pseudo), len(unlabeled), pseudo.im_fraction, online)
     if note:
         log.warning(f"{chain.approach} r{chain.run} n{chain.n_teachers or '-'} g{generation}: "
                     f"{note}")
@@ -272,9 +273,11 @@ LOW_YIELD = 0.05
 """Below this share of the unlabeled images kept, a generation is flagged."""
 
 
-def low_yield_note(kept: int, total: int, im_fraction: float | None) -> str:
+def low_yield_note(kept: int, total: int, im_fraction: float | None,
+                   trainer: str | None = None) -> str:
     """A plain sentence when a labeler kept no pseudo pair or under 5 % of the images
-    (the students then learn from little more than the labeled set); else ''."""
+    (the students then learn from little more than the labeled set); else ''. ``trainer``:
+    the students' trainer when it also learns from the unlabeled images itself."""
     if total == 0 or kept >= LOW_YIELD * total:
         return ""
     head = (f"the labeler kept no pseudo pair of {total} unlabeled images" if kept == 0 else
@@ -285,7 +288,9 @@ def low_yield_note(kept: int, total: int, im_fraction: float | None) -> str:
                "more epochs) or fewer of them keep more")
     else:
         why = "its rule dropped the rest (empty predictions or scores under the threshold)"
-    return f"{head}: {why}; the students train on the labeled set and these pairs only"
+    rest = (f", plus the unlabeled images through the {trainer} trainer's own loss" if trainer
+            else " only")
+    return f"{head}: {why}; the students train on the labeled set and these pairs{rest}"
 
 
 def pseudo_score_range(ctx: RunContext, run: int, recipe: Recipe) -> tuple[float, float]:

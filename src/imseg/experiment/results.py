@@ -19,8 +19,8 @@ from pathlib import Path
 from imseg.csvrows import format_cell, read_rows, write_rows
 
 COLUMNS: tuple[str, ...] = (
-    "stage", "approach", "run", "n_teachers", "generation", "candidate", "seed", "alpha",
-    "params", "n_train_pairs", "val_iou", "test_iou", "val_dice", "test_dice", "pseudo_iou",
+    "stage", "approach", "run", "n_teachers", "generation", "candidate", "seed", "model",
+    "alpha", "params", "n_train_pairs", "val_iou", "test_iou", "val_dice", "test_dice", "pseudo_iou",
     "pseudo_dice", "im_fraction", "best_epoch", "seconds", "checkpoint", "test_details",
     "settings", "note",
 )

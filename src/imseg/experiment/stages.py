@@ -11,7 +11,7 @@ from torch import nn
 from imseg.data.dataset import Split
 from imseg.experiment.context import RunContext
 from imseg.logs import log, model_line
-from imseg.models.checkpoint import ModelSpec, checkpoint_payload, read_checkpoint
+from imseg.models.checkpoint import SMP, ModelSpec, checkpoint_payload, read_checkpoint
 from imseg.models.unet import count_parameters
 from imseg.runtime import derive_seed, seed_everything
 from imseg.storage import save_checkpoint
@@ -101,6 +101,7 @@ def _finish(ctx: RunContext, cand: _Candidate, result: FitResult, train: Split, 
     row = {
         **place.key(),
         "seed": cand.seed,
+        "model": cand.spec.name,
         "alpha": alpha,
         "params": count_parameters(model),
         "n_train_pairs": len(train),
@@ -161,8 +162,10 @@ def train_stage(ctx: RunContext, place: Place, count: int, train: Split, alpha: 
     todo = [p for p in places if ctx.results.get(**p.key()) is None]
     cfg = ctx.config
     if len(todo) > 1 and epoch_fn_factory is None and use_fused(cfg.train.fuse, ctx.device):
-        cands = [_start(ctx, p, alpha, init, encoder) for p in todo]
-        why = fusable([c.model for c in cands])
+        # Encoder models never group: say so before building S of them for nothing.
+        kind = model_spec(ctx, alpha, encoder).kind if init is None else None
+        cands = [_start(ctx, p, alpha, init, encoder) for p in todo] if kind != SMP else []
+        why = fusable([c.model for c in cands]) if cands else f"{cfg.model.arch} is an smp model"
         if why is None:
             results = fit_fused([c.model for c in cands], ctx.task, train, ctx.dataset.val,
                                 cfg.train, ctx.device, [c.generator for c in cands],

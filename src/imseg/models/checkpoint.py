@@ -77,6 +77,11 @@ class ModelSpec:
         return build_unet(self.in_channels, self.out_channels, self.alpha,
                           bn_momentum=self.bn_momentum)
 
+    @property
+    def name(self) -> str:
+        """The net as results.csv names it: ``tiny_unet`` or ``arch/encoder``."""
+        return f"{self.arch}/{self.encoder}" if self.kind == SMP else TINY_UNET
+
     def to_dict(self) -> dict:
         """The fields of its kind (a U-Net's spec reads as before encoders existed)."""
         return {k: v for k, v in asdict(self).items() if k in _FIELDS[self.kind]}
