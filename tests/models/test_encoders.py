@@ -211,3 +211,28 @@ def test_a_dinov2_style_vit_with_dpt_trains_a_step(smp):
 def test_encoder_file_names_are_recognised():
     assert encoders.is_weight_file("weights/enc.pt") and encoders.is_weight_file("x.safetensors")
     assert not encoders.is_weight_file("imagenet")
+
+
+# ------------------------------------------------------------------------------ precise BN
+def test_precise_statistics_of_an_smp_model_are_its_layers_pooled_inputs(smp):
+    from imseg.config import TrainConfig
+    from imseg.training.batchnorm import bn_layers
+    from imseg.training.fit import refresh_bn_stats
+
+    model = unet()
+    layers = bn_layers(model)
+    assert len(layers) > 20  # the encoder's and the decoder's
+    first, last = layers[0], layers[-1]
+    seen: dict[torch.nn.Module, list[torch.Tensor]] = {first: [], last: []}
+    for layer in seen:
+        layer.register_forward_pre_hook(lambda m, args: seen[m].append(args[0].detach()))
+    images = torch.randint(0, 256, (6, 3, 64, 64), generator=torch.Generator().manual_seed(3),
+                           dtype=torch.uint8)
+    cfg = TrainConfig(batch_size=4, amp="never", channels_last=False, bn_stats="precise")
+    refresh_bn_stats(model.train(), images, cfg, torch.device("cpu"),
+                     torch.Generator().manual_seed(0))
+    for layer, inputs in seen.items():
+        x = torch.cat(inputs).double().transpose(0, 1).flatten(1)
+        var, mean = torch.var_mean(x, dim=1, unbiased=True)
+        assert torch.allclose(layer.running_mean.double(), mean, rtol=1e-4, atol=1e-5)
+        assert torch.allclose(layer.running_var.double(), var, rtol=1e-4, atol=1e-5)
