@@ -75,11 +75,12 @@ class TrainConfig(Section):
     )
     sync_bn: bool = Field(False, description="DDP: BatchNorm statistics over the global batch")
     bn_stats: Literal["running", "precise"] = Field(
-        "running",
-        description="BatchNorm statistics used in evaluation: running = the momentum averages "
-                    "kept in training (the reference); precise = recomputed before each "
+        "precise",
+        description="BatchNorm statistics used in evaluation: precise = recomputed before each "
                     "validation over the model's training batches, right however few steps "
-                    "it took (imseg.training.batchnorm)",
+                    "it took (imseg.training.batchnorm; the default: README, issue 16); "
+                    "running = the momentum averages kept in training (the reference; the "
+                    "paper's presets)",
     )
     bn_stats_batches: int = Field(
         200, ge=1,

@@ -182,3 +182,21 @@ def test_ray_resumes_from_results_and_leftover_journals(ray_cluster, binary_data
     run_study(again, ray_executor())
     assert _csv(again.results.path) == before  # same rows, same seconds: nothing retrained
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_ray_trains_an_smp_model_chain(ray_cluster, binary_data, tmp_path, one_thread):
+    pytest.importorskip("timm")
+    pytest.importorskip("segmentation_models_pytorch")
+    ssl = {**TINY["ssl"], "approaches": ["im"], "students": 1,
+           "inconsistency": {"binary_filter": False}}
+    model = {"arch": "Unet", "encoder": "resnet18", "weights": "none",
+             "options": {"decoder_channels": [64, 32, 16, 16, 8]}}
+    cfg = build_config(overrides={**TINY, "ssl": ssl, "model": model})
+    ctx = RunContext.open(binary_data, tmp_path / "run", cfg, progress=False)
+    run_study(ctx, ray_executor())
+    rows = _csv(ctx.results.path)
+    assert sorted((r["approach"], r["generation"]) for r in rows.values()) == [
+        ("im", "1"), ("ldt", "0"), ("ldt", "0")]
+    assert {r["model"] for r in rows.values()} == {"Unet/resnet18"}
+    for row in rows.values():
+        assert (tmp_path / "run" / row["checkpoint"]).is_file()

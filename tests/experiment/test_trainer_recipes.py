@@ -82,9 +82,8 @@ def test_trainer_benchmark_from_the_cli_feeds_the_recipe(binary_data, tmp_path, 
 
     write_report([run], tmp_path / "report", samples=False)
     md = (tmp_path / "report" / "scores.md").read_text()
-    assert "| fixmatch | " in md and "| fixmatch_im | " in md
     bench, approaches = md.split("| approach |")
-    assert "| fixmatch | " in bench and "| fixmatch_im | " in approaches
+    assert "| FixMatch | " in bench and "| FixMatch+IM | " in approaches
 
 
 def test_killed_trainer_recipe_resumes_to_the_same_rows(binary_data, tmp_path):

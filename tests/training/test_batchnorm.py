@@ -41,7 +41,7 @@ def _split(n: int, seed: int, size: int = 32) -> Split:
 
 def _config(**fields) -> TrainConfig:
     base = {"epochs": 1, "batch_size": 8, "alpha": 0.25, "amp": "never",
-            "channels_last": False}
+            "channels_last": False, "bn_stats": "running"}
     return TrainConfig(**{**base, **fields})
 
 
@@ -166,9 +166,12 @@ def test_derived_generator_follows_the_seed_and_draws_nothing_from_it():
     assert torch.equal(first, again) and not torch.equal(first, other)
 
 
-def test_bn_stats_defaults_to_running_and_rejects_other_values():
-    assert TrainConfig().bn_stats == "running"
-    assert build_config(overrides={"train": {"bn_stats": "precise"}}).train.bn_stats == "precise"
+def test_bn_stats_defaults_to_precise_the_papers_presets_keep_running():
+    assert TrainConfig().bn_stats == build_config().train.bn_stats == "precise"
+    assert build_config(["small"]).train.bn_stats == "precise"
+    for preset in ("isic2018", "hela", "suim", "cityscapes", "demo", "quick"):
+        assert build_config([preset]).train.bn_stats == "running", preset
+    assert build_config(overrides={"train": {"bn_stats": "running"}}).train.bn_stats == "running"
     with pytest.raises(ConfigError, match="bn_stats"):
         build_config(overrides={"train": {"bn_stats": "exact"}})
 
@@ -211,3 +214,11 @@ def test_two_processes_pool_their_shares_into_the_single_process_statistics(tmp_
         assert torch.equal(ranks[0][key], ranks[1][key])
         assert torch.allclose(ranks[0][key], value, rtol=1e-9, atol=1e-9), key
     assert any(not torch.allclose(v, _stats(_synced_model())[k]) for k, v in single.items())
+
+
+def test_a_one_image_batch_on_a_1x1_map_is_one_clear_error():
+    # 16 px halves to 1x1 at the tiny U-Net's deepest level; one labeled image is a batch of one
+    train = _split(1, 3, size=16)
+    with pytest.raises(ConfigError, match="batch of one image.*1x1 feature map.*at least 2"):
+        fit(_model(), TASK, train, _split(2, 4, size=16), _config(), CPU,
+            torch.Generator().manual_seed(0))

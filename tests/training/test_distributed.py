@@ -33,6 +33,7 @@ import torch.multiprocessing as mp
 
 from imseg.config import TrainConfig
 from imseg.data.dataset import Split
+from imseg.models.checkpoint import read_checkpoint
 from imseg.models.unet import build_unet
 from imseg.runtime import seed_everything
 from imseg.tasks import Task
@@ -56,7 +57,7 @@ def _split(n: int, seed: int) -> Split:
 
 def _config(sync_bn: bool) -> TrainConfig:
     cfg = TrainConfig(epochs=1, batch_size=8, alpha=0.25, bn_momentum=0.1, amp=False,
-                      channels_last=False)
+                      channels_last=False, bn_stats="running")
     # ``train.sync_bn`` is read with getattr; set it whether or not the field exists yet.
     return cfg.model_copy(update={"sync_bn": sync_bn})
 
@@ -164,11 +165,22 @@ def test_convert_sync_bn_keeps_parameters_and_state():
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 
 
-def test_torchrun_train_writes_rows_once(tmp_path):
-    """``torchrun --nproc-per-node 2 -m imseg train``: rank 0 alone writes the run."""
+SMP_MODEL = ["--set", "model.arch=Unet", "--set", "model.encoder=resnet18",
+             "--set", "model.weights=none", "--set", "train.steps_per_epoch=1"]
+
+
+@pytest.mark.parametrize("model", ["tiny_unet", "Unet/resnet18"])
+def test_torchrun_train_writes_rows_once(tmp_path, model):
+    """``torchrun --nproc-per-node 2 -m imseg train``: rank 0 alone writes the run, with the
+    tiny U-Net and with an smp encoder model (64 px: one image per process reaches resnet's
+    deepest BatchNorm at 2x2)."""
+    if model != "tiny_unet":
+        pytest.importorskip("timm")
+        pytest.importorskip("segmentation_models_pytorch")
     data = tmp_path / "data"
     subprocess.run([sys.executable, "-m", "imseg", "prepare", "sample", "--task", "binary",
-                    "--out", str(data), "--n", "24", "--size", "32"], check=True,
+                    "--out", str(data), "--n", "24",
+                    "--size", "32" if model == "tiny_unet" else "64"], check=True,
                    capture_output=True)
     out = tmp_path / "run"
     env = {**os.environ, "TMPDIR": str(tmp_path)}
@@ -176,7 +188,8 @@ def test_torchrun_train_writes_rows_once(tmp_path):
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          "-m", "imseg", "train", "--data", str(data), "--out", str(out),
          "--epochs", "1", "--candidates", "2", "--keep", "1", "--alpha", "0.25",
-         "--batch-size", "4", "--device", "cpu", "--no-progress"],
+         "--batch-size", "4", "--device", "cpu", "--no-progress",
+         *(SMP_MODEL if model != "tiny_unet" else [])],
         capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("results:") == 1  # printed by rank 0 only
@@ -184,5 +197,6 @@ def test_torchrun_train_writes_rows_once(tmp_path):
     assert len(lines) == 3 and lines[1].startswith("ldt,ldt,0,,0,0,")
     assert sorted(p.name for p in (out / "models" / "ldt" / "r0_g0").iterdir()) == [
         "c0.pt", "c1.pt"]
+    assert read_checkpoint(out / "models" / "ldt" / "r0_g0" / "c0.pt")[1].spec.name == model
     # the other rank's scratch folder is gone
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("imseg-ddp-")]

@@ -20,7 +20,7 @@ SEEDS = (3, 4, 5)
 def _config(**train):
     return build_config(overrides={"train": {
         "alpha": 0.25, "epochs": 3, "batch_size": 4, "steps_per_epoch": 2, "bn_momentum": 0.1,
-        "eval_batch_size": 8, **train}}).train
+        "eval_batch_size": 8, "bn_stats": "running", **train}}).train
 
 
 def _net(task, seed: int):

@@ -26,7 +26,12 @@ from imseg.evalnet.stats import mae, spearman
 from imseg.evalnet.targets import Targets
 from imseg.logs import bar_disable
 from imseg.tasks import Task
-from imseg.training.batchnorm import derived_generator, recompute_bn_stats, stats_batches
+from imseg.training.batchnorm import (
+    derived_generator,
+    one_value_batches_explained,
+    recompute_bn_stats,
+    stats_batches,
+)
 from imseg.training.inference import autocast
 
 
@@ -111,11 +116,12 @@ def train_evalnet(net: nn.Module, task: Task, train: EvalNetData, val: EvalNetDa
     bn_generator = derived_generator(generator) if bn_stats == "precise" else None
     bar = tqdm(range(1, cfg.epochs + 1), desc=desc, leave=False, disable=bar_disable(progress))
     for epoch in bar:
-        loss = train_epoch(net, task, train, optimizer,
-                           epoch_indices(len(train), batch, steps, generator), device, amp)
-        if bn_generator is not None:
-            refresh_bn_stats(net, task, train, batch, bn_stats_batches, device, amp,
-                             bn_generator)
+        with one_value_batches_explained():
+            loss = train_epoch(net, task, train, optimizer,
+                               epoch_indices(len(train), batch, steps, generator), device, amp)
+            if bn_generator is not None:
+                refresh_bn_stats(net, task, train, batch, bn_stats_batches, device, amp,
+                                 bn_generator)
         pred = predict([net], task, val.images, val.masks, device, eval_batch_size, amp,
                        val.index)
         val_mae = mae(pred.score, val.targets.score)

@@ -31,10 +31,29 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from imseg.errors import ConfigError
 from imseg.runtime import derive_seed
 from imseg.training import distributed
 
 Batch = TypeVar("Batch")
+
+
+@contextmanager
+def one_value_batches_explained():
+    """torch's BatchNorm refuses a training batch with one value per channel (one image whose
+    deepest feature map is 1x1; Keras accepts it): say what to change instead of torch's
+    bare ValueError."""
+    try:
+        yield
+    except ValueError as err:
+        if "Expected more than 1 value per channel" not in str(err):
+            raise
+        raise ConfigError(
+            "a training batch of one image reached a BatchNorm layer on a 1x1 feature map "
+            f"(torch: {err}). Give each process batches of at least 2 images (train.batch_size; "
+            "a labeled set smaller than the batch, or torchrun's split of it, makes them "
+            "smaller) or use larger images (the net halves them down to that map: 16x for the "
+            "tiny U-Net, 32x for most encoders)") from err
 
 
 def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

@@ -16,7 +16,12 @@ from imseg.errors import ConfigError
 from imseg.logs import bar_disable
 from imseg.tasks import Task
 from imseg.training import distributed
-from imseg.training.batchnorm import derived_generator, recompute_bn_stats, stats_batches
+from imseg.training.batchnorm import (
+    derived_generator,
+    one_value_batches_explained,
+    recompute_bn_stats,
+    stats_batches,
+)
 from imseg.training.inference import autocast, evaluate_model, to_input
 
 EpochFn = Callable[[nn.Module, torch.optim.Optimizer, int], float]
@@ -167,14 +172,15 @@ def fit(
     history: list[float] = []
     bar = tqdm(range(1, n_epochs + 1), desc=desc, leave=False, disable=bar_disable(progress))
     for epoch in bar:
-        if epoch_fn is None:
-            loss = supervised_epoch(step_model, optimizer, batches, task, cfg, device)
-        else:
-            loss = epoch_fn(step_model, optimizer, epoch)
-        distributed.sync_buffers(model)
-        if bn_generator is not None:
-            refresh_bn_stats(model, train.images if batches is None else batches.images, cfg,
-                             device, bn_generator)
+        with one_value_batches_explained():
+            if epoch_fn is None:
+                loss = supervised_epoch(step_model, optimizer, batches, task, cfg, device)
+            else:
+                loss = epoch_fn(step_model, optimizer, epoch)
+            distributed.sync_buffers(model)
+            if bn_generator is not None:
+                refresh_bn_stats(model, train.images if batches is None else batches.images,
+                                 cfg, device, bn_generator)
         scores = evaluate_model(model, val, task, device, cfg.eval_batch, cfg.amp)
         score = float(scores["iou"])
         history.append(score)

@@ -35,7 +35,12 @@ from imseg.models.grouped import GroupedUNet, split_outputs, stack_inputs, why_n
 from imseg.models.unet import TinyUNet
 from imseg.tasks import Task
 from imseg.training import distributed
-from imseg.training.batchnorm import derived_generator, recompute_bn_stats, stats_batches
+from imseg.training.batchnorm import (
+    derived_generator,
+    one_value_batches_explained,
+    recompute_bn_stats,
+    stats_batches,
+)
 from imseg.training.fit import Batches, FitResult, make_optimizer
 from imseg.training.inference import autocast, to_input
 
@@ -169,9 +174,10 @@ def fit_fused(
     records = [_Best() for _ in nets]
     bar = tqdm(range(1, (epochs or cfg.epochs) + 1), desc=desc, leave=False, disable=bar_disable(progress))
     for epoch in bar:
-        losses = fused_epoch(step_model, optimizer, batches, task, cfg, device)
-        if bn_generators is not None:
-            refresh_grouped_bn_stats(grouped, on_device.images, cfg, device, bn_generators)
+        with one_value_batches_explained():
+            losses = fused_epoch(step_model, optimizer, batches, task, cfg, device)
+            if bn_generators is not None:
+                refresh_grouped_bn_stats(grouped, on_device.images, cfg, device, bn_generators)
         for k, (rec, scores) in enumerate(zip(
                 records, evaluate_grouped(grouped, val, task, device, cfg.eval_batch, cfg.amp),
                 strict=True)):
