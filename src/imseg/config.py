@@ -405,11 +405,6 @@ def build_config(
         raise ConfigError(_format_error(exc, " ← ".join(sources))) from None
 
 
-def load_config_file(path: Path) -> Config:
-    """A resolved config written by a run (``RUN/config.yaml``)."""
-    return build_config([path])
-
-
 def nested(**flat: Any) -> dict:
     """CLI flags → nested override dict, dropping flags that were not given.
 

@@ -58,6 +58,29 @@ def test_a_setting_added_by_a_newer_version_counts_as_unchanged_at_its_default(b
     assert differences(older, {**values, "train.lr": 0.1}) == ["train.lr: 0.003 → 0.1"]
 
 
+def test_a_setting_whose_default_changed_counts_as_what_older_runs_did(binary_data, tmp_path,
+                                                                      capsys):
+    values = settings_of(build_config(), load_dataset(binary_data))
+    assert values["train.bn_stats"] == "precise"  # today's default
+    older = {k: v for k, v in values.items() if k != "train.bn_stats"}  # before it existed
+    assert differences(older, values) == ["train.bn_stats: running → precise"]
+    # a folder from before fingerprints, whose config.yaml predates bn_stats
+    run = tmp_path / "run"
+    assert _train(binary_data, run, "--epochs", "1", "--candidates", "1",
+                  "--set", "train.bn_stats=running") == 0
+    (run / SETTINGS_FILE).unlink()
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    del config["train"]["bn_stats"]
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    capsys.readouterr()
+    assert _train(binary_data, run, "--epochs", "1", "--candidates", "1") == 2
+    err = capsys.readouterr().err
+    assert "train.bn_stats: running → precise" in err
+    assert "continue as before with --set train.bn_stats=running" in err
+    assert _train(binary_data, run, "--epochs", "1", "--candidates", "1",
+                  "--set", "train.bn_stats=running") == 0
+
+
 def test_check_settings_records_refuses_and_accepts(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -75,6 +98,7 @@ def test_check_settings_records_refuses_and_accepts(tmp_path):
     text = str(err.value)
     assert "train.epochs: 7 → 2" in text and "benchmark.candidates: 3 → 2" in text
     assert "--accept-new-settings" in text and "--out" in text
+    assert "continue as before with --set benchmark.candidates=3 --set train.epochs=7" in text
     c = check_settings(run, first, "cmd 3", accept_new=True)
     record = yaml.safe_load((run / SETTINGS_FILE).read_text())
     assert record["current"] == c == a

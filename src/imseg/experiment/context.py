@@ -11,13 +11,13 @@ from typing import IO
 import torch
 import yaml
 
-from imseg.config import Config, load_config_file
+from imseg.config import Config, build_config
 from imseg.data.dataset import Dataset, Split, load_dataset
 from imseg.data.layout import write_info
 from imseg.data.splitting import seeded_permutation
 from imseg.errors import ConfigError, DataError
 from imseg.experiment.results import ResultsTable
-from imseg.experiment.settings import check_settings, settings_of
+from imseg.experiment.settings import check_settings, previous_values, settings_of
 from imseg.runtime import configure_threads, resolve_device
 from imseg.storage import atomic_write_text, storage_error
 from imseg.tasks import Task
@@ -111,8 +111,9 @@ def _previous_config(run_dir: Path) -> Config | None:
     if not path.is_file():
         return None
     try:
-        return load_config_file(path)
-    except ConfigError:
+        raw = yaml.safe_load(path.read_text()) or {}
+        return build_config(overrides=previous_values(raw)) if isinstance(raw, dict) else None
+    except (ConfigError, yaml.YAMLError):
         return None
 
 

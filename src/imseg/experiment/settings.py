@@ -38,6 +38,10 @@ FREE_KEYS: frozenset[str] = frozenset({
 })
 """Config keys a resumed run may change freely."""
 
+BEFORE_IT_EXISTED: dict[str, object] = {"train.bn_stats": "running"}
+"""What a setting amounted to in runs made before imseg had it, where that differs from
+today's default (a missing key otherwise counts as the default)."""
+
 DATA_KEY = "data"
 """The fingerprint's entry for the data set's content."""
 
@@ -85,10 +89,10 @@ def fingerprint(values: dict[str, object]) -> str:
 def differences(old: dict[str, object], new: dict[str, object]) -> list[str]:
     """``key: old → new`` for every key whose value differs.
 
-    A key the old record lacks (a setting added by a newer imseg) counts as
-    unchanged when the new value is the code default.
+    A key the old record lacks (a setting added by a newer imseg) counts as what
+    that imseg did: :data:`BEFORE_IT_EXISTED`, else the code default.
     """
-    defaults = settings_of_defaults()
+    defaults = {**settings_of_defaults(), **BEFORE_IT_EXISTED}
     lines = []
     for key in sorted(set(old) | set(new)):
         before = old.get(key, defaults.get(key, "(not set)"))
@@ -145,11 +149,34 @@ def check_settings(run_dir: Path, values: dict[str, object], command: str = "",
                 f"them in one results table:\n{listed}\n"
                 "Use a new --out for these settings, or pass --accept-new-settings to continue "
                 f"in this folder under them (results.csv records each row's settings id, "
-                f"{SETTINGS_FILE} the values of each id).")
+                f"{SETTINGS_FILE} the values of each id)"
+                + _restoring(history[current]["values"], changed) + ".")
         history.setdefault(new_id, _entry(values, command, changed))
     atomic_write_text(path, yaml.safe_dump({"current": new_id, "history": history},
                                            sort_keys=False, allow_unicode=True))
     return new_id
+
+
+def _restoring(old: dict[str, object], changed: list[str]) -> str:
+    """``, or continue as before with --set k=v ...`` for the changed plain settings."""
+    defaults = {**settings_of_defaults(), **BEFORE_IT_EXISTED}
+    flags = []
+    for line in changed:
+        key = line.split(": ", 1)[0]
+        value = old.get(key, defaults.get(key))
+        if key == DATA_KEY or not isinstance(value, (str, int, float, bool)):
+            return ""  # the data or a list changed: no flags give the old run back
+        flags.append(f"--set {key}={str(value).lower() if isinstance(value, bool) else value}")
+    return f", or continue as before with {' '.join(flags)}" if flags else ""
+
+
+def previous_values(raw: dict) -> dict:
+    """An older run's config.yaml (``raw``), with what its imseg did for settings it lacked."""
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for dotted, value in BEFORE_IT_EXISTED.items():
+        section, key = dotted.split(".")
+        raw.setdefault(section, {}).setdefault(key, value)
+    return raw
 
 
 def _same(old: dict[str, object], new: dict[str, object]) -> bool:
