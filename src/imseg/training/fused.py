@@ -56,7 +56,7 @@ def use_fused(mode: str, device: torch.device) -> bool:
     """Whether ``train.fuse`` means fusing on ``device`` (for models that are fusable).
 
     ``auto`` fuses on CUDA, where a single tiny U-Net is launch-bound. On CPU
-    bench/fused_speed.py measured fusing no faster (S=5, alpha 0.5, batch 8:
+    ``bench/train_speed.py --models 5`` measured fusing no faster (alpha 0.5, batch 8:
     0.9-1.0x at 64 px, 0.66x at 128 px), so there ``auto`` trains one at a time.
     """
     if mode not in ("auto", "always", "never"):
