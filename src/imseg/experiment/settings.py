@@ -92,14 +92,19 @@ def differences(old: dict[str, object], new: dict[str, object]) -> list[str]:
     A key the old record lacks (a setting added by a newer imseg) counts as what
     that imseg did: :data:`BEFORE_IT_EXISTED`, else the code default.
     """
+    return [f"{key}: {_show(before)} → {_show(after)}" for key, before, after in _changed(old, new)]
+
+
+def _changed(old: dict[str, object], new: dict[str, object]) -> list[tuple[str, object, object]]:
+    """(key, old value, new value) of every differing key (see :func:`differences`)."""
     defaults = {**settings_of_defaults(), **BEFORE_IT_EXISTED}
-    lines = []
+    out = []
     for key in sorted(set(old) | set(new)):
         before = old.get(key, defaults.get(key, "(not set)"))
         after = new.get(key, defaults.get(key, "(not set)"))
         if _canonical(before) != _canonical(after):
-            lines.append(f"{key}: {_show(before)} → {_show(after)}")
-    return lines
+            out.append((key, before, after))
+    return out
 
 
 def settings_of_defaults() -> dict[str, object]:
@@ -150,23 +155,20 @@ def check_settings(run_dir: Path, values: dict[str, object], command: str = "",
                 "Use a new --out for these settings, or pass --accept-new-settings to continue "
                 f"in this folder under them (results.csv records each row's settings id, "
                 f"{SETTINGS_FILE} the values of each id)"
-                + _restoring(history[current]["values"], changed) + ".")
+                + _restoring(history[current]["values"], values) + ".")
         history.setdefault(new_id, _entry(values, command, changed))
     atomic_write_text(path, yaml.safe_dump({"current": new_id, "history": history},
                                            sort_keys=False, allow_unicode=True))
     return new_id
 
 
-def _restoring(old: dict[str, object], changed: list[str]) -> str:
-    """``, or continue as before with --set k=v ...`` for the changed plain settings."""
-    defaults = {**settings_of_defaults(), **BEFORE_IT_EXISTED}
+def _restoring(old: dict[str, object], new: dict[str, object]) -> str:
+    """``, or continue as before with --set k=v ...`` when plain settings changed."""
     flags = []
-    for line in changed:
-        key = line.split(": ", 1)[0]
-        value = old.get(key, defaults.get(key))
-        if key == DATA_KEY or not isinstance(value, (str, int, float, bool)):
+    for key, before, _ in _changed(old, new):
+        if key == DATA_KEY or not isinstance(before, (str, int, float, bool, type(None))):
             return ""  # the data or a list changed: no flags give the old run back
-        flags.append(f"--set {key}={str(value).lower() if isinstance(value, bool) else value}")
+        flags.append(f"--set {key}={yaml.safe_dump(before).splitlines()[0]}")
     return f", or continue as before with {' '.join(flags)}" if flags else ""
 
 
