@@ -236,3 +236,29 @@ def test_precise_statistics_of_an_smp_model_are_its_layers_pooled_inputs(smp):
         var, mean = torch.var_mean(x, dim=1, unbiased=True)
         assert torch.allclose(layer.running_mean.double(), mean, rtol=1e-4, atol=1e-5)
         assert torch.allclose(layer.running_var.double(), var, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ training paths
+def test_an_smp_model_trains_in_bfloat16_autocast_and_channels_last(smp):
+    """The mixed-precision and channels_last path CUDA takes (here on CPU, amp: always)."""
+    from imseg.config import TrainConfig
+    from imseg.data.dataset import Split
+    from imseg.tasks import Task
+    from imseg.training.fit import fit
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (8, 3, 64, 64), generator=gen, dtype=torch.uint8)
+    labels = (images[:, :1] > 128).to(torch.uint8)
+    train = Split(images[:6], labels[:6], [str(i) for i in range(6)])
+    val = Split(images[6:], labels[6:], ["6", "7"])
+    cfg = TrainConfig(epochs=2, batch_size=3, amp="always", channels_last=True)
+    model = unet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = fit(model, Task("binary", 1), train, val, cfg, torch.device("cpu"), gen,
+                 progress=False)
+    assert 0.0 <= result.val["iou"] <= 1.0 and result.best_epoch in (1, 2)
+    assert any(not torch.equal(before[k], v) for k, v in result.state.items())
+    assert all(v.dtype == before[k].dtype for k, v in result.state.items())  # weights stay fp32
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.eval()(images[:2].float().contiguous(memory_format=torch.channels_last))
+    assert out.shape == (2, 1, 64, 64) and torch.isfinite(out.float()).all()
