@@ -56,8 +56,9 @@ def use_fused(mode: str, device: torch.device) -> bool:
     """Whether ``train.fuse`` means fusing on ``device`` (for models that are fusable).
 
     ``auto`` fuses on CUDA, where a single tiny U-Net is launch-bound. On CPU
-    ``bench/train_speed.py --models 5`` measured fusing no faster (alpha 0.5, batch 8:
-    0.9-1.0x at 64 px, 0.66x at 128 px), so there ``auto`` trains one at a time.
+    ``bench/train_speed.py --models 5`` measured fusing no faster (alpha 0.5: 0.9-1.0x at
+    64 px and 0.66x at 128 px with batch 8, 0.51x at 256 px with batch 32), so there ``auto``
+    trains one at a time.
     """
     if mode not in ("auto", "always", "never"):
         raise ValueError(f"train.fuse must be auto, always or never, got {mode!r}")
