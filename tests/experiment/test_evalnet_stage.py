@@ -17,15 +17,13 @@ from imseg.experiment.evalnet_stage import (
     EVALNET,
     IM_PLUS_PLUS,
     auto_thresholds,
-    kinds_of,
     prepare_evalnets,
     score_pairs,
     score_range,
-    scores_kind,
     select_threshold,
 )
 from imseg.experiment.loop import Chain, choose_teachers, make_pseudo, sample_indices
-from imseg.experiment.recipes import recipes_of
+from imseg.experiment.recipes import recipes_of, resolve_recipes
 from imseg.experiment.runner import run_study
 from imseg.pseudo.copies import copies_by_score
 
@@ -55,12 +53,13 @@ def data64(tmp_path_factory):
 
 def test_recipes_name_their_evalnet_kinds():
     recipes = recipes_of(build_config())
-    assert kinds_of(recipes["evalnet"]) == [EVALNET]
-    assert kinds_of(recipes["im_plus_plus"]) == [IM_PLUS_PLUS]
-    assert kinds_of(recipes["aim_plus_plus"]) == [IM_PLUS_PLUS]
-    assert kinds_of(recipes["im_plus"]) == []
-    assert scores_kind(recipes["evalnet"]) == EVALNET
-    assert scores_kind(recipes["aim_plus_plus"]) == IM_PLUS_PLUS
+    assert recipes["evalnet"].needs.evalnet_kinds == (EVALNET,)
+    assert recipes["im_plus_plus"].needs.evalnet_kinds == (IM_PLUS_PLUS,)
+    assert recipes["aim_plus_plus"].needs.evalnet_kinds == (IM_PLUS_PLUS,)
+    assert recipes["im_plus"].needs.evalnet_kinds == ()
+    # the kind that scores the pairs comes first (pseudo_score_range reads it)
+    assert recipes["evalnet"].needs.evalnet_kinds[0] == EVALNET
+    assert recipes["aim_plus_plus"].needs.evalnet_kinds[0] == IM_PLUS_PLUS
 
 
 def test_auto_thresholds_follow_the_stage_models():
@@ -90,7 +89,7 @@ def test_evalnet_stage_trains_and_scores_at_32_px(binary_data, tmp_path):
     cfg = build_config(overrides={**CONFIG, "ssl": {**CONFIG["ssl"], "approaches": ["evalnet"]}})
     ctx = RunContext.open(binary_data, tmp_path / "run", cfg, progress=False)
     assert tuple(ctx.dataset.info.image_size) == (32, 32)
-    prepare_evalnets(ctx, 0)
+    prepare_evalnets(ctx, 0, resolve_recipes(cfg, cfg.ssl.approaches))
     ev = _csv(ctx.run_dir / "evalnet_results.csv")
     assert [(r["kind"], int(r["index"])) for r in ev] == [(EVALNET, 0), (EVALNET, 1)]
     assert all(0.0 <= float(r["val_mae"]) <= 1.0 for r in ev)

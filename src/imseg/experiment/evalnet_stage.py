@@ -41,7 +41,7 @@ from imseg.evalnet.table import EvalNetTable
 from imseg.evalnet.train import train_evalnet
 from imseg.experiment.benchmarks import augment_params, run_benchmark
 from imseg.experiment.context import RunContext
-from imseg.experiment.recipes import Recipe, resolve_recipes
+from imseg.experiment.recipes import Recipe
 from imseg.experiment.stages import load_models
 from imseg.runtime import derive_seed, seed_everything
 from imseg.storage import atomic_write_text, save_checkpoint
@@ -54,23 +54,10 @@ THRESHOLDS_FILE = "evalnet_thresholds.yaml"
 
 
 # ------------------------------------------------------------------------- which kinds
-def kinds_of(recipe: Recipe) -> list[str]:
-    """The EvalNet kinds a recipe needs: selection needs ``evalnet``; copies by score of
-    IM pairs need ``im_plus_plus``."""
-    if recipe.labeler == "evalnet_select":
-        return [EVALNET]
-    return [IM_PLUS_PLUS] if recipe.copies == "evalnet" else []
-
-
-def scores_kind(recipe: Recipe) -> str:
-    """The kind whose ensemble scored (or will score) a recipe's pseudo pairs."""
-    return EVALNET if recipe.labeler == "evalnet_select" else IM_PLUS_PLUS
-
-
-def prepare_evalnets(ctx: RunContext, run: int) -> None:
-    """Train (or resume) every EvalNet kind the study's recipes need for ``run``."""
-    recipes = resolve_recipes(ctx.config, ctx.config.ssl.approaches)
-    needed = {k for r in recipes.values() for k in kinds_of(r)}
+def prepare_evalnets(ctx: RunContext, run: int, recipes: dict[str, Recipe]) -> None:
+    """Train (or resume) for ``run`` every EvalNet kind the recipes' parts need
+    (:attr:`Recipe.needs`: selection needs ``evalnet``, copies by score ``im_plus_plus``)."""
+    needed = {k for r in recipes.values() for k in r.needs.evalnet_kinds}
     for kind in KINDS:
         if kind in needed:
             prepare_kind(ctx, run, kind)

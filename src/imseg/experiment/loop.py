@@ -250,12 +250,12 @@ def students_training_set(ctx: RunContext, recipe: Recipe, chain: Chain, generat
     place = chain.place(generation)
     samples = sample_indices(ctx, unlabeled, chain.run)
     pseudo = make_pseudo(ctx, recipe, chain, generation, teachers, unlabeled, samples)
-    if recipe.copies.name == "evalnet" and pseudo.scores is None:
+    by_score = recipe.copies.name == "evalnet"
+    if by_score and pseudo.scores is None:
         pseudo.scores = pseudo_scores(ctx, chain.run, pseudo)
     write_samples(ctx, chain, generation, pseudo, unlabeled, samples)
     generator = seed_everything(derive_seed(cfg.seed, "copies", *place.key().values()))
-    score_range = (pseudo_score_range(ctx, chain.run, recipe) if recipe.copies.name == "evalnet"
-                   else None)
+    score_range = pseudo_score_range(ctx, chain.run, recipe) if by_score else None
     pseudo_pairs = pseudo_split(pseudo, unlabeled.stems, recipe.copies.name,
                                 recipe.copies.keep_originals, copy_params(ctx, recipe, generation),
                                 generator, score_range)
@@ -294,9 +294,11 @@ def low_yield_note(kept: int, total: int, im_fraction: float | None,
 
 
 def pseudo_score_range(ctx: RunContext, run: int, recipe: Recipe) -> tuple[float, float]:
-    from imseg.experiment.evalnet_stage import score_range, scores_kind
+    """The score range of the EvalNet kind that scored the recipe's pairs (the labeler's
+    when it scores them, else the copies' own)."""
+    from imseg.experiment.evalnet_stage import score_range
 
-    return score_range(ctx, run, scores_kind(recipe))
+    return score_range(ctx, run, recipe.needs.evalnet_kinds[0])
 
 
 def pseudo_scores(ctx: RunContext, run: int, pseudo: PseudoSet) -> torch.Tensor:

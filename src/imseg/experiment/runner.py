@@ -30,13 +30,11 @@ def prepare(ctx: RunContext, recipes: dict[str, Recipe]) -> None:
     for run in range(runs):
         for stage, trainer in start_stages(recipes):
             run_benchmark(ctx, stage, run, trainer)
-    kinds = {k for r in recipes.values() for k in r.needs.evalnet_kinds}
-    if kinds:
-        from imseg.experiment.evalnet_stage import KINDS, prepare_kind
+    if any(r.uses_evalnet for r in recipes.values()):
+        from imseg.experiment.evalnet_stage import prepare_evalnets
 
         for run in range(runs):
-            for kind in (k for k in KINDS if k in kinds):
-                prepare_kind(ctx, run, kind)
+            prepare_evalnets(ctx, run, recipes)
     for folder in {r.needs.state for r in recipes.values()} - {None}:
         (ctx.run_dir / "state" / str(folder)).mkdir(parents=True, exist_ok=True)
 
