@@ -17,14 +17,15 @@ from conftest import TINY
 from imseg.config import build_config
 from imseg.errors import ConfigError
 from imseg.experiment.context import RunContext
+from imseg.experiment.jobs import ChainJob, StageJob
 from imseg.experiment.loop import Chain
 from imseg.experiment.ray_executor import (
-    ChainsFailed,
-    chain_name,
+    JobsFailed,
     journal_path,
     merge_journals,
     ray_executor,
 )
+from imseg.experiment.recipes import resolve_recipes
 from imseg.experiment.results import COLUMNS, ResultsTable
 from imseg.experiment.runner import run_study
 from imseg.pseudo.labelers import LABELERS
@@ -63,23 +64,19 @@ def test_merge_adds_only_new_rows_in_one_write(tmp_path):
 def test_merge_journals_takes_rows_and_removes_the_journals(tmp_path):
     results = ResultsTable(tmp_path / "results.csv")
     results.add(_row(candidate=0))
-    chain = Chain("im", 0, 2)
+    recipes = resolve_recipes(build_config(), ["im"])
+    chain = ChainJob(recipes["im"], Chain("im", 0, 2))
     journal = ResultsTable(journal_path(tmp_path, chain), known=results.rows)
     journal.add(_row(candidate=1))
-    other = ResultsTable(journal_path(tmp_path, Chain("noisy_student", 0, None)))
-    other.add(_row(approach="noisy_student", n_teachers=None))
+    other = ResultsTable(journal_path(tmp_path, StageJob("ldt", 1)))
+    other.add(_row(stage="ldt", approach="ldt", run=1, n_teachers=None, generation=0))
     assert journal_path(tmp_path, chain).name == "im_r0_n2.csv"
     assert merge_journals(results, tmp_path) == 2
     assert not (tmp_path / "journal").exists()
     on_disk = ResultsTable(tmp_path / "results.csv").rows
     assert sorted((r["approach"], r["candidate"]) for r in on_disk) == [
-        ("im", 0), ("im", 1), ("noisy_student", 0)]
+        ("im", 0), ("im", 1), ("ldt", 0)]
     assert merge_journals(results, tmp_path) == 0
-
-
-def test_chain_names():
-    assert chain_name(Chain("im", 1, 3)) == "im_r1_n3"
-    assert chain_name(Chain("noisy_student", 0, None)) == "noisy_student_r0"
 
 
 def test_missing_ray_is_a_config_error(monkeypatch):
@@ -144,7 +141,7 @@ def test_ray_gives_the_rows_of_the_local_executor(ray_cluster, binary_data, tmp_
 
     ctx = RunContext.open(binary_data, tmp_path / "ray",
                           _config(["im", "noisy_student", "boom"]), progress=False)
-    with pytest.raises(ChainsFailed) as failed:
+    with pytest.raises(JobsFailed) as failed:
         run_study(ctx, ray_executor(max_retries=1))
     assert "1 of 3 chains failed" in str(failed.value)
     assert "boom_r0_n2: KeyError" in str(failed.value)
@@ -170,7 +167,8 @@ def test_ray_resumes_from_results_and_leftover_journals(ray_cluster, binary_data
 
     # as after a driver killed mid-chain: the last two rows only in the chain's journal
     rows = list(ctx.results.rows)
-    journal = ResultsTable(journal_path(ctx.run_dir, Chain("im", 0, 2)), known=rows[:-2])
+    chain = ChainJob(resolve_recipes(ctx.config, ["im"])["im"], Chain("im", 0, 2))
+    journal = ResultsTable(journal_path(ctx.run_dir, chain), known=rows[:-2])
     for row in rows[-2:]:
         journal.add(row)
     ResultsTable(tmp_path / "cut.csv").merge(rows[:-2])

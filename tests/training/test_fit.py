@@ -1,10 +1,10 @@
 import torch
 
 from imseg.config import build_config
-from imseg.data.dataset import load_dataset
+from imseg.data.dataset import Split, load_dataset
 from imseg.models.unet import build_unet
 from imseg.runtime import seed_everything
-from imseg.training.fit import Batches, fit
+from imseg.training.fit import Batches, fit, run_epoch
 from imseg.training.inference import evaluate_model
 
 
@@ -53,3 +53,23 @@ def test_batches_cover_every_pair_each_epoch(binary_data):
     # no pair twice within an epoch
     flat = seen.flatten(1)
     assert torch.unique(flat, dim=0).shape[0] == flat.shape[0]
+
+
+def test_an_epoch_reads_its_loss_back_once(monkeypatch):
+    """No host sync per step: the losses are summed on the device, read once per epoch."""
+    images = torch.zeros(12, 1, 4, 4, dtype=torch.uint8)
+    split = Split(images, images.clone(), [str(i) for i in range(12)])
+    batches = Batches(split, 4, torch.device("cpu"), torch.Generator().manual_seed(0))
+    model = torch.nn.Conv2d(1, 1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    losses = iter([1.0, 2.0, 6.0])
+    reads = []
+    real_float = torch.Tensor.__float__
+    monkeypatch.setattr(torch.Tensor, "__float__",
+                        lambda t: reads.append(1) or real_float(t))
+
+    def loss_of(x, y):
+        return model(x.float()).sum() * 0 + next(losses)
+
+    assert run_epoch(model, optimizer, batches, loss_of) == 3.0
+    assert len(reads) == 1

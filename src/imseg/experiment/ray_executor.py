@@ -1,11 +1,12 @@
-"""Run a study's chains as Ray tasks, in parallel, on a Ray cluster or a local one.
+"""Run a study's jobs as Ray tasks, in parallel, on a Ray cluster or a local one.
 
-Each chain (approach × run × teacher count) is one task; its generations run in
-order inside the task. The benchmark stages were trained by the driver before
-(``run_study``), so every task finds their rows and checkpoints.
+``run_study`` hands over two waves (:mod:`imseg.experiment.jobs`): first each run's
+start stages (one task per stage and run: LDT r0, LDT r1, UniMatch r0, ...), then
+the chains (one task per approach × run × teacher count; its generations run in
+order inside the task), which find the stages' rows and checkpoints.
 
 Rows: only the driver writes ``results.csv``. A task records the rows of its
-chain, as each model finishes, in its own journal ``RUN/journal/<chain>.csv``
+job, as each model finishes, in its own journal ``RUN/journal/<job>.csv``
 (one writer per file) and returns them; the driver merges the returned rows
 and then deletes the journal. Journals left by an interrupted or failed task
 are merged too, at the start and end of every execution, so no finished model
@@ -30,29 +31,22 @@ from imseg.config import Config
 from imseg.data.dataset import Dataset
 from imseg.errors import ConfigError, DataError, ImsegError
 from imseg.experiment.context import RunContext
-from imseg.experiment.loop import Chain, run_chain
-from imseg.experiment.recipes import Recipe
+from imseg.experiment.jobs import Job
 from imseg.experiment.results import ResultsTable
 from imseg.experiment.runner import Executor
 from imseg.logs import bar_disable
 from imseg.runtime import resolve_device
 
 JOURNAL_DIR = "journal"
-"""Folder of the per-chain journals inside the run folder."""
+"""Folder of the per-job journals inside the run folder."""
 
 
-class ChainsFailed(ImsegError):
-    """Some chains failed after their retries; the others' rows are in results.csv."""
+class JobsFailed(ImsegError):
+    """Some jobs failed after their retries; the others' rows are in results.csv."""
 
 
-def chain_name(chain: Chain) -> str:
-    """``im_r0_n2``: the chain's journal name and how failures are reported."""
-    n = "" if chain.n_teachers is None else f"_n{chain.n_teachers}"
-    return f"{chain.approach}_r{chain.run}{n}"
-
-
-def journal_path(run_dir: Path, chain: Chain) -> Path:
-    return Path(run_dir) / JOURNAL_DIR / f"{chain_name(chain)}.csv"
+def journal_path(run_dir: Path, job: Job) -> Path:
+    return Path(run_dir) / JOURNAL_DIR / f"{job.name}.csv"
 
 
 def merge_journals(results: ResultsTable, run_dir: Path) -> int:
@@ -71,20 +65,19 @@ def merge_journals(results: ResultsTable, run_dir: Path) -> int:
 
 
 @dataclass(frozen=True)
-class ChainSpec:
+class JobSpec:
     """What a task needs besides the data set and the driver's rows (all picklable)."""
 
     run_dir: str
     data_dir: str
     config: Config
-    recipe: Recipe
-    chain: Chain
+    job: Job
     threads: int
     settings_id: str = ""
 
 
-def run_chain_task(spec: ChainSpec, dataset: Dataset, known_rows: list[dict]) -> list[dict]:
-    """The body of one Ray task: run the chain, return the rows it produced."""
+def run_job_task(spec: JobSpec, dataset: Dataset, known_rows: list[dict]) -> list[dict]:
+    """The body of one Ray task: run the job, return the rows it produced."""
     run_dir = Path(spec.run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise DataError(
@@ -92,13 +85,13 @@ def run_chain_task(spec: ChainSpec, dataset: Dataset, known_rows: list[dict]) ->
             "executor needs the run folder on a filesystem every node shares, at the same path"
         )
     torch.set_num_threads(spec.threads)
-    journal = journal_path(run_dir, spec.chain)
+    journal = journal_path(run_dir, spec.job)
     results = ResultsTable(journal, known=known_rows)
     ctx = RunContext(run_dir, Path(spec.data_dir), spec.config, dataset,
                      resolve_device(spec.config.device), results, progress=False,
                      settings_id=spec.settings_id)
-    run_chain(ctx, spec.recipe, spec.chain)
-    return ResultsTable(journal).rows  # only this chain's rows are written there
+    spec.job.execute(ctx)
+    return ResultsTable(journal).rows  # only this job's rows are written there
 
 
 def import_ray():
@@ -120,13 +113,14 @@ def ray_executor(
     max_retries: int = 2,
     num_cpus: int | None = None,
 ) -> Executor:
-    """An executor running every chain as a Ray task.
+    """An executor running every job as a Ray task.
 
     ``address``: an existing cluster (``auto``, ``HOST:6379``, ``ray://HOST:10001``);
     None starts a local one (``num_cpus`` caps it; None = every core). Each task
     reserves ``gpus_per_model`` GPUs (fractions share a GPU) and ``cpus_per_model``
-    CPUs. A failed task is tried again up to ``max_retries`` times; chains that
-    still fail are reported together, after the others finished, as ChainsFailed.
+    CPUs. A failed task is tried again up to ``max_retries`` times; jobs that
+    still fail are reported together, after the others of their wave finished, as
+    JobsFailed (a failed stage stops the study before its chains).
     """
     ray = import_ray()
     if gpus_per_model < 0 or cpus_per_model <= 0:
@@ -134,60 +128,59 @@ def ray_executor(
     if max_retries < 0:
         raise ConfigError("max_retries must be >= 0")
 
-    def execute(ctx: RunContext, recipes: dict[str, Recipe], chains: list[Chain]) -> None:
+    def execute(ctx: RunContext, jobs: list[Job]) -> None:
         started = False
         if not ray.is_initialized():
             ray.init(**({"address": address} if address else
                         {"num_cpus": num_cpus, "include_dashboard": False}))
             started = True
         try:
-            failures = _run_all(ray, ctx, recipes, chains, gpus_per_model, cpus_per_model,
-                                max_retries)
+            failures = _run_all(ray, ctx, jobs, gpus_per_model, cpus_per_model, max_retries)
         finally:
             merge_journals(ctx.results, ctx.run_dir)
             if started:
                 ray.shutdown()
         if failures:
-            lines = [f"  {chain_name(c)}: {message}" for c, message in failures]
-            raise ChainsFailed(f"{len(failures)} of {len(chains)} chains failed after "
-                               f"{max_retries} retries:\n" + "\n".join(lines))
+            lines = [f"  {job.name}: {message}" for job, message in failures]
+            raise JobsFailed(f"{len(failures)} of {len(jobs)} {jobs[0].KIND} failed after "
+                             f"{max_retries} retries:\n" + "\n".join(lines))
 
     return execute
 
 
-def _run_all(ray, ctx: RunContext, recipes: dict[str, Recipe], chains: list[Chain],
-             gpus: float, cpus: float, max_retries: int) -> list[tuple[Chain, str]]:
-    """Submit every chain, merge rows as chains finish; return the failed ones."""
+def _run_all(ray, ctx: RunContext, jobs: list[Job], gpus: float, cpus: float,
+             max_retries: int) -> list[tuple[Job, str]]:
+    """Submit every job, merge rows as jobs finish; return the failed ones."""
     merge_journals(ctx.results, ctx.run_dir)  # an earlier, interrupted execution's rows
     dataset_ref = ray.put(ctx.dataset)
     known_ref = ray.put(ctx.results.rows)
-    # A fresh worker process per chain: CUDA binds the GPU Ray assigns at its first use.
-    task = ray.remote(max_calls=1)(run_chain_task).options(
+    # A fresh worker process per job: CUDA binds the GPU Ray assigns at its first use.
+    task = ray.remote(max_calls=1)(run_job_task).options(
         num_cpus=cpus, num_gpus=gpus, max_retries=max_retries, retry_exceptions=True)
     threads = max(1, int(cpus))
     pending = {}
-    for chain in chains:
-        spec = ChainSpec(str(ctx.run_dir.resolve()), str(ctx.data_dir.resolve()), ctx.config,
-                         recipes[chain.approach], chain, threads, ctx.settings_id)
-        pending[task.remote(spec, dataset_ref, known_ref)] = chain
-    failures: list[tuple[Chain, str]] = []
-    bar = tqdm(total=len(pending), desc="chains", disable=bar_disable(ctx.progress))
+    for job in jobs:
+        spec = JobSpec(str(ctx.run_dir.resolve()), str(ctx.data_dir.resolve()), ctx.config,
+                       job, threads, ctx.settings_id)
+        pending[task.remote(spec, dataset_ref, known_ref)] = job
+    failures: list[tuple[Job, str]] = []
+    kind = jobs[0].KIND if jobs else "jobs"
+    bar = tqdm(total=len(pending), desc=kind, disable=bar_disable(ctx.progress))
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
-            chain = pending.pop(done[0])
+            job = pending.pop(done[0])
             try:
                 rows = ray.get(done[0])
             except ray.exceptions.RayError as exc:
-                failures.append((chain, _describe(exc)))
-                print(f"imseg: chain {chain_name(chain)} failed: {_describe(exc)}",
-                      file=sys.stderr)
+                failures.append((job, _describe(exc)))
+                print(f"imseg: {job.name} failed: {_describe(exc)}", file=sys.stderr)
             else:
                 ctx.results.merge(rows)
-                journal_path(ctx.run_dir, chain).unlink(missing_ok=True)
+                journal_path(ctx.run_dir, job).unlink(missing_ok=True)
             bar.update()
     except BaseException:
-        for ref in pending:  # interrupted: stop the chains still running
+        for ref in pending:  # interrupted: stop the jobs still running
             ray.cancel(ref, force=True)
         raise
     finally:

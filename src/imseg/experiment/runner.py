@@ -1,4 +1,4 @@
-"""Run a study: shared benchmark stages first, then every chain through an executor."""
+"""Run a study: the stages chains start from, then every chain, each wave through an executor."""
 
 from __future__ import annotations
 
@@ -7,29 +7,35 @@ from collections.abc import Callable
 from tqdm.auto import tqdm
 
 from imseg.errors import DataError
-from imseg.experiment.benchmarks import run_benchmark
 from imseg.experiment.context import RunContext
-from imseg.experiment.loop import Chain, chains_of, run_chain, start_stages
+from imseg.experiment.jobs import ChainJob, Job, StageJob
+from imseg.experiment.loop import Chain, chains_of, start_stages
 from imseg.experiment.recipes import Recipe, resolve_recipes
 from imseg.logs import bar_disable
 
-Executor = Callable[[RunContext, dict[str, Recipe], list[Chain]], None]
+Executor = Callable[[RunContext, list[Job]], None]
+"""Runs one wave of independent jobs (:mod:`imseg.experiment.jobs`) and returns when all
+are done, their rows in ``ctx.results``."""
 
 
-def local_executor(ctx: RunContext, recipes: dict[str, Recipe], chains: list[Chain]) -> None:
-    """Run the chains one after another in this process (the default)."""
-    for chain in tqdm(chains, desc="chains", disable=bar_disable(ctx.progress)):
-        run_chain(ctx, recipes[chain.approach], chain)
+def local_executor(ctx: RunContext, jobs: list[Job]) -> None:
+    """Run the jobs one after another in this process (the default)."""
+    kind = jobs[0].KIND if jobs else "jobs"
+    for job in tqdm(jobs, desc=kind, disable=bar_disable(ctx.progress)):
+        job.execute(ctx)
 
 
-def prepare(ctx: RunContext, recipes: dict[str, Recipe]) -> None:
-    """Everything the recipes' parts need before any chain runs, in this process (under
-    Ray only the driver writes these shared files): the stages the chains start from,
-    the EvalNets (and their thresholds) of every kind needed, the state folders."""
+def stage_jobs(recipes: dict[str, Recipe], runs: int) -> list[StageJob]:
+    """Every run's stages the recipes' chains start from (LDT always)."""
+    return [StageJob(stage, run, trainer)
+            for run in range(runs) for stage, trainer in start_stages(recipes)]
+
+
+def prepare_shared(ctx: RunContext, recipes: dict[str, Recipe]) -> None:
+    """What the chains' parts share, made in this process (under Ray only the driver
+    writes shared files): the EvalNets (and thresholds) of every kind needed, the state
+    folders."""
     runs = ctx.config.ssl.runs
-    for run in range(runs):
-        for stage, trainer in start_stages(recipes):
-            run_benchmark(ctx, stage, run, trainer)
     if any(r.uses_evalnet for r in recipes.values()):
         from imseg.experiment.evalnet_stage import prepare_evalnets
 
@@ -40,7 +46,8 @@ def prepare(ctx: RunContext, recipes: dict[str, Recipe]) -> None:
 
 
 def run_study(ctx: RunContext, executor: Executor | None = None) -> list[Chain]:
-    """Train the shared LDT (and ALDT) stages once per run, then every chain.
+    """Train the shared start stages (LDT, ALDT, a trainer's LDT) once per run, then every
+    chain; the executor runs each wave, so under Ray the runs' stages train at once too.
 
     Resumable: every model whose row is already in results.csv is skipped.
     """
@@ -53,7 +60,9 @@ def run_study(ctx: RunContext, executor: Executor | None = None) -> list[Chain]:
     if too_many:
         raise DataError(f"teacher counts {too_many} exceed the {ctx.config.benchmark.candidates} "
                         "benchmark candidates they are drawn from")
-    prepare(ctx, recipes)
+    execute = executor or local_executor
+    execute(ctx, stage_jobs(recipes, ssl.runs))
+    prepare_shared(ctx, recipes)
     chains = chains_of(recipes, ssl.teachers, ssl.runs)
-    (executor or local_executor)(ctx, recipes, chains)
+    execute(ctx, [ChainJob(recipes[c.approach], c) for c in chains])
     return chains

@@ -71,11 +71,13 @@ class Batches:
 
     def _next_index(self) -> torch.Tensor:
         if self._pos + self.batch_size > self._perm.numel():
-            self._perm = torch.randperm(self.n, generator=self.generator)
+            # drawn on the CPU (the seeded generator), copied to the device once per
+            # permutation rather than once per batch
+            self._perm = torch.randperm(self.n, generator=self.generator).to(self.images.device)
             self._pos = 0
         idx = self._perm[self._pos : self._pos + self.batch_size]
         self._pos += self.batch_size
-        return idx.to(self.images.device)
+        return idx
 
     def epoch(self):
         """Yield ``(images uint8, labels uint8 or None)`` batches of one epoch."""
@@ -106,9 +108,11 @@ def run_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Batch
               after_step: Callable[[], None] | None = None) -> float:
     """One epoch of optimizer steps on ``loss_of(*batch)`` for each batch of
     ``batches.epoch()`` (``(images, labels)``, or what a trainer's batches yield);
-    ``after_step`` runs after every step (an EMA teacher's update). Returns the mean loss."""
+    ``after_step`` runs after every step (an EMA teacher's update). Returns the mean loss,
+    summed on the device and read back once (no host sync per step: on CUDA the CPU queues
+    the next step while the GPU runs this one)."""
     model.train()
-    total, steps = 0.0, 0
+    total, steps = None, 0
     for batch in batches.epoch():
         loss = loss_of(*batch)
         optimizer.zero_grad(set_to_none=True)
@@ -116,9 +120,9 @@ def run_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Batch
         optimizer.step()
         if after_step is not None:
             after_step()
-        total += float(loss.detach())
+        total = loss.detach().float() if total is None else total + loss.detach().float()
         steps += 1
-    return total / max(steps, 1)
+    return 0.0 if total is None else float(total) / steps
 
 
 def refresh_bn_stats(model: nn.Module, images: torch.Tensor, cfg: TrainConfig,
