@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from imseg.models.grouped import GroupedUNet, split_outputs, stack_inputs, why_not_groupable
+from imseg.models.checkpoint import SMP, ModelSpec
+from imseg.models.grouped import (
+    GroupedUNet,
+    split_outputs,
+    stack_inputs,
+    why_not_groupable,
+    why_spec_not_groupable,
+)
 from imseg.models.unet import build_unet
 
 S = 3
@@ -122,3 +129,9 @@ def test_nets_of_different_shapes_are_not_grouped():
     other_momentum = [*_nets(1, 0.25)[:2], *_nets(1, 0.25, momentum=0.01)[:1]]
     with pytest.raises(ValueError, match="cannot group"):
         GroupedUNet.from_nets(other_momentum)
+
+
+def test_a_spec_says_whether_its_nets_group_before_any_is_built():
+    assert why_spec_not_groupable(ModelSpec(3, 1, alpha=0.5)) is None
+    smp = ModelSpec(3, 1, kind=SMP, arch="Unet", encoder="resnet18")
+    assert why_spec_not_groupable(smp) == "Unet/resnet18 is an smp model"

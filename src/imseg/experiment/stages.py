@@ -11,7 +11,8 @@ from torch import nn
 from imseg.data.dataset import Split
 from imseg.experiment.context import RunContext
 from imseg.logs import log, model_line
-from imseg.models.checkpoint import SMP, ModelSpec, checkpoint_payload, read_checkpoint
+from imseg.models.checkpoint import ModelSpec, checkpoint_payload, read_checkpoint
+from imseg.models.grouped import why_spec_not_groupable
 from imseg.models.unet import count_parameters
 from imseg.runtime import derive_seed, seed_everything
 from imseg.storage import save_checkpoint
@@ -162,10 +163,10 @@ def train_stage(ctx: RunContext, place: Place, count: int, train: Split, alpha: 
     todo = [p for p in places if ctx.results.get(**p.key()) is None]
     cfg = ctx.config
     if len(todo) > 1 and epoch_fn_factory is None and use_fused(cfg.train.fuse, ctx.device):
-        # Encoder models never group: say so before building S of them for nothing.
-        kind = model_spec(ctx, alpha, encoder).kind if init is None else None
-        cands = [_start(ctx, p, alpha, init, encoder) for p in todo] if kind != SMP else []
-        why = fusable([c.model for c in cands]) if cands else f"{cfg.model.arch} is an smp model"
+        # Ask the spec first: encoder models never group, so none are built for nothing.
+        why = None if init is not None else why_spec_not_groupable(model_spec(ctx, alpha, encoder))
+        cands = [] if why else [_start(ctx, p, alpha, init, encoder) for p in todo]
+        why = why or fusable([c.model for c in cands])
         if why is None:
             results = fit_fused([c.model for c in cands], ctx.task, train, ctx.dataset.val,
                                 cfg.train, ctx.device, [c.generator for c in cands],

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from imseg.models.checkpoint import SMP, ModelSpec
 from imseg.models.unet import TinyUNet
 
 
@@ -37,6 +38,11 @@ def _spec(net: TinyUNet) -> tuple:
     bn = [(m.eps, m.momentum) for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
     shapes = [(name, tuple(t.shape)) for name, t in net.state_dict().items()]
     return net.in_channels, net.out_channels, net.alpha, net.kernel_size, bn, shapes
+
+
+def why_spec_not_groupable(spec: ModelSpec) -> str | None:
+    """Why nets built from ``spec`` cannot be grouped (asked before building S of them)."""
+    return f"{spec.name} is an smp model" if spec.kind == SMP else None
 
 
 def why_not_groupable(nets: Sequence[nn.Module]) -> str | None:
