@@ -48,11 +48,15 @@ class Task:
     """Behaviour of one task kind for a data set with ``n_classes`` classes.
 
     ``n_classes`` counts foreground channels for binary (1) and multilabel (C),
-    and all classes including background for multiclass (C).
+    and all classes including background for multiclass (C). ``headline``: the
+    positions in :attr:`eval_classes` whose mean is the headline score (empty: all),
+    e.g. HeLa's alive and dead channels without position (dataset.yaml's
+    ``headline_classes``).
     """
 
     kind: TaskKind
     n_classes: int
+    headline: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in TASK_KINDS:
@@ -63,6 +67,11 @@ class Task:
             raise ValueError("multilabel masks are stored as PNG channels: 1 to 4 labels")
         if self.kind == "multiclass" and not 2 <= self.n_classes <= 254:
             raise ValueError("a multiclass task has 2 to 254 classes")
+        k = len(self.eval_classes)
+        if any(not 0 <= i < k for i in self.headline) or len(set(self.headline)) < len(
+                self.headline):
+            raise ValueError(f"headline positions {list(self.headline)} must be distinct, "
+                             f"in 0..{k - 1}")
 
     # ------------------------------------------------------------------ shapes
     @property
@@ -81,6 +90,11 @@ class Task:
         if self.kind == "multiclass":
             return list(range(1, self.n_classes + 1))
         return list(range(self.n_classes))
+
+    @property
+    def headline_positions(self) -> list[int]:
+        """Positions in :attr:`eval_classes` the headline score averages."""
+        return list(self.headline) or list(range(len(self.eval_classes)))
 
     # -------------------------------------------------------------- activation
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
@@ -139,7 +153,7 @@ class Task:
     def metric(self):
         """A fresh accumulator of this kind's metrics (docs/method.md §7): binary foreground IoU and
         Dice per image; multiclass mIoU over the classes present; multilabel mean over
-        channels. Its ``compute()["iou"]`` is the headline score."""
+        channels (the ``headline`` ones). Its ``compute()["iou"]`` is the headline score."""
         from imseg.evaluation.metrics import MetricAccumulator
 
         return MetricAccumulator(self)
@@ -200,6 +214,11 @@ class Task:
         return None
 
 
-def task_from_info(kind: str, classes: list[str]) -> Task:
-    """The Task of a data set described by dataset.yaml's ``task`` and ``classes``."""
-    return Task(kind, len(classes))  # type: ignore[arg-type]
+def task_from_info(kind: str, classes: list[str], headline_classes: list[str] = ()) -> Task:
+    """The Task of a data set described by dataset.yaml's ``task``, ``classes`` and
+    ``headline_classes`` (names in ``classes``; empty: all)."""
+    unknown = [c for c in headline_classes if c not in classes]
+    if unknown:
+        raise ValueError(f"headline_classes {unknown} are not among the classes {classes}")
+    return Task(kind, len(classes),  # type: ignore[arg-type]
+                tuple(classes.index(c) for c in headline_classes))

@@ -116,6 +116,30 @@ def test_multilabel_per_channel():
     assert iou_of_masks(task, pred, truth).tolist() == pytest.approx([2 / 3, 1 / 2])
 
 
+def test_a_headline_subset_scores_only_its_channels():
+    """HeLa's mIoU_ad: the headline averages the chosen channels; ``iou_all`` keeps all."""
+    pred = torch.stack([torch.stack([PRED_A, EMPTY]), torch.stack([TRUTH_A, EMPTY])])
+    truth = torch.stack([torch.stack([TRUTH_A, EMPTY]), torch.stack([TRUTH_A, FULL])])
+    task = Task("multilabel", 2, headline=(0,))
+    out = evaluate(task, pred, truth)
+    assert out["iou"] == pytest.approx(2 / 3) and out["dice"] == pytest.approx(3 / 4)
+    assert out["iou_all"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert out["class_iou"] == pytest.approx([2 / 3, 1 / 2])
+    assert iou_of_masks(task, pred, truth).tolist() == pytest.approx([1 / 3, 1.0])
+    assert "iou_all" not in evaluate(Task("multilabel", 2), pred, truth)
+    with pytest.raises(ValueError, match="headline"):
+        Task("multilabel", 2, headline=(2,))
+
+
+def test_a_multiclass_headline_subset_averages_its_classes_per_image():
+    # class 1 perfect, class 2 perfect, class 3 only in the prediction (scores 0)
+    task = Task("multiclass", 3, headline=(0, 2))
+    out = evaluate(task, MC_PRED.view(1, 1, 4, 4), MC_TRUTH.view(1, 1, 4, 4))
+    class_iou = out["class_iou"]
+    assert out["iou"] == pytest.approx((class_iou[0] + class_iou[2]) / 2)
+    assert out["iou_all"] == pytest.approx(sum(class_iou) / 3)
+
+
 # multiclass, 3 classes (values 1..3). Image 1: top half class 1, bottom half class 2;
 # the prediction puts class 3 on pixel (1, 1), a class absent from the truth.
 MC_TRUTH = grid(["1111", "1111", "2222", "2222"])
@@ -209,7 +233,8 @@ def test_batching_invariance(task: Task, monkeypatch: pytest.MonkeyPatch):
     _assert_same(whole, evaluate(task, pred, truth))
 
 
-@pytest.mark.parametrize("task", [BINARY, Task("multilabel", 2), Task("multiclass", 3)])
+@pytest.mark.parametrize("task", [BINARY, Task("multilabel", 2), Task("multiclass", 3),
+                                  Task("multiclass", 3, headline=(1, 2))])
 def test_headline_matches_per_image_scores(task: Task):
     gen = torch.Generator().manual_seed(1)
     pred, truth = _random_case(task, 5, gen)

@@ -17,6 +17,7 @@ from imseg.errors import DataError
 from imseg.evaluation.report import (
     Stat,
     load_run,
+    metric_label,
     panels_of,
     score_stats,
     scores_figure,
@@ -194,3 +195,12 @@ def test_errors_and_cli(runs, tmp_path, capsys):
     assert "val IoU" in capsys.readouterr().out
     table = read_csv(tmp_path / "cli" / "scores.csv")
     expect(table[("data_a", "im", 1)], [.90, .80, .10, .60, .70])
+
+
+def test_metric_labels_name_the_headline_classes():
+    binary = DatasetInfo(task="binary", classes=["nucleus"], image_size=(32, 32))
+    hela = DatasetInfo(task="multilabel", classes=["alive", "dead", "position"],
+                       image_size=(32, 32), headline_classes=["alive", "dead"])
+    assert metric_label("test_iou", binary) == "test IoU"
+    assert metric_label("val_dice", hela) == "val mDice (alive, dead)"
+    assert metric_label("seconds", hela) == "seconds"

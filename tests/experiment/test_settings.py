@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from imseg.experiment.settings import (
     DATA_KEY,
     SETTINGS_FILE,
     check_settings,
+    data_hash,
     differences,
     flatten,
     settings_of,
@@ -49,6 +51,15 @@ def test_free_keys_and_data_are_in_the_right_place(binary_data):
     c = settings_of(build_config(overrides={"train": {"lr": 0.001}}), dataset)
     assert differences(a, c) == ["train.lr: 0.003 → 0.001"]
     assert len(a[DATA_KEY]) == 16
+
+
+
+def test_headline_classes_change_the_data_hash_only_when_set(binary_data):
+    dataset = load_dataset(binary_data)
+    plain = data_hash(dataset)
+    assert data_hash(replace(dataset, info=replace(dataset.info, headline_classes=[]))) == plain
+    named = replace(dataset.info, headline_classes=list(dataset.info.classes))
+    assert data_hash(replace(dataset, info=named)) != plain
 
 
 def test_a_setting_added_by_a_newer_version_counts_as_unchanged_at_its_default(binary_data):

@@ -60,6 +60,22 @@ def test_round_trip_keeps_weights_and_the_data_metadata(tmp_path):
     assert torch.equal(load_model(path).state_dict()["head.weight"], model.state_dict()["head.weight"])
 
 
+def test_the_headline_classes_travel_with_the_checkpoint(tmp_path):
+    info = DatasetInfo(task="multilabel", classes=["alive", "dead", "position"],
+                       image_size=(32, 32), channels=1, headline_classes=["alive", "dead"])
+    spec = ModelSpec(in_channels=1, out_channels=3, alpha=0.25)
+    save_checkpoint(tmp_path / "c.pt", checkpoint_payload(spec, trained_like(spec).state_dict(),
+                                                          info))
+    meta = read_checkpoint(tmp_path / "c.pt")[1]
+    assert meta.task == Task("multilabel", 3, headline=(0, 1)) == info.task_obj
+    assert meta.dataset.headline_classes == ["alive", "dead"]
+    raw = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert raw["task"]["headline"] == [0, 1]
+    plain = checkpoint_payload(spec, trained_like(spec).state_dict(), DatasetInfo(
+        task="multilabel", classes=["a", "b", "c"], image_size=(32, 32)))
+    assert "headline" not in plain["task"] and "headline_classes" not in plain["dataset"]
+
+
 def test_mask_void_is_the_disk_encoding_of_void():
     assert mask_void(Task("binary", 1)) == 128
     assert mask_void(Task("multilabel", 3)) == 128

@@ -23,7 +23,7 @@ from PIL import Image
 
 from imseg.errors import DataError
 from imseg.storage import atomic_write_text
-from imseg.tasks import TASK_KINDS, Task
+from imseg.tasks import TASK_KINDS, Task, task_from_info
 
 SPLITS: tuple[str, ...] = ("train_labeled", "train_unlabeled", "val", "test")
 INFO_FILE = "dataset.yaml"
@@ -60,6 +60,10 @@ class DatasetInfo:
     counts: dict[str, int] = field(default_factory=dict)
     rotate: bool = True
     """Whether free 90° rotations suit the data (augmentation, input ensembles)."""
+    headline_classes: list[str] = field(default_factory=list)
+    """The classes whose mean IoU is the headline score (model selection, test IoU,
+    pseudo-label IoU); empty: all. HeLa: alive and dead, not position (the paper's
+    mIoU_ad)."""
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -73,13 +77,20 @@ class DatasetInfo:
                 len(self.classes) + 1
             )[1:]
         self.colors = [tuple(int(v) for v in c) for c in self.colors]  # type: ignore[misc]
+        self.headline_classes = [str(c) for c in self.headline_classes]
+        try:
+            self.task_obj  # noqa: B018 - validates the classes against the task kind
+        except ValueError as exc:
+            raise DataError(f"dataset.yaml: {exc}") from None
 
     @property
     def task_obj(self) -> Task:
-        return Task(self.task, len(self.classes))  # type: ignore[arg-type]
+        return task_from_info(self.task, self.classes, self.headline_classes)
 
     def to_yaml(self) -> str:
         data = asdict(self)
+        if not self.headline_classes:
+            del data["headline_classes"]  # dataset.yaml as before the key existed
         data["image_size"] = list(self.image_size)
         data["colors"] = [list(c) for c in self.colors]
         return yaml.safe_dump(data, sort_keys=False)

@@ -116,14 +116,24 @@ def _image_mean(values: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor
     return mean, n_valid > 0
 
 
+def _headline(task: Task, valid: torch.Tensor) -> torch.Tensor:
+    """``valid`` with the classes outside the task's headline cleared."""
+    if not task.headline:
+        return valid
+    keep = torch.zeros(valid.shape[1], dtype=torch.bool, device=valid.device)
+    keep[list(task.headline)] = True
+    return valid & keep
+
+
 def iou_of_masks(task: Task, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-image headline IoU ``(N,)`` (float32), never NaN.
 
     Binary: foreground IoU; multilabel: mean over channels; multiclass: mean
-    over the valid classes, and 1.0 for an image without any (all void).
+    over the valid classes, and 1.0 for an image without any (all void); only the
+    task's headline classes count.
     """
     iou, _, valid = _scores(task, *_counts(task, pred, target))
-    mean, has_any = _image_mean(iou, valid)
+    mean, has_any = _image_mean(iou, _headline(task, valid))
     return torch.where(has_any, mean, 1.0).float()
 
 
@@ -140,7 +150,8 @@ class MetricAccumulator:
       foreground score; multilabel: mean over channels of each channel's mean
       over images; multiclass: mean over images of the mean over that image's
       valid classes (images without a valid class, i.e. all void, are skipped;
-      NaN if no image has one).
+      NaN if no image has one). Only the task's headline classes count; where
+      they are fewer than all, ``iou_all`` / ``dice_all`` give the same over all.
     * ``class_iou`` / ``class_dice``: per scored class, mean over the images
       where it is valid (NaN when never valid).
     * ``pixel_class_iou``: per class, dataset-level intersection / union
@@ -161,9 +172,9 @@ class MetricAccumulator:
             "iou": torch.zeros(k, **f),
             "dice": torch.zeros(k, **f),
             "valid": torch.zeros(k, **i),
-            "img_iou": torch.zeros((), **f),
-            "img_dice": torch.zeros((), **f),
-            "img_valid": torch.zeros((), **i),
+            "img_iou": torch.zeros(2, **f),
+            "img_dice": torch.zeros(2, **f),
+            "img_valid": torch.zeros(2, **i),
             "inter": torch.zeros(k, **i),
             "union": torch.zeros(k, **i),
         }
@@ -176,15 +187,18 @@ class MetricAccumulator:
             self._state = self._zeros(target.device)
         s = self._state
         dev = s["iou"].device
-        img_iou, has_any = _image_mean(iou, valid)
-        img_dice, _ = _image_mean(dice, valid)
+        # per-image means over [headline classes, all classes]
+        both = [_headline(self.task, valid), valid]
+        img_iou, has_any = (torch.stack(t) for t in zip(*(_image_mean(iou, v) for v in both),
+                                                          strict=True))
+        img_dice = torch.stack([_image_mean(dice, v)[0] for v in both])
         batch = {
             "iou": (iou * valid).sum(0),
             "dice": (dice * valid).sum(0),
             "valid": valid.long().sum(0),
-            "img_iou": (img_iou * has_any).sum(),
-            "img_dice": (img_dice * has_any).sum(),
-            "img_valid": has_any.long().sum(),
+            "img_iou": (img_iou * has_any).sum(1),
+            "img_dice": (img_dice * has_any).sum(1),
+            "img_valid": has_any.long().sum(1),
             "inter": inter.sum(0),
             "union": (pa + ta - inter).sum(0),
         }
@@ -199,16 +213,18 @@ class MetricAccumulator:
         class_iou = _nan_div(s["iou"], s["valid"])
         class_dice = _nan_div(s["dice"], s["valid"])
         if self.task.kind == "multiclass":
-            n = int(s["img_valid"])
-            iou = float(s["img_iou"]) / n if n else math.nan
-            dice = float(s["img_dice"]) / n if n else math.nan
+            iou, iou_all = _nan_div(s["img_iou"], s["img_valid"])
+            dice, dice_all = _nan_div(s["img_dice"], s["img_valid"])
         else:
-            iou = _mean(class_iou)
-            dice = _mean(class_dice)
+            head = self.task.headline_positions
+            iou, iou_all = _mean([class_iou[k] for k in head]), _mean(class_iou)
+            dice, dice_all = _mean([class_dice[k] for k in head]), _mean(class_dice)
         pixel_class_iou = _nan_div(s["inter"], s["union"])
+        overall = {"iou_all": iou_all, "dice_all": dice_all} if self.task.headline else {}
         return {
             "iou": iou,
             "dice": dice,
+            **overall,
             "class_iou": class_iou,
             "class_dice": class_dice,
             "pixel_class_iou": pixel_class_iou,

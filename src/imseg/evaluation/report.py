@@ -64,11 +64,14 @@ METRICS = ("test_iou", "test_dice", "val_iou", "val_dice")
 
 
 def metric_label(column: str, info: DatasetInfo | None = None) -> str:
-    """``test_iou`` → ``test IoU`` (``test mIoU`` when the data set has several classes)."""
+    """``test_iou`` → ``test IoU`` (``test mIoU`` when the data set has several classes,
+    ``test mIoU (alive, dead)`` when its headline averages some of them)."""
     split, _, name = column.partition("_")
     word = METRIC_LABELS.get(name, name)
     if info is not None and info.task != "binary" and name in METRIC_LABELS:
         word = "m" + word
+        if info.headline_classes:
+            word += f" ({', '.join(info.headline_classes)})"
     return f"{split} {word}" if name else column
 
 

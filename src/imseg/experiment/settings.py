@@ -59,11 +59,14 @@ def flatten(data: dict, prefix: str = "") -> dict[str, object]:
 
 
 def data_hash(dataset: Dataset) -> str:
-    """A short hash of what the data set holds: its task, classes, size, splits and pixels."""
+    """A short hash of what the data set holds: its task, classes (and headline classes),
+    size, splits and pixels."""
     h = hashlib.sha256()
     info = dataset.info
-    h.update(json.dumps([info.task, info.classes, list(info.image_size), info.channels],
-                        default=str).encode())
+    described = [info.task, info.classes, list(info.image_size), info.channels]
+    if info.headline_classes:  # only then: older runs' hashes stay as they were
+        described.append(info.headline_classes)
+    h.update(json.dumps(described, default=str).encode())
     for split in (dataset.labeled, dataset.unlabeled, dataset.val, dataset.test):
         h.update(json.dumps(split.stems).encode())
         h.update(np.ascontiguousarray(split.images.numpy()))  # no copy: hashed in place

@@ -124,6 +124,8 @@ def dataset_record(info: DatasetInfo) -> dict:
     """dataset.yaml's fields as plain values, without the source's free-form ``extra``."""
     record = asdict(info)
     record.pop("extra")
+    if not info.headline_classes:
+        record.pop("headline_classes")  # readable by an imseg from before the key
     record["image_size"] = list(info.image_size)
     record["colors"] = [list(c) for c in info.colors]
     return record
@@ -141,7 +143,8 @@ def checkpoint_payload(spec: ModelSpec, state_dict: dict, info: DatasetInfo, **e
         "version": VERSION,
         "model": spec.to_dict(),
         "state_dict": state_dict,
-        "task": {"kind": task.kind, "n_classes": task.n_classes},
+        "task": {"kind": task.kind, "n_classes": task.n_classes,
+                 **({"headline": list(task.headline)} if task.headline else {})},
         "dataset": dataset_record(info),
         "void": {"mask": mask_void(task), "label": VOID},
         **extra,
@@ -199,7 +202,8 @@ def _meta(path: Path, ckpt: dict) -> CheckpointMeta:
             raise KeyError(f"model spec without {', '.join(missing)}")
         spec = ModelSpec(**spec_data)
         task_data = ckpt.get("task")
-        task = Task(task_data["kind"], int(task_data["n_classes"])) if task_data else None
+        task = Task(task_data["kind"], int(task_data["n_classes"]),
+                    tuple(task_data.get("headline", ()))) if task_data else None
         dataset = DatasetInfo(**ckpt["dataset"]) if ckpt.get("dataset") else None
     except (TypeError, ValueError, KeyError) as exc:
         raise DataError(f"{path}: damaged checkpoint metadata ({exc})") from None

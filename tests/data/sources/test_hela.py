@@ -118,6 +118,8 @@ def test_prepare_layout_counts_and_disjoint_sources(tmp_path):
                            "val": 2 * per_image, "test": 2 * per_image}
     assert info.task == "multilabel" and info.classes == ["alive", "dead", "position"]
     assert info.channels == 1 and info.rotate is True and info.image_size == (32, 32)
+    assert info.headline_classes == ["alive", "dead"]  # the paper's mIoU_ad
+    assert info.task_obj.headline == (0, 1)
     labeled = crops_by_source(out, "train_labeled")
     unlabeled = crops_by_source(out, "train_unlabeled")
     assert not set(labeled) & set(unlabeled)

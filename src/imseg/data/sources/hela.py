@@ -284,6 +284,7 @@ def prepare_hela(
         seed=seed,
         source=str(Path(source).resolve()),
         rotate=True,
+        headline_classes=["alive", "dead"],  # the paper's mIoU_ad
         extra={
             "dataset": "hela",
             "crop": crop,
