@@ -87,6 +87,18 @@ def test_multilabel_score_counts_classes_in_truth_or_mask():
     assert torch.allclose(targets_of(MULTILABEL, fp, truth).score, torch.tensor([0.25]))
 
 
+def test_only_the_headline_classes_make_the_score():
+    truth = torch.tensor([[[1, 1, 0, 0]], [[0, 0, 1, 1]]], dtype=torch.uint8)[None]
+    mask = torch.tensor([[[1, 0, 0, 0]], [[0, 0, 1, 1]]], dtype=torch.uint8)[None]
+    assert torch.allclose(targets_of(MULTILABEL, mask, truth).score, torch.tensor([0.75]))
+    first = Task("multilabel", 2, headline=(0,))
+    t = targets_of(first, mask, truth)
+    assert torch.allclose(t.score, torch.tensor([0.5]))  # channel 1 (IoU 1.0) left out
+    assert torch.allclose(t.class_iou, torch.tensor([[0.5, 1.0]]))  # still learnt per class
+    iou, present = torch.tensor([[0.4, 0.9]]), torch.tensor([[0.9, 0.9]])
+    assert torch.allclose(predicted_score(first, mask, iou, present), torch.tensor([0.4]))
+
+
 def test_predicted_score_uses_presence_or_the_mask():
     mask = _label([[1, 1, 1, 1]])  # only class 1 in the mask
     iou = torch.tensor([[0.8, 0.2, 0.5]])

@@ -12,9 +12,10 @@ Targets: binary data has one number per mask, its IoU against the truth
 (:func:`imseg.evaluation.metrics.iou_of_masks`). Multilabel and multiclass
 data has, per class, the IoU and whether the class is present in the truth;
 the mask's **score** is the mean IoU over the classes present in the truth or
-in the mask (1.0 when there is none). For multiclass this is exactly the
-per-image headline IoU of the metrics module. A predicted score uses the same
-rule with the predicted presence in place of the truth's.
+in the mask (1.0 when there is none), only the task's headline classes
+counting. For multiclass this is exactly the per-image headline IoU of the
+metrics module. A predicted score uses the same rule with the predicted
+presence in place of the truth's.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from imseg.evaluation.metrics import image_scores, iou_of_masks
+from imseg.evaluation.metrics import headline_only, image_scores, iou_of_masks
 from imseg.tasks import Task
 
 
@@ -101,7 +102,7 @@ def targets_of(task: Task, masks: torch.Tensor, truth: torch.Tensor) -> Targets:
     if task.kind == "multiclass":
         iou = torch.where(valid, iou, torch.ones_like(iou))
     present = mask_classes(task, truth)
-    score = present_mean(iou, present | mask_classes(task, masks))
+    score = present_mean(iou, headline_only(task, present | mask_classes(task, masks)))
     return Targets(score, iou, present.float())
 
 
@@ -111,4 +112,4 @@ def predicted_score(task: Task, masks: torch.Tensor, iou: torch.Tensor,
     predicted IoU over classes predicted present or found in the mask."""
     if present is None:
         return iou
-    return present_mean(iou, (present > 0.5) | mask_classes(task, masks))
+    return present_mean(iou, headline_only(task, (present > 0.5) | mask_classes(task, masks)))

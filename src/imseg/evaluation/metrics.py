@@ -116,7 +116,7 @@ def _image_mean(values: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor
     return mean, n_valid > 0
 
 
-def _headline(task: Task, valid: torch.Tensor) -> torch.Tensor:
+def headline_only(task: Task, valid: torch.Tensor) -> torch.Tensor:
     """``valid`` with the classes outside the task's headline cleared."""
     if not task.headline:
         return valid
@@ -133,7 +133,7 @@ def iou_of_masks(task: Task, pred: torch.Tensor, target: torch.Tensor) -> torch.
     task's headline classes count.
     """
     iou, _, valid = _scores(task, *_counts(task, pred, target))
-    mean, has_any = _image_mean(iou, _headline(task, valid))
+    mean, has_any = _image_mean(iou, headline_only(task, valid))
     return torch.where(has_any, mean, 1.0).float()
 
 
@@ -188,7 +188,7 @@ class MetricAccumulator:
         s = self._state
         dev = s["iou"].device
         # per-image means over [headline classes, all classes]
-        both = [_headline(self.task, valid), valid]
+        both = [headline_only(self.task, valid), valid]
         img_iou, has_any = (torch.stack(t) for t in zip(*(_image_mean(iou, v) for v in both),
                                                           strict=True))
         img_dice = torch.stack([_image_mean(dice, v)[0] for v in both])
