@@ -64,8 +64,8 @@ def worker(args) -> dict:
     from imseg.experiment.context import RunContext
     from imseg.experiment.loop import Chain, run_generation
     from imseg.experiment.recipes import recipes_of
-    from imseg.experiment.results import ResultsTable
     from imseg.models.unet import build_unet
+    from imseg.results import ResultsTable
     from imseg.storage import save_checkpoint
 
     pin(args.threads)

@@ -17,7 +17,6 @@ from PIL import Image
 from imseg.cli import main
 from imseg.data.layout import DatasetInfo, read_info, write_info
 from imseg.errors import DataError
-from imseg.experiment.results import ResultsTable
 from imseg.models.checkpoint import ModelSpec, checkpoint_payload
 from imseg.models.unet import build_unet
 from imseg.predict import (
@@ -27,6 +26,7 @@ from imseg.predict import (
     run_models,
     stage_models,
 )
+from imseg.results import ResultsTable
 from imseg.storage import save_checkpoint
 
 SIZES = [(32, 32), (20, 45), (50, 17), (64, 40)]  # (H, W)

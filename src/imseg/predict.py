@@ -50,10 +50,10 @@ from imseg.data.imageio import list_images, open_image, resize_image
 from imseg.data.layout import INFO_FILE, DatasetInfo, read_info
 from imseg.errors import DataError
 from imseg.evaluation.visualize import overlay
-from imseg.experiment.results import ResultsTable, top_k
 from imseg.logs import bar_disable
 from imseg.models.checkpoint import CheckpointMeta, read_checkpoint
 from imseg.pseudo.inconsistency import agreement
+from imseg.results import ResultsTable, top_k
 from imseg.runtime import resolve_device
 from imseg.storage import atomic_write_text
 from imseg.tasks import Task

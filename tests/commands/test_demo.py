@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from imseg.cli import main
-from imseg.experiment.results import ResultsTable
+from imseg.results import ResultsTable
 
 # Over the demo preset: one step per model, two LDT models as IM's two teachers, and every
 # pseudo pair kept (the binary filter would drop the labels of such untrained teachers).

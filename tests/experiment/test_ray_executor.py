@@ -26,9 +26,9 @@ from imseg.experiment.ray_executor import (
     ray_executor,
 )
 from imseg.experiment.recipes import resolve_recipes
-from imseg.experiment.results import COLUMNS, ResultsTable
 from imseg.experiment.runner import run_study
 from imseg.pseudo.labelers import LABELERS
+from imseg.results import COLUMNS, ResultsTable
 
 
 def _row(**changes) -> dict:

@@ -25,7 +25,7 @@ from imseg.data.dataset import load_dataset
 from imseg.errors import ConfigError
 from imseg.experiment.benchmarks import BENCHMARKS, run_benchmark
 from imseg.experiment.context import RunContext
-from imseg.experiment.results import ResultsTable, top_k
+from imseg.results import ResultsTable, top_k
 from imseg.runtime import configure_threads, resolve_device
 from imseg.training import distributed
 from imseg.training.trainers import TRAINERS, TrainerPart

@@ -37,7 +37,7 @@ from imseg.data.layout import DatasetInfo, read_info
 from imseg.errors import DataError
 from imseg.evaluation.summary import BENCHMARK_ORDER
 from imseg.evaluation.visualize import display_name, sample_figures, save_figure
-from imseg.experiment.results import ResultsTable, top_k
+from imseg.results import ResultsTable, top_k
 
 BENCHMARKS = ("fdt", "aldt", "ldt")
 # Fixed order (and so fixed colours) of the paper's approaches; others follow by name.

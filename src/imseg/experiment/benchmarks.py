@@ -12,8 +12,8 @@ from imseg.data.augment import AugmentParams, augmented_copies
 from imseg.data.dataset import Split
 from imseg.errors import ConfigError, DataError
 from imseg.experiment.context import RunContext
-from imseg.experiment.results import top_k
 from imseg.experiment.stages import Place, train_stage
+from imseg.results import top_k
 from imseg.runtime import derive_seed, seed_everything
 from imseg.training.trainers import TrainerPart, TrainingSetup
 

@@ -16,8 +16,8 @@ from imseg.data.dataset import Dataset, Split, load_dataset
 from imseg.data.layout import write_info
 from imseg.data.splitting import seeded_permutation
 from imseg.errors import ConfigError, DataError
-from imseg.experiment.results import ResultsTable
 from imseg.experiment.settings import check_settings, previous_values, settings_of
+from imseg.results import ResultsTable
 from imseg.runtime import configure_threads, resolve_device
 from imseg.storage import atomic_write_text, storage_error
 from imseg.tasks import Task

@@ -9,8 +9,8 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from imseg.config import NoiseSchedule
-from imseg.experiment.results import top_k
 from imseg.parts import Needs, Part, PartRegistry
+from imseg.results import top_k
 
 _SCHEDULE = NoiseSchedule()
 

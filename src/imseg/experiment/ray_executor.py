@@ -32,9 +32,9 @@ from imseg.data.dataset import Dataset
 from imseg.errors import ConfigError, DataError, ImsegError
 from imseg.experiment.context import RunContext
 from imseg.experiment.jobs import Job
-from imseg.experiment.results import ResultsTable
 from imseg.experiment.runner import Executor
 from imseg.logs import bar_disable
+from imseg.results import ResultsTable
 from imseg.runtime import resolve_device
 
 JOURNAL_DIR = "journal"

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from imseg.experiment.results import COLUMNS, ResultsTable, top_k
+from imseg.results import COLUMNS, ResultsTable, top_k
 
 REQUIRED = ("stage approach run n_teachers generation candidate seed alpha params n_train_pairs "
             "val_iou test_iou val_dice test_dice pseudo_iou im_fraction seconds").split()
