@@ -36,6 +36,10 @@ VOID = 255
 IM_CLASS = 0
 """Multiclass target value (and output channel) of the inconsistency mask."""
 
+TEST_METRICS: tuple[str, ...] = ("cell_count",)
+"""Extra metrics a data set may ask for on its test split (dataset.yaml ``test_metrics``;
+built by :mod:`imseg.evaluation.metrics`): ``cell_count``, HeLa's cell-count error."""
+
 DISK_BINARY_VOID = 128
 """Binary and multilabel masks on disk: 0 background, 255 foreground, 128 void."""
 
@@ -51,12 +55,14 @@ class Task:
     and all classes including background for multiclass (C). ``headline``: the
     positions in :attr:`eval_classes` whose mean is the headline score (empty: all),
     e.g. HeLa's alive and dead channels without position (dataset.yaml's
-    ``headline_classes``).
+    ``headline_classes``). ``test_metrics``: names from :data:`TEST_METRICS` scored on the
+    test split besides the IoU.
     """
 
     kind: TaskKind
     n_classes: int
     headline: tuple[int, ...] = ()
+    test_metrics: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in TASK_KINDS:
@@ -72,6 +78,12 @@ class Task:
                 self.headline):
             raise ValueError(f"headline positions {list(self.headline)} must be distinct, "
                              f"in 0..{k - 1}")
+        unknown = [m for m in self.test_metrics if m not in TEST_METRICS]
+        if unknown:
+            raise ValueError(f"unknown test_metrics {unknown}; known: {list(TEST_METRICS)}")
+        if "cell_count" in self.test_metrics and (self.kind, self.n_classes) != ("multilabel", 3):
+            raise ValueError("test_metrics cell_count needs multilabel alive, dead, position "
+                             "channels (HeLa)")
 
     # ------------------------------------------------------------------ shapes
     @property
@@ -150,13 +162,14 @@ class Task:
         return label, torch.where(label.bool(), probs, 1.0 - probs)
 
     # ------------------------------------------------------------------- metric
-    def metric(self):
+    def metric(self, test: bool = False):
         """A fresh accumulator of this kind's metrics (docs/method.md §7): binary foreground IoU and
         Dice per image; multiclass mIoU over the classes present; multilabel mean over
-        channels (the ``headline`` ones). Its ``compute()["iou"]`` is the headline score."""
+        channels (the ``headline`` ones). Its ``compute()["iou"]`` is the headline score.
+        ``test``: the ``test_metrics`` too."""
         from imseg.evaluation.metrics import MetricAccumulator
 
-        return MetricAccumulator(self)
+        return MetricAccumulator(self, self.test_metrics if test else ())
 
     # ------------------------------------------------------------ disk ↔ memory
     def encode_mask(self, disk: np.ndarray, void_value: int | None = None) -> np.ndarray:
@@ -214,11 +227,12 @@ class Task:
         return None
 
 
-def task_from_info(kind: str, classes: list[str], headline_classes: list[str] = ()) -> Task:
-    """The Task of a data set described by dataset.yaml's ``task``, ``classes`` and
-    ``headline_classes`` (names in ``classes``; empty: all)."""
+def task_from_info(kind: str, classes: list[str], headline_classes: list[str] = (),
+                   test_metrics: list[str] = ()) -> Task:
+    """The Task of a data set described by dataset.yaml's ``task``, ``classes``,
+    ``headline_classes`` (names in ``classes``; empty: all) and ``test_metrics``."""
     unknown = [c for c in headline_classes if c not in classes]
     if unknown:
         raise ValueError(f"headline_classes {unknown} are not among the classes {classes}")
     return Task(kind, len(classes),  # type: ignore[arg-type]
-                tuple(classes.index(c) for c in headline_classes))
+                tuple(classes.index(c) for c in headline_classes), tuple(test_metrics))

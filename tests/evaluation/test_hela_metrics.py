@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from imseg.evaluation.hela import count_cells, hela_scores
-from imseg.tasks import VOID
+from imseg.tasks import VOID, Task
 
 
 def disc(shape: tuple[int, int], cy: int, cx: int, r: int) -> np.ndarray:
@@ -93,6 +93,36 @@ def test_count_error_per_image_mean_and_relative():
     assert s["count_error_dead"] == pytest.approx((0 + 1) / 2)
     assert s["count_error"] == pytest.approx((1 + 1) / 2)
     assert s["count_error_rel"] == pytest.approx((1 / 3 + 1 / 1) / 2)
+
+
+def test_a_hela_task_scores_mIoU_ad_and_cell_counts_on_test_only():
+    shape = (40, 40)
+    z = np.zeros(shape, dtype=bool)
+    alive = z.copy()
+    alive[:, :20] = True
+    a1, d1 = disc(shape, 8, 8, 3), disc(shape, 8, 30, 3)
+    target = labels((alive, ~alive, a1 | d1), (z, z, z), (alive, z, a1))
+    pred = labels((alive, ~alive, a1), (z, ~alive, d1), (z, z, a1))
+    task = Task("multilabel", 3, headline=(0, 1), test_metrics=("cell_count",))
+    acc = task.metric(test=True)
+    acc.update(pred[:1], target[:1])
+    acc.update(pred[1:], target[1:])
+    got, whole = acc.compute(), hela_scores(pred, target)
+    for key in ("count_error", "count_error_alive", "count_error_dead", "count_error_rel"):
+        assert got[key] == pytest.approx(whole[key]), key
+    assert got["count_error"] > 0
+    assert got["iou"] == pytest.approx(whole["miou_ad"])
+    assert got["iou_all"] == pytest.approx(whole["miou_all"])
+    plain = task.metric()  # validation: no cell counting each epoch
+    plain.update(pred, target)
+    assert "count_error" not in plain.compute()
+
+
+def test_test_metrics_are_checked_against_the_task():
+    with pytest.raises(ValueError, match="unknown test_metrics"):
+        Task("multilabel", 3, test_metrics=("cells",))
+    with pytest.raises(ValueError, match="HeLa"):
+        Task("binary", 1, test_metrics=("cell_count",))
 
 
 def test_void_region_cleared_before_counting():

@@ -64,6 +64,9 @@ class DatasetInfo:
     """The classes whose mean IoU is the headline score (model selection, test IoU,
     pseudo-label IoU); empty: all. HeLa: alive and dead, not position (the paper's
     mIoU_ad)."""
+    test_metrics: list[str] = field(default_factory=list)
+    """Extra metrics of the test split in results.csv's ``test_details``
+    (:data:`imseg.tasks.TEST_METRICS`; HeLa: ``cell_count``)."""
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -78,6 +81,7 @@ class DatasetInfo:
             )[1:]
         self.colors = [tuple(int(v) for v in c) for c in self.colors]  # type: ignore[misc]
         self.headline_classes = [str(c) for c in self.headline_classes]
+        self.test_metrics = [str(m) for m in self.test_metrics]
         try:
             self.task_obj  # noqa: B018 - validates the classes against the task kind
         except ValueError as exc:
@@ -85,12 +89,13 @@ class DatasetInfo:
 
     @property
     def task_obj(self) -> Task:
-        return task_from_info(self.task, self.classes, self.headline_classes)
+        return task_from_info(self.task, self.classes, self.headline_classes, self.test_metrics)
 
     def to_yaml(self) -> str:
         data = asdict(self)
-        if not self.headline_classes:
-            del data["headline_classes"]  # dataset.yaml as before the key existed
+        for key in ("headline_classes", "test_metrics"):
+            if not data[key]:
+                del data[key]  # dataset.yaml as before the key existed
         data["image_size"] = list(self.image_size)
         data["colors"] = [list(c) for c in self.colors]
         return yaml.safe_dump(data, sort_keys=False)

@@ -69,6 +69,38 @@ def _counts(labels: np.ndarray, keep: np.ndarray, erode: int) -> np.ndarray:
     ).reshape(-1, 2)
 
 
+class CellCountAccumulator:
+    """The cell-count errors over any number of batches (``test_metrics: [cell_count]``):
+    ``count_error``, ``count_error_alive``, ``count_error_dead``, ``count_error_rel``."""
+
+    KEYS = ("count_error", "count_error_alive", "count_error_dead", "count_error_rel")
+
+    def __init__(self, erode: int = 3) -> None:
+        self.erode = erode
+        self.delta = np.zeros(2, dtype=np.int64)  # summed |Δalive|, |Δdead|
+        self.relative = 0.0
+        self.n_images = 0
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        if target.ndim != 4 or target.shape[1] != 3 or pred.shape != target.shape:
+            raise ValueError(f"cell counts need (N, 3, H, W) labels, got prediction "
+                             f"{tuple(pred.shape)} and target {tuple(target.shape)}")
+        t = target.detach().cpu().numpy()
+        keep = (t != VOID).all(1)
+        true_counts = _counts(t, keep, self.erode)
+        delta = np.abs(_counts(pred.detach().cpu().numpy(), keep, self.erode) - true_counts)
+        self.delta += delta.sum(0)
+        self.relative += float((delta.sum(1) / np.maximum(true_counts.sum(1), 1)).sum())
+        self.n_images += int(t.shape[0])
+
+    def compute(self) -> dict:
+        if self.n_images == 0:
+            return dict.fromkeys(self.KEYS, math.nan)
+        alive, dead = (float(v) / self.n_images for v in self.delta)
+        return {"count_error": alive + dead, "count_error_alive": alive,
+                "count_error_dead": dead, "count_error_rel": self.relative / self.n_images}
+
+
 def hela_scores(pred: torch.Tensor, target: torch.Tensor, erode: int = 3) -> dict:
     """IoU and cell-count metrics of predicted against true HeLa labels (see module doc).
 
@@ -81,28 +113,19 @@ def hela_scores(pred: torch.Tensor, target: torch.Tensor, erode: int = 3) -> dic
     if target.ndim != 4 or target.shape[1] != 3:
         raise ValueError(f"HeLa labels must be (N, 3, H, W), got {tuple(target.shape)}")
     n = int(target.shape[0])
-    keys = ("miou_ad", "miou_all", "iou_alive", "iou_dead", "iou_position", "count_error",
-            "count_error_alive", "count_error_dead", "count_error_rel")
+    keys = ("miou_ad", "miou_all", "iou_alive", "iou_dead", "iou_position")
     if n == 0:
-        return {**{k: math.nan for k in keys}, "n_images": 0}
+        return {**dict.fromkeys(keys, math.nan), **CellCountAccumulator().compute(),
+                "n_images": 0}
     class_iou = channel_iou(pred, target).mean(0)
-    t = target.detach().cpu().numpy()
-    p = pred.detach().cpu().numpy()
-    keep = (t != VOID).all(1)
-    true_counts = _counts(t, keep, erode)
-    pred_counts = _counts(p, keep, erode)
-    delta = np.abs(pred_counts - true_counts)
-    per_image = delta.sum(1)
-    scores = {
+    counts = CellCountAccumulator(erode)
+    counts.update(pred, target)
+    return {
         "miou_ad": float(class_iou[[ALIVE, DEAD]].mean()),
         "miou_all": float(class_iou.mean()),
         "iou_alive": float(class_iou[ALIVE]),
         "iou_dead": float(class_iou[DEAD]),
         "iou_position": float(class_iou[POSITION]),
-        "count_error": float(per_image.mean()),
-        "count_error_alive": float(delta[:, 0].mean()),
-        "count_error_dead": float(delta[:, 1].mean()),
-        "count_error_rel": float((per_image / np.maximum(true_counts.sum(1), 1)).mean()),
+        **counts.compute(),
         "n_images": n,
     }
-    return scores

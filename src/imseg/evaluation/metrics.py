@@ -21,13 +21,19 @@ Conventions (docs/decisions.md, "Metrics"):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
+from imseg.evaluation.hela import CellCountAccumulator
 from imseg.tasks import VOID, Task
 
 _CHUNK_PIXELS = 1 << 24
 """Pixels processed at once, bounding the memory of the multiclass index tensor."""
+
+
+TEST_METRICS = {"cell_count": CellCountAccumulator}
+"""The accumulators behind :data:`imseg.tasks.TEST_METRICS` (``update``/``compute``)."""
 
 
 def _check(task: Task, pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -159,10 +165,11 @@ class MetricAccumulator:
     * ``n_images``: images seen.
     """
 
-    def __init__(self, task: Task) -> None:
+    def __init__(self, task: Task, extras: Sequence[str] = ()) -> None:
         self.task = task
         self._state: dict[str, torch.Tensor] | None = None
         self.n_images = 0
+        self.extras = [TEST_METRICS[name]() for name in extras]
 
     def _zeros(self, device: torch.device) -> dict[str, torch.Tensor]:
         k = len(self.task.eval_classes)
@@ -205,6 +212,8 @@ class MetricAccumulator:
         for key, value in batch.items():
             s[key] += value.to(dev)
         self.n_images += int(target.shape[0])
+        for extra in self.extras:
+            extra.update(pred, target)
 
     def compute(self) -> dict:
         """The metrics of everything seen so far (plain floats and lists)."""
@@ -230,6 +239,7 @@ class MetricAccumulator:
             "pixel_class_iou": pixel_class_iou,
             "pixel_miou": _nanmean(pixel_class_iou),
             "n_images": self.n_images,
+            **{k: v for extra in self.extras for k, v in extra.compute().items()},
         }
 
 

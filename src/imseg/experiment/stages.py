@@ -92,7 +92,7 @@ def _finish(ctx: RunContext, cand: _Candidate, result: FitResult, train: Split, 
     a row always has its checkpoint)."""
     cfg, info, place, model = ctx.config, ctx.dataset.info, cand.place, cand.model
     test = evaluate_model(model, ctx.dataset.test, ctx.task, ctx.device,
-                          cfg.train.eval_batch, cfg.train.amp)
+                          cfg.train.eval_batch, cfg.train.amp, test=True)
     path = checkpoint_path(ctx, place)
     save_checkpoint(path, checkpoint_payload(
         cand.spec, result.state, info,

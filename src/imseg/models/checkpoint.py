@@ -124,8 +124,9 @@ def dataset_record(info: DatasetInfo) -> dict:
     """dataset.yaml's fields as plain values, without the source's free-form ``extra``."""
     record = asdict(info)
     record.pop("extra")
-    if not info.headline_classes:
-        record.pop("headline_classes")  # readable by an imseg from before the key
+    for key in ("headline_classes", "test_metrics"):
+        if not record[key]:
+            record.pop(key)  # readable by an imseg from before the key
     record["image_size"] = list(info.image_size)
     record["colors"] = [list(c) for c in info.colors]
     return record
@@ -144,7 +145,8 @@ def checkpoint_payload(spec: ModelSpec, state_dict: dict, info: DatasetInfo, **e
         "model": spec.to_dict(),
         "state_dict": state_dict,
         "task": {"kind": task.kind, "n_classes": task.n_classes,
-                 **({"headline": list(task.headline)} if task.headline else {})},
+                 **({"headline": list(task.headline)} if task.headline else {}),
+                 **({"test_metrics": list(task.test_metrics)} if task.test_metrics else {})},
         "dataset": dataset_record(info),
         "void": {"mask": mask_void(task), "label": VOID},
         **extra,
@@ -203,7 +205,8 @@ def _meta(path: Path, ckpt: dict) -> CheckpointMeta:
         spec = ModelSpec(**spec_data)
         task_data = ckpt.get("task")
         task = Task(task_data["kind"], int(task_data["n_classes"]),
-                    tuple(task_data.get("headline", ()))) if task_data else None
+                    tuple(task_data.get("headline", ())),
+                    tuple(task_data.get("test_metrics", ()))) if task_data else None
         dataset = DatasetInfo(**ckpt["dataset"]) if ckpt.get("dataset") else None
     except (TypeError, ValueError, KeyError) as exc:
         raise DataError(f"{path}: damaged checkpoint metadata ({exc})") from None

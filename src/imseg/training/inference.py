@@ -127,11 +127,13 @@ def evaluate_model(
     device: torch.device,
     batch_size: int = 64,
     amp: AmpMode | bool = True,
+    test: bool = False,
 ) -> dict:
-    """Score one model on a labeled split (headline ``iou``, ``dice``, per-class values)."""
+    """Score one model on a labeled split (headline ``iou``, ``dice``, per-class values;
+    ``test``: the data set's ``test_metrics`` too)."""
     if split.labels is None or len(split) == 0:
         return {}
-    acc = task.metric()
+    acc = task.metric(test)
     for sl, probs in predict_batches([model], split.images, task, device, batch_size, amp):
         acc.update(task.to_label(probs[0]), split.labels[sl].to(device))
     return acc.compute()

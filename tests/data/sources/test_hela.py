@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from conftest import TINY, read_rows
 from PIL import Image
 
 from imseg.cli import main
@@ -119,7 +121,7 @@ def test_prepare_layout_counts_and_disjoint_sources(tmp_path):
     assert info.task == "multilabel" and info.classes == ["alive", "dead", "position"]
     assert info.channels == 1 and info.rotate is True and info.image_size == (32, 32)
     assert info.headline_classes == ["alive", "dead"]  # the paper's mIoU_ad
-    assert info.task_obj.headline == (0, 1)
+    assert info.task_obj.headline == (0, 1) and info.test_metrics == ["cell_count"]
     labeled = crops_by_source(out, "train_labeled")
     unlabeled = crops_by_source(out, "train_unlabeled")
     assert not set(labeled) & set(unlabeled)
@@ -210,3 +212,17 @@ def test_cli(tmp_path, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "train_labeled 12" in text and "train_unlabeled 24" in text
+
+
+def test_a_trained_model_reports_mIoU_ad_and_the_cell_count_error(tmp_path):
+    make_download(tmp_path / "dl", n_train=3)
+    prepare_hela(tmp_path / "dl", tmp_path / "hela", crop=32, seed=1)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "benchmark": {"candidates": 1, "keep": 1}}))
+    assert main(["train", "--data", str(tmp_path / "hela"), "--out", str(tmp_path / "run"),
+                 "--config", str(config), "--no-progress"]) == 0
+    (row,) = read_rows(tmp_path / "run" / "results.csv")
+    details = json.loads(row["test_details"])
+    assert float(row["test_iou"]) == pytest.approx(sum(details["class_iou"][:2]) / 2, abs=1e-6)
+    assert details["iou_all"] == pytest.approx(sum(details["class_iou"]) / 3)
+    assert {"count_error", "count_error_alive", "count_error_dead"} <= details.keys()

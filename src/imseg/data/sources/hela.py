@@ -285,6 +285,7 @@ def prepare_hela(
         source=str(Path(source).resolve()),
         rotate=True,
         headline_classes=["alive", "dead"],  # the paper's mIoU_ad
+        test_metrics=["cell_count"],
         extra={
             "dataset": "hela",
             "crop": crop,
