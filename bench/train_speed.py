@@ -47,7 +47,7 @@ def imseg_worker(args) -> dict:
     from imseg.models.grouped import GroupedUNet
     from imseg.models.unet import build_unet, count_parameters
     from imseg.tasks import Task
-    from imseg.training.fit import Batches, make_optimizer, supervised_epoch
+    from imseg.training.fit import Batches, compile_mode, make_optimizer, supervised_epoch
     from imseg.training.fused import fused_epoch
     from imseg.training.inference import uses_bfloat16
 
@@ -59,8 +59,12 @@ def imseg_worker(args) -> dict:
     images = torch.randint(0, 256, (n, 3, args.size, args.size), dtype=torch.uint8, generator=gen)
     labels = (torch.rand((n, 1, args.size, args.size), generator=gen) < 0.3).to(torch.uint8)
     split = Split(images, labels, [str(i) for i in range(n)])
-    cfg = TrainConfig(batch_size=args.batch, alpha=args.alpha, compile=args.compile,
-                      amp=args.amp)
+    cfg = TrainConfig(batch_size=args.batch, alpha=args.alpha, amp=args.amp,
+                      compile=True if args.compile == "default" else (args.compile or False))
+
+    def maybe_compiled(net):  # on any device, unlike training's `compiled` (CUDA only)
+        return torch.compile(net, mode=compile_mode(cfg)) if args.compile else net
+
     task = Task("binary", 1)
     nets = [build_unet(3, 1, args.alpha, generator=torch.Generator().manual_seed(k)).to(device)
             for k in range(args.models)]
@@ -71,13 +75,13 @@ def imseg_worker(args) -> dict:
     if args.mode == "fused":
         grouped = GroupedUNet.from_nets(nets).to(memory_format=torch.channels_last)
         optimizer = make_optimizer(grouped, cfg)
-        step_model = torch.compile(grouped) if args.compile else grouped
+        step_model = maybe_compiled(grouped)
         fused_batches = [batches(k) for k in range(args.models)]
 
         def stage_step() -> None:
             fused_epoch(step_model, optimizer, fused_batches, task, cfg, device)
     else:
-        singles = [(torch.compile(net) if args.compile else net, make_optimizer(net, cfg),
+        singles = [(maybe_compiled(net), make_optimizer(net, cfg),
                     batches(k)) for k, net in enumerate(nets)]
 
         def stage_step() -> None:
@@ -132,7 +136,9 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--rounds", type=int, default=None)
-    p.add_argument("--compile", action="store_true", help="torch.compile the imseg model")
+    p.add_argument("--compile", nargs="?", const="default", default=None,
+                   choices=["default", "reduce-overhead", "max-autotune"],
+                   help="torch.compile the imseg model (a mode: reduce-overhead = CUDA graphs)")
     p.add_argument("--no-keras", action="store_true", help="imseg only (e.g. on a GPU machine)")
     p.add_argument("--worker", choices=["imseg"], help=argparse.SUPPRESS)
     p.add_argument("--mode", choices=["single", "fused"], default="single",
@@ -161,7 +167,7 @@ def main() -> None:
                   "--steps", str(steps)]
         imseg_cmd = [sys.executable, __file__, "--worker", "imseg", "--device", args.device,
                      "--amp", args.amp, "--models", str(args.models), *common,
-                     *(["--compile"] if args.compile else [])]
+                     *(["--compile", args.compile] if args.compile else [])]
         keras_cmd = None if keras_py is None else [str(keras_py), "bench/keras_side.py",
                                                    "train", *common]
         runs: dict[str, list[dict]] = {mode: [] for mode in modes}

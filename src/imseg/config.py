@@ -67,7 +67,12 @@ class TrainConfig(Section):
                     "never. true / false mean auto / never",
     )
     channels_last: bool = True
-    compile: bool = Field(False, description="torch.compile the model (pays off on GPU)")
+    compile: bool | Literal["reduce-overhead", "max-autotune"] = Field(
+        False,
+        description="torch.compile the model on CUDA: true (default mode), reduce-overhead "
+                    "(CUDA graphs: one launch per step instead of one per kernel), "
+                    "max-autotune; false",
+    )
     eval_batch_size: int | None = Field(
         None, ge=1,
         description="inference batch for validation and test; None: batch_size (blocks of one "

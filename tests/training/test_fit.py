@@ -1,10 +1,12 @@
+import pytest
 import torch
+from pydantic import ValidationError
 
-from imseg.config import build_config
+from imseg.config import TrainConfig, build_config
 from imseg.data.dataset import Split, load_dataset
 from imseg.models.unet import build_unet
 from imseg.runtime import seed_everything
-from imseg.training.fit import Batches, fit, run_epoch
+from imseg.training.fit import Batches, compile_mode, compiled, fit, run_epoch
 from imseg.training.inference import evaluate_model
 
 
@@ -73,3 +75,17 @@ def test_an_epoch_reads_its_loss_back_once(monkeypatch):
 
     assert run_epoch(model, optimizer, batches, loss_of) == 3.0
     assert len(reads) == 1
+
+
+def test_compile_modes(monkeypatch):
+    assert [compile_mode(TrainConfig(compile=c)) for c in (False, True, "reduce-overhead")] == [
+        None, "default", "reduce-overhead"]
+    with pytest.raises(ValidationError):
+        TrainConfig(compile="fast")
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda model, mode: seen.append(mode) or model)
+    net = torch.nn.Conv2d(1, 1, 1)
+    cfg = TrainConfig(compile="reduce-overhead")
+    assert compiled(net, cfg, torch.device("cpu")) is net and seen == []  # CUDA only
+    compiled(net, cfg, torch.device("cuda"))
+    assert seen == ["reduce-overhead"]

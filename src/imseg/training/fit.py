@@ -87,6 +87,20 @@ class Batches:
             yield self.images[idx], None if self.labels is None else self.labels[idx]
 
 
+def compile_mode(cfg: TrainConfig) -> str | None:
+    """torch.compile's ``mode`` for ``train.compile`` (None: not compiled)."""
+    if cfg.compile is False:
+        return None
+    return "default" if cfg.compile is True else cfg.compile
+
+
+def compiled(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:
+    """The module a training step calls: ``model`` compiled on CUDA when ``train.compile``
+    asks (on CPU compiling costs more than it saves for these small nets)."""
+    mode = compile_mode(cfg)
+    return model if mode is None or device.type != "cuda" else torch.compile(model, mode=mode)
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -165,9 +179,7 @@ def fit(
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
-    step_model = distributed.wrap(model, device, cfg.sync_bn)
-    if cfg.compile and device.type == "cuda":
-        step_model = torch.compile(step_model)
+    step_model = compiled(distributed.wrap(model, device, cfg.sync_bn), cfg, device)
     batches = None if epoch_fn else Batches(train, cfg.batch_size, device, generator,
                                             cfg.steps_per_epoch, distributed.shard())
     bn_generator = derived_generator(generator) if cfg.bn_stats == "precise" else None

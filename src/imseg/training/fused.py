@@ -41,7 +41,7 @@ from imseg.training.batchnorm import (
     recompute_bn_stats,
     stats_batches,
 )
-from imseg.training.fit import Batches, FitResult, make_optimizer
+from imseg.training.fit import Batches, FitResult, compiled, make_optimizer
 from imseg.training.inference import autocast, to_input
 
 
@@ -165,7 +165,7 @@ def fit_fused(
     if cfg.channels_last:
         grouped.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(grouped, cfg)
-    step_model = torch.compile(grouped) if cfg.compile and device.type == "cuda" else grouped
+    step_model = compiled(grouped, cfg, device)
     on_device = Split(train.images.to(device),
                       None if train.labels is None else train.labels.to(device), train.stems)
     batches = [Batches(on_device, cfg.batch_size, device, g, cfg.steps_per_epoch)
