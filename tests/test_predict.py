@@ -227,6 +227,22 @@ def test_checkpoints_of_other_data_and_wrong_options_are_refused(tmp_path, capsy
     assert "one of the arguments --run --checkpoint is required" in capsys.readouterr().err
 
 
+def test_models_scored_by_other_headline_classes_still_predict_together(tmp_path):
+    """A HeLa model from before headline_classes beside one from after: same interface."""
+    old = DatasetInfo(task="multilabel", classes=["alive", "dead", "position"],
+                      image_size=(32, 32))
+    new = DatasetInfo(task="multilabel", classes=["alive", "dead", "position"],
+                      image_size=(32, 32), headline_classes=["alive", "dead"],
+                      test_metrics=["cell_count"])
+    save_model(tmp_path / "old.pt", old, 1)
+    save_model(tmp_path / "new.pt", new, 2)
+    models = checkpoint_models([tmp_path / "new.pt", tmp_path / "old.pt"])
+    assert models.info.headline_classes == ["alive", "dead"]
+    make_images(tmp_path / "img")
+    predict_folder(models, tmp_path / "img", tmp_path / "out", progress=False)
+    assert len(read_masks(tmp_path / "out")) == len(SIZES)
+
+
 def test_trained_run_predicts_after_its_data_folder_moved(binary_data, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(binary_data, data)

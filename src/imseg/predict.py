@@ -165,7 +165,9 @@ def shared_info(metas: list[CheckpointMeta],
         if m.dataset is not None and _interface(m.dataset) != _interface(info):
             raise DataError(f"{m.path}: trained on other data than {first} "
                             f"({_describe(m.dataset)} vs {_describe(info)})")
-        if (m.task not in (None, info.task_obj) or m.spec.in_channels != info.channels
+        kind = None if m.task is None else (m.task.kind, m.task.n_classes)
+        if (kind not in (None, (info.task, len(info.classes)))  # headline may differ: scoring only
+                or m.spec.in_channels != info.channels
                 or m.spec.out_channels != info.task_obj.out_channels):
             raise DataError(f"{m.path}: the model ({m.spec.in_channels} in, "
                             f"{m.spec.out_channels} out channels) does not fit {_describe(info)}")
