@@ -259,3 +259,9 @@ def test_cuda_matches_cpu():
     ious = image_scores(task, pred.cuda(), truth.cuda())[0]
     assert ious.device.type == "cuda"
     assert torch.allclose(ious.cpu(), image_scores(task, pred, truth)[0])
+
+
+def test_every_test_metric_name_has_an_accumulator():
+    from imseg import tasks
+
+    assert set(metrics.TEST_METRICS) == set(tasks.TEST_METRICS)

@@ -194,11 +194,10 @@ class MetricAccumulator:
             self._state = self._zeros(target.device)
         s = self._state
         dev = s["iou"].device
-        # per-image means over [headline classes, all classes]
-        both = [headline_only(self.task, valid), valid]
-        img_iou, has_any = (torch.stack(t) for t in zip(*(_image_mean(iou, v) for v in both),
-                                                          strict=True))
-        img_dice = torch.stack([_image_mean(dice, v)[0] for v in both])
+        # per-image means over the headline classes (row 0) and over all classes (row 1)
+        rows = [headline_only(self.task, valid), valid]
+        img_iou, has_any = map(torch.stack, zip(*(_image_mean(iou, v) for v in rows), strict=True))
+        img_dice = torch.stack([_image_mean(dice, v)[0] for v in rows])
         batch = {
             "iou": (iou * valid).sum(0),
             "dice": (dice * valid).sum(0),
