@@ -34,7 +34,7 @@ CONFIG = {
               "eval_batch_size": 32},
     "benchmark": {"candidates": 2, "keep": 2, "aldt_copies": 1},
     "ssl": {"approaches": APPROACHES, "generations": 2, "teachers": [2], "runs": 1,
-            "students": 1, "keep": 1, "samples_per_generation": 1,
+            "students": 2, "samples_per_generation": 1,
             "inconsistency": {"binary_filter": False}},
     # select everything (one-epoch teachers score low); the copy range is chosen on val
     "evalnet": {"alpha": 0.25, "count": 2, "keep": 1, "epochs": 1, "batch_size": 8,

@@ -1,15 +1,12 @@
-"""Jobs: unique names (a Ray task's journal), and the two waves run_study hands an executor."""
+"""Jobs: unique names (a Ray task's journal file)."""
 
 from __future__ import annotations
 
-from conftest import TINY
-
 from imseg.config import build_config
-from imseg.experiment.context import RunContext
 from imseg.experiment.jobs import ChainJob, StageJob
 from imseg.experiment.loop import Chain
 from imseg.experiment.recipes import resolve_recipes
-from imseg.experiment.runner import local_executor, run_study, stage_jobs
+from imseg.experiment.runner import stage_jobs
 
 
 def test_job_names_are_unique_per_stage_run_and_chain():
@@ -27,19 +24,3 @@ def test_job_names_are_unique_per_stage_run_and_chain():
     assert job.name.startswith("stage_unimatch_") and job.name != "stage_unimatch_r0"
     assert StageJob("aldt", 0, recipes["unimatch_im"].start_trainer).name == \
         "stage_aldt_unimatch_r0"
-
-
-def test_the_stages_of_every_run_finish_before_any_chain(binary_data, tmp_path):
-    ssl = {**TINY["ssl"], "approaches": ["im"], "runs": 2, "students": 1}
-    ctx = RunContext.open(binary_data, tmp_path / "run",
-                          build_config(overrides={**TINY, "ssl": ssl}), progress=False)
-    waves: list[tuple[list[str], int]] = []
-
-    def recording(ctx, jobs):
-        waves.append(([job.name for job in jobs], len(ctx.results.rows)))
-        local_executor(ctx, jobs)
-
-    run_study(ctx, recording)
-    assert waves == [(["stage_ldt_r0", "stage_ldt_r1"], 0), (["im_r0_n2", "im_r1_n2"], 4)]
-    assert sorted((r["approach"], r["run"]) for r in ctx.results.rows) == [
-        ("im", 0), ("im", 1), ("ldt", 0), ("ldt", 0), ("ldt", 1), ("ldt", 1)]

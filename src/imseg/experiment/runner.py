@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 from tqdm.auto import tqdm
 
-from imseg.errors import DataError
+from imseg.config import Config
+from imseg.errors import ConfigError, DataError
 from imseg.experiment.context import RunContext
 from imseg.experiment.jobs import ChainJob, Job, StageJob
 from imseg.experiment.loop import Chain, chains_of, start_stages
@@ -45,6 +46,26 @@ def prepare_shared(ctx: RunContext, recipes: dict[str, Recipe]) -> None:
         (ctx.run_dir / "state" / str(folder)).mkdir(parents=True, exist_ok=True)
 
 
+def check_teacher_counts(config: Config, recipes: dict[str, Recipe]) -> None:
+    """Every teacher count n must find n models to draw from: generation 1 draws from the
+    benchmark candidates, later ones from the students of the generation before. (With
+    fewer, the top n would silently be fewer than n, and IM over one teacher is no IM.)"""
+    candidates = config.benchmark.candidates
+    too_many = [n for n in config.ssl.teachers if n > candidates]
+    if too_many:
+        raise ConfigError(f"teacher counts {too_many} exceed the {candidates} benchmark "
+                          "candidates they are drawn from; raise benchmark.candidates")
+    for name, recipe in recipes.items():
+        students = recipe.config_for(config).ssl.students
+        if recipe.per_teacher_count and recipe.generation_count(config) > 1:
+            too_many = [n for n in config.ssl.teachers if n > students]
+            if too_many:
+                raise ConfigError(
+                    f"{name}: teacher counts {too_many} exceed the {students} students per "
+                    f"generation that generation 2 on draws its teachers from; raise "
+                    f"ssl.students to {max(too_many)} or run 1 generation")
+
+
 def run_study(ctx: RunContext, executor: Executor | None = None) -> list[Chain]:
     """Train the shared start stages (LDT, ALDT, a trainer's LDT) once per run, then every
     chain; the executor runs each wave, so under Ray the runs' stages train at once too.
@@ -56,10 +77,7 @@ def run_study(ctx: RunContext, executor: Executor | None = None) -> list[Chain]:
     if len(ctx.dataset.unlabeled) == 0:
         raise DataError(f"{ctx.data_dir / 'train_unlabeled'}: no unlabeled images; "
                         "semi-supervised approaches need some")
-    too_many = [n for n in ssl.teachers if n > ctx.config.benchmark.candidates]
-    if too_many:
-        raise DataError(f"teacher counts {too_many} exceed the {ctx.config.benchmark.candidates} "
-                        "benchmark candidates they are drawn from")
+    check_teacher_counts(ctx.config, recipes)
     execute = executor or local_executor
     execute(ctx, stage_jobs(recipes, ssl.runs))
     prepare_shared(ctx, recipes)
