@@ -91,14 +91,19 @@ class DatasetInfo:
     def task_obj(self) -> Task:
         return task_from_info(self.task, self.classes, self.headline_classes, self.test_metrics)
 
-    def to_yaml(self) -> str:
+    def plain(self) -> dict:
+        """The fields as plain values; the newer optional keys only when set, so what is
+        written reads in an imseg from before them."""
         data = asdict(self)
         for key in ("headline_classes", "test_metrics"):
             if not data[key]:
-                del data[key]  # dataset.yaml as before the key existed
+                del data[key]
         data["image_size"] = list(self.image_size)
         data["colors"] = [list(c) for c in self.colors]
-        return yaml.safe_dump(data, sort_keys=False)
+        return data
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.plain(), sort_keys=False)
 
 
 def write_info(root: Path, info: DatasetInfo) -> None:

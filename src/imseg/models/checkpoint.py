@@ -122,13 +122,8 @@ def mask_void(task: Task) -> int:
 
 def dataset_record(info: DatasetInfo) -> dict:
     """dataset.yaml's fields as plain values, without the source's free-form ``extra``."""
-    record = asdict(info)
+    record = info.plain()
     record.pop("extra")
-    for key in ("headline_classes", "test_metrics"):
-        if not record[key]:
-            record.pop(key)  # readable by an imseg from before the key
-    record["image_size"] = list(info.image_size)
-    record["colors"] = [list(c) for c in info.colors]
     return record
 
 
