@@ -28,6 +28,8 @@ def test_teacher_counts_must_find_as_many_models_in_every_generation():
         _check(["unimatch_im"], students=2, generations=2)
     with pytest.raises(ConfigError, match=r"\[5\] exceed the 3 benchmark candidates"):
         _check(["im"], teachers=[5])
+    # the input ensemble's n counts views of its one teacher, not models
+    _check(["input_ensemble"], teachers=[5], students=1, generations=3)
 
 
 def test_the_stages_of_every_run_finish_before_any_chain(binary_data, tmp_path):

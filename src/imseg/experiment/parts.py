@@ -27,6 +27,11 @@ class TeacherPart(Part):
         """The teachers among a stage's rows, by validation score."""
         raise NotImplementedError
 
+    def draws(self, n: int) -> int:
+        """How many models ``choose`` needs for teacher count ``n`` (0: it takes what there
+        is), checked before a study starts."""
+        return 0
+
 
 @TEACHERS.register
 class TopOne(TeacherPart):
@@ -34,6 +39,9 @@ class TopOne(TeacherPart):
 
     def choose(self, rows: list[dict], n: int | None) -> list[dict]:
         return top_k(rows, 1)
+
+    def draws(self, n: int) -> int:
+        return 1
 
 
 @TEACHERS.register
@@ -44,6 +52,9 @@ class TopN(TeacherPart):
 
     def choose(self, rows: list[dict], n: int | None) -> list[dict]:
         return top_k(rows, int(n or 1))
+
+    def draws(self, n: int) -> int:
+        return n
 
     def needs(self) -> Needs:
         return Needs(per_teacher_count=True)

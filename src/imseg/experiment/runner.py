@@ -47,23 +47,22 @@ def prepare_shared(ctx: RunContext, recipes: dict[str, Recipe]) -> None:
 
 
 def check_teacher_counts(config: Config, recipes: dict[str, Recipe]) -> None:
-    """Every teacher count n must find n models to draw from: generation 1 draws from the
+    """Every recipe's teachers must find the models they draw: generation 1 draws from the
     benchmark candidates, later ones from the students of the generation before. (With
     fewer, the top n would silently be fewer than n, and IM over one teacher is no IM.)"""
-    candidates = config.benchmark.candidates
-    too_many = [n for n in config.ssl.teachers if n > candidates]
-    if too_many:
-        raise ConfigError(f"teacher counts {too_many} exceed the {candidates} benchmark "
-                          "candidates they are drawn from; raise benchmark.candidates")
     for name, recipe in recipes.items():
-        students = recipe.config_for(config).ssl.students
-        if recipe.per_teacher_count and recipe.generation_count(config) > 1:
-            too_many = [n for n in config.ssl.teachers if n > students]
+        chain_config = recipe.config_for(config)
+        pools = [(chain_config.benchmark.candidates, "benchmark candidates of generation 1",
+                  "benchmark.candidates")]
+        if recipe.generation_count(config) > 1:
+            pools.append((chain_config.ssl.students, "students per generation that generation "
+                          "2 on draws its teachers from", "ssl.students"))
+        for available, what, key in pools:
+            too_many = [n for n in config.ssl.teachers if recipe.teachers.draws(n) > available]
             if too_many:
                 raise ConfigError(
-                    f"{name}: teacher counts {too_many} exceed the {students} students per "
-                    f"generation that generation 2 on draws its teachers from; raise "
-                    f"ssl.students to {max(too_many)} or run 1 generation")
+                    f"{name}: teacher counts {too_many} exceed the {available} {what}; raise "
+                    f"{key} to {max(too_many)} or lower --teachers")
 
 
 def run_study(ctx: RunContext, executor: Executor | None = None) -> list[Chain]:
