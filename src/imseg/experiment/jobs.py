@@ -29,6 +29,11 @@ class Job(Protocol):
     def execute(self, ctx: RunContext) -> None: ...
 
 
+def wave_kind(jobs: list[Job]) -> str:
+    """What a wave is called in progress bars and errors: its jobs' ``KIND``."""
+    return jobs[0].KIND if jobs else "jobs"
+
+
 @dataclass(frozen=True)
 class StageJob:
     """One run's benchmark stage, trained by ``trainer`` (None: the benchmark itself)."""

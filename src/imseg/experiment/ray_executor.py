@@ -31,7 +31,7 @@ from imseg.config import Config
 from imseg.data.dataset import Dataset
 from imseg.errors import ConfigError, DataError, ImsegError
 from imseg.experiment.context import RunContext
-from imseg.experiment.jobs import Job
+from imseg.experiment.jobs import Job, wave_kind
 from imseg.experiment.runner import Executor
 from imseg.logs import bar_disable
 from imseg.results import ResultsTable
@@ -142,7 +142,7 @@ def ray_executor(
                 ray.shutdown()
         if failures:
             lines = [f"  {job.name}: {message}" for job, message in failures]
-            raise JobsFailed(f"{len(failures)} of {len(jobs)} {jobs[0].KIND} failed after "
+            raise JobsFailed(f"{len(failures)} of {len(jobs)} {wave_kind(jobs)} failed after "
                              f"{max_retries} retries:\n" + "\n".join(lines))
 
     return execute
@@ -164,8 +164,7 @@ def _run_all(ray, ctx: RunContext, jobs: list[Job], gpus: float, cpus: float,
                        job, threads, ctx.settings_id)
         pending[task.remote(spec, dataset_ref, known_ref)] = job
     failures: list[tuple[Job, str]] = []
-    kind = jobs[0].KIND if jobs else "jobs"
-    bar = tqdm(total=len(pending), desc=kind, disable=bar_disable(ctx.progress))
+    bar = tqdm(total=len(pending), desc=wave_kind(jobs), disable=bar_disable(ctx.progress))
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)

@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 from imseg.config import Config
 from imseg.errors import ConfigError, DataError
 from imseg.experiment.context import RunContext
-from imseg.experiment.jobs import ChainJob, Job, StageJob
+from imseg.experiment.jobs import ChainJob, Job, StageJob, wave_kind
 from imseg.experiment.loop import Chain, chains_of, start_stages
 from imseg.experiment.recipes import Recipe, resolve_recipes
 from imseg.logs import bar_disable
@@ -21,8 +21,7 @@ are done, their rows in ``ctx.results``."""
 
 def local_executor(ctx: RunContext, jobs: list[Job]) -> None:
     """Run the jobs one after another in this process (the default)."""
-    kind = jobs[0].KIND if jobs else "jobs"
-    for job in tqdm(jobs, desc=kind, disable=bar_disable(ctx.progress)):
+    for job in tqdm(jobs, desc=wave_kind(jobs), disable=bar_disable(ctx.progress)):
         job.execute(ctx)
 
 
