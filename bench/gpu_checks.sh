@@ -12,7 +12,8 @@
 #   (pydantic-core must be the version the pydantic wheel asks for: `unzip -p
 #   .whl/pydantic-2*.whl '*/METADATA' | grep pydantic-core`)
 # Then: device run, command "bash bench/gpu_checks.sh", carry [".whl"], timeout_s 600.
-# What comes back under $OUT: device.txt, tests.log, train_speed.log/.json, stage.log.
+# What comes back under $OUT: device.txt, tests.log, train_speed.log/.json, stage.log,
+# pseudo_speed.log/.json.
 set -uo pipefail
 out=${OUT:-/tmp/gpu_checks}
 mkdir -p "$out"
@@ -49,3 +50,8 @@ for fuse in auto never; do
         --set train.fuse=$fuse 2>&1 | tail -4
     echo "fuse $fuse: $((SECONDS - start)) s wall (rc ${PIPESTATUS[0]})"
 done 2>&1 | tee "$out/stage.log"
+
+# 4. Pseudo-labeling on CUDA, eager and compiled (train.compile_inference: auto leaves CUDA
+#    passes eager; this says whether compiling them would pay).
+timeout 120 python3 bench/pseudo_speed.py --device cuda --no-keras --images 512 \
+    --json "$out/pseudo_speed.json" 2>&1 | tee "$out/pseudo_speed.log"

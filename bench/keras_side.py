@@ -8,6 +8,10 @@ He-normal init, widths ``int(f * alpha)``), written for this benchmark.
     train   train steps (MSE, AdamW) on in-memory batches -> per-step seconds
     pseudo  the reference's way of pseudo-labeling: for each image, ``model.predict``
             of every teacher on that one image, then the IM in NumPy
+    command a whole training command as the reference runs one: read a prepared data
+            folder's PNGs, ``model.fit`` for some epochs with the validation IoU
+            checked after each and the best epoch's weights saved, then the best
+            weights scored on the test split
 """
 
 from __future__ import annotations
@@ -121,9 +125,71 @@ def pseudo(args) -> dict:
             "peak_rss_mb": peak_rss_mb()}
 
 
+def read_split(tf, np, folder):
+    """A prepared split's images and binary masks as arrays (PNG decoding by TensorFlow)."""
+    from pathlib import Path
+
+    def read(path, channels):
+        return tf.io.decode_png(tf.io.read_file(str(path)), channels=channels).numpy()
+
+    paths = sorted((Path(folder) / "images").glob("*.png"))
+    images = np.stack([read(p, 3) for p in paths])
+    masks = np.stack([read(Path(folder) / "masks" / p.name, 1) for p in paths]) > 0
+    return images.astype("float32"), masks.astype("float32")
+
+
+def command(args) -> dict:
+    start = time.perf_counter()
+    tf, keras = setup(args.threads)
+    import numpy as np
+
+    imported = time.perf_counter()
+    train_x, train_y = read_split(tf, np, f"{args.data}/train_labeled")
+    val_x, val_y = read_split(tf, np, f"{args.data}/val")
+    test_x, test_y = read_split(tf, np, f"{args.data}/test")
+    loaded = time.perf_counter()
+    model = build_unet(keras, args.alpha, train_x.shape[1])
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=3e-3, weight_decay=1e-4),
+                  loss="mse")
+
+    def iou(x, y):
+        pred = model.predict(x, batch_size=args.batch, verbose=0) > 0.5
+        truth = y > 0.5
+        inter = np.logical_and(pred, truth).sum(axis=(1, 2, 3))
+        union = np.logical_or(pred, truth).sum(axis=(1, 2, 3))
+        return float(np.where(union > 0, inter / np.maximum(union, 1), 1.0).mean())
+
+    weights = f"{args.out}/best.weights.h5"
+    best = {"iou": -1.0, "epoch": 0}
+
+    class KeepBest(keras.callbacks.Callback):
+        """The reference's checkpoint on the best validation score."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            score = iou(val_x, val_y)
+            if score > best["iou"]:
+                best.update(iou=score, epoch=epoch + 1)
+                self.model.save_weights(weights)
+
+    model.fit(train_x, train_y, batch_size=args.batch, epochs=args.epochs, shuffle=True,
+              callbacks=[KeepBest()], verbose=0)
+    trained = time.perf_counter()
+    model.load_weights(weights)
+    test_iou = iou(test_x, test_y)
+    end = time.perf_counter()
+    return {"framework": f"keras {keras.__version__} / tensorflow {tf.__version__}",
+            "import_s": imported - start, "load_s": loaded - imported,
+            "train_s": trained - loaded, "test_s": end - trained, "seconds": end - start,
+            "best_epoch": best["epoch"], "val_iou": best["iou"], "test_iou": test_iou,
+            "peak_rss_mb": peak_rss_mb()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("mode", choices=["train", "pseudo"])
+    p.add_argument("mode", choices=["train", "pseudo", "command"])
+    p.add_argument("--data", help="command: a prepared binary data folder")
+    p.add_argument("--out", help="command: where the best weights go")
+    p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--alpha", type=float, default=1.0)
     p.add_argument("--size", type=int, default=256)
@@ -133,7 +199,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=512)
     p.add_argument("--teachers", type=int, default=3)
     args = p.parse_args()
-    emit(train(args) if args.mode == "train" else pseudo(args))
+    emit({"train": train, "pseudo": pseudo, "command": command}[args.mode](args))
 
 
 if __name__ == "__main__":

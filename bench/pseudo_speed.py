@@ -2,12 +2,14 @@
 
     python bench/pseudo_speed.py [--quick] [--threads N] [--alpha 1.0]
 
-imseg: ``LABELERS["inconsistency"]`` (batched, streamed, default SSL settings).
+imseg: ``LABELERS["inconsistency"]`` (batched, streamed, default SSL settings), eager and
+compiled (``train.compile_inference``; ``--no-compile``: eager only), in one worker.
 Reference way: Keras, one image at a time through ``model.predict`` for every
 teacher, then the IM, blocking and the binary filter in NumPy (as the reference's
 pseudo-labeling functions do). Physical limit: the teachers' forward conv FLOPs
-(counted from the model's layers) over the peak FLOP/s of a large float32 matmul
-measured in the same worker. Teachers are freshly initialised (speed does not
+(counted from the model's layers) over the best FLOP/s of a large matmul measured in
+the same worker before and after the passes, in the dtype imseg computed in (bfloat16
+under ``--amp always`` where the CPU has bfloat16 kernels, else float32). Teachers are freshly initialised (speed does not
 depend on the weights).
 """
 
@@ -29,41 +31,17 @@ from _common import (
 )
 
 
-def conv_flops(model, size: int, channels: int = 3) -> int:
-    """Forward FLOPs (2 per multiply-add) of every Conv2d of ``model`` on one ``size``² image."""
-    import torch
-    from torch import nn
-
-    total = 0
-
-    def hook(module: nn.Conv2d, _inp, out) -> None:
-        nonlocal total
-        k = module.kernel_size[0] * module.kernel_size[1]
-        macs = out.shape[1] * out.shape[2] * out.shape[3] * (module.in_channels // module.groups) * k
-        total += 2 * macs
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        model(torch.zeros((1, channels, size, size), device=next(model.parameters()).device))
-    model.train(was_training)
-    for h in handles:
-        h.remove()
-    return total
-
-
-def peak_matmul_flops(device, threads: int) -> dict:
-    """Best float32 FLOP/s of a large square matmul (TF32 off on CUDA: true float32)."""
+def peak_matmul_flops(device, dtype) -> dict:
+    """Best FLOP/s of a large square matmul in ``dtype`` (TF32 off on CUDA: true float32)."""
     import torch
 
     n = 8192 if device.type == "cuda" else 2048
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     best = float("inf")
-    for _ in range(6):
+    for _ in range(8):
         if device.type == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
@@ -75,18 +53,23 @@ def peak_matmul_flops(device, threads: int) -> dict:
 
 
 def imseg_worker(args) -> dict:
+    """The labeling pass eager and compiled (``train.compile_inference``), each after a warm-up
+    batch (which holds the compile), in one process; the matmul peak before and after."""
     import torch
     from _common import peak_rss_mb, pin
 
     from imseg.config import SSLConfig
+    from imseg.models.flops import conv_flops
     from imseg.models.unet import build_unet
     from imseg.pseudo.labelers import LABELERS, LabelingInput
     from imseg.tasks import Task
-    from imseg.training.inference import uses_bfloat16
+    from imseg.training.inference import for_inference, uses_bfloat16
 
     pin(args.threads)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    bfloat16 = uses_bfloat16(device, args.amp)
+    dtype = torch.bfloat16 if bfloat16 else torch.float32
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (args.images, 3, args.size, args.size), dtype=torch.uint8,
                            generator=gen)
@@ -97,30 +80,42 @@ def imseg_worker(args) -> dict:
     task = Task("binary", 1)
     ssl = SSLConfig()
 
-    def run(imgs):
-        inp = LabelingInput(task=task, teachers=teachers, images=imgs, device=device, ssl=ssl,
-                            generator=torch.Generator().manual_seed(1), n=len(teachers),
+    def run(models, imgs):
+        inp = LabelingInput(task=task, teachers=models, images=imgs, device=device, ssl=ssl,
+                            generator=torch.Generator().manual_seed(1), n=len(models),
                             amp=args.amp)
         out = LABELERS["inconsistency"](inp)
         if device.type == "cuda":
             torch.cuda.synchronize()
         return out
 
-    run(images[: min(len(images), ssl.pseudo_batch_size)])  # warm-up
-    start, cpu = time.perf_counter(), time.process_time()
-    out = run(images)
-    seconds = time.perf_counter() - start
-    flops_per_image = conv_flops(teachers[0], args.size)
-    peak = peak_matmul_flops(device, args.threads)
-    ideal = args.teachers * args.images * flops_per_image / peak["flops_per_s"]
+    peaks = [peak_matmul_flops(device, dtype)["flops_per_s"]]
+    flops_per_image = conv_flops(teachers[0], (3, args.size, args.size))
+    passes = {}
+    ways = {"eager": teachers}
+    if not args.no_compile:
+        ways["compiled"] = for_inference(teachers, images, device, "always")
+    for way, models in ways.items():
+        start = time.perf_counter()
+        run(models, images[: min(len(images), ssl.pseudo_batch_size)])  # warm-up (+ compile)
+        warmup = time.perf_counter() - start
+        start, cpu = time.perf_counter(), time.process_time()
+        out = run(models, images)
+        passes[way] = {"seconds": time.perf_counter() - start, "warmup_seconds": warmup,
+                       "cpu_seconds": time.process_time() - cpu, "kept": len(out)}
+    peaks.append(peak_matmul_flops(device, dtype)["flops_per_s"])
+    peak = max(peaks)
+    ideal = args.teachers * args.images * flops_per_image / peak
+    for p in passes.values():
+        p["images_per_s"] = args.images / p["seconds"]
+        p["share_of_peak"] = ideal / p["seconds"]
     result = {"framework": f"imseg / torch {torch.__version__}", "device": str(device),
-              "images": args.images, "teachers": args.teachers, "seconds": seconds,
-              "cpu_seconds": time.process_time() - cpu, "kept": len(out),
-              "batch": ssl.pseudo_batch_size,
-              "amp": uses_bfloat16(device, args.amp),
+              "images": args.images, "teachers": args.teachers, "passes": passes,
+              "batch": ssl.pseudo_batch_size, "amp_asked": args.amp, "amp": bfloat16,
+              "peak_dtype": str(dtype).removeprefix("torch."),
               "forward_gflop_per_image": flops_per_image / 1e9,
-              "peak_matmul_gflops": peak["flops_per_s"] / 1e9, "ideal_seconds": ideal,
-              "peak_rss_mb": peak_rss_mb()}
+              "peak_matmul_gflops": peak / 1e9, "peak_matmul_gflops_each": [x / 1e9 for x in peaks],
+              "ideal_seconds": ideal, "peak_rss_mb": peak_rss_mb()}
     if device.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name()
         result["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -137,6 +132,8 @@ def main() -> None:
                         "rate is per image, so a subset measures it")
     p.add_argument("--teachers", type=int, default=3)
     p.add_argument("--no-keras", action="store_true")
+    p.add_argument("--no-compile", action="store_true",
+                   help="time the eager pass only (default: eager and compiled)")
     p.add_argument("--worker", choices=["imseg"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -151,20 +148,29 @@ def main() -> None:
           f"(amp {args.amp})")
     keras_py = None if args.no_keras else keras_python()
     imseg = run_worker([sys.executable, __file__, "--worker", "imseg", "--device", args.device,
-                        "--amp", args.amp, "--images", str(images), *common],
+                        "--amp", args.amp, "--images", str(images), *common,
+                        *(["--no-compile"] if args.no_compile else [])],
                        worker_env(args.threads))
-    imseg["images_per_s"] = imseg["images"] / imseg["seconds"]
+    best = imseg["passes"].get("compiled", imseg["passes"]["eager"])
+    imseg["images_per_s"] = best["images_per_s"]
     result = {"bench": "pseudo_speed", "machine": machine(), "threads": args.threads,
-              "imseg": imseg,
-              "imseg_vs_physical_limit": imseg["seconds"] / imseg["ideal_seconds"]}
-    print(f"imseg: {imseg['images']} images in {imseg['seconds']:.1f} s = "
-          f"{imseg['images_per_s']:.2f} img/s ({imseg['kept']} pairs kept)")
+              "imseg": imseg, "imseg_vs_physical_limit": 1 / best["share_of_peak"]}
+    if args.amp == "always" and not imseg["amp"]:
+        print("amp always: this CPU has no bfloat16 kernels, so imseg ran float32 "
+              "(imseg.training.inference.cpu_has_bfloat16)")
     print(f"physical limit: {args.teachers} x {imseg['forward_gflop_per_image']:.2f} GFLOP "
-          f"per image at the measured matmul peak {imseg['peak_matmul_gflops']:.0f} GFLOP/s "
-          f"= {imseg['ideal_seconds']:.1f} s; imseg takes "
-          f"{result['imseg_vs_physical_limit']:.1f}x that "
-          f"({100 / result['imseg_vs_physical_limit']:.0f}% of peak)"
-          + (" [a float32 peak; bfloat16 units go beyond it]" if imseg["amp"] else ""))
+          f"per image at the measured {imseg['peak_dtype']} matmul peak "
+          f"{imseg['peak_matmul_gflops']:.0f} GFLOP/s (best of "
+          f"{', '.join(f'{x:.0f}' for x in imseg['peak_matmul_gflops_each'])}) "
+          f"= {imseg['ideal_seconds']:.1f} s")
+    for way, p in imseg["passes"].items():
+        print(f"imseg {way}: {imseg['images']} images in {p['seconds']:.1f} s = "
+              f"{p['images_per_s']:.2f} img/s, {100 * p['share_of_peak']:.0f}% of peak "
+              f"({p['kept']} pairs kept; warm-up batch {p['warmup_seconds']:.1f} s)")
+    if "compiled" in imseg["passes"]:
+        result["compiled_vs_eager"] = (imseg["passes"]["compiled"]["images_per_s"]
+                                       / imseg["passes"]["eager"]["images_per_s"])
+        print(f"compiled / eager: {result['compiled_vs_eager']:.2f}x")
     if keras_py is not None:
         keras = run_worker([str(keras_py), "bench/keras_side.py", "pseudo", "--images",
                             str(keras_images), "--warmup", "2", *common],
@@ -174,7 +180,8 @@ def main() -> None:
         result["ratio"] = imseg["images_per_s"] / keras["images_per_s"]
         print(f"reference way (Keras, one image at a time): {keras['images']} images in "
               f"{keras['seconds']:.1f} s = {keras['images_per_s']:.2f} img/s")
-        print(f"ratio: imseg is {result['ratio']:.1f}x the one-image-at-a-time reference")
+        print(f"ratio: imseg ({'compiled' if 'compiled' in imseg['passes'] else 'eager'}) is "
+              f"{result['ratio']:.1f}x the one-image-at-a-time reference")
     finish(args, result)
 
 

@@ -14,7 +14,7 @@ import time
 
 from _common import BENCH, parser
 
-BENCHES = ["train_speed", "pseudo_speed", "generation_memory"]
+BENCHES = ["train_speed", "train_command", "pseudo_speed", "generation_memory"]
 
 
 def main() -> None:

@@ -239,9 +239,12 @@ def test_precise_statistics_of_an_smp_model_are_its_layers_pooled_inputs(smp):
 
 
 # ------------------------------------------------------------------------------ training paths
-def test_an_smp_model_trains_in_bfloat16_autocast_and_channels_last(smp):
+def test_an_smp_model_trains_in_bfloat16_autocast_and_channels_last(smp, monkeypatch):
     """The mixed-precision and channels_last path CUDA takes (here on CPU, amp: always)."""
     from imseg.config import TrainConfig
+    from imseg.training import inference
+
+    monkeypatch.setattr(inference, "cpu_has_bfloat16", lambda: True)  # the path, on any CPU
     from imseg.data.dataset import Split
     from imseg.tasks import Task
     from imseg.training.fit import fit

@@ -32,7 +32,7 @@ from imseg.pseudo.state import FileStateStore
 from imseg.runtime import derive_seed, seed_everything
 from imseg.storage import save_png
 from imseg.tasks import VOID
-from imseg.training.inference import release_freed_memory
+from imseg.training.inference import for_inference, release_freed_memory
 from imseg.training.trainers import TrainerPart
 
 
@@ -166,7 +166,8 @@ def make_pseudo(ctx: RunContext, recipe: Recipe, chain: Chain, generation: int,
     generator = seed_everything(derive_seed(cfg.seed, "pseudo", *chain.place(generation).key().values()))
     inp = LabelingInput(
         task=ctx.task,
-        teachers=load_models(ctx, teachers),
+        teachers=for_inference(load_models(ctx, teachers), unlabeled.images, ctx.device,
+                               cfg.train.compile_inference, chain.n_teachers),
         images=unlabeled.images,
         device=ctx.device,
         ssl=cfg.ssl,

@@ -38,7 +38,8 @@ FREE_KEYS: frozenset[str] = frozenset({
 })
 """Config keys a resumed run may change freely."""
 
-BEFORE_IT_EXISTED: dict[str, object] = {"train.bn_stats": "running"}
+BEFORE_IT_EXISTED: dict[str, object] = {"train.bn_stats": "running",
+                                         "train.compile_inference": "never"}
 """What a setting amounted to in runs made before imseg had it, where that differs from
 today's default (a missing key otherwise counts as the default)."""
 
