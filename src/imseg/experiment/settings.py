@@ -11,7 +11,8 @@ purpose; every results row names the fingerprint it was trained under
 (``settings`` column), and settings.yaml keeps each fingerprint's values.
 
 Free settings (they select *which* models to train or where, not their numbers):
-``device``, and the ``ssl`` keys that only widen or narrow the study.
+``device``, ``train.compile_inference`` (like the device, it moves the last bits of a
+teacher's output), and the ``ssl`` keys that only widen or narrow the study.
 """
 
 from __future__ import annotations
@@ -33,13 +34,13 @@ SETTINGS_FILE = "settings.yaml"
 
 FREE_KEYS: frozenset[str] = frozenset({
     "device",  # numbers are reproducible per machine type anyway (see README)
+    "train.compile_inference",  # compiled teachers differ from eager ones in the last bits only
     "ssl.approaches", "ssl.runs", "ssl.teachers", "ssl.generations",
     "ssl.samples_per_generation", "benchmark.keep",
 })
 """Config keys a resumed run may change freely."""
 
-BEFORE_IT_EXISTED: dict[str, object] = {"train.bn_stats": "running",
-                                         "train.compile_inference": "never"}
+BEFORE_IT_EXISTED: dict[str, object] = {"train.bn_stats": "running"}
 """What a setting amounted to in runs made before imseg had it, where that differs from
 today's default (a missing key otherwise counts as the default)."""
 
