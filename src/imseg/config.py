@@ -78,7 +78,7 @@ class TrainConfig(Section):
         "auto",
         description="torch.compile the teachers of a pseudo-labeling pass (full batches; the "
                     "last, partial one runs eagerly): auto = on CPU when the pass holds at least "
-                    "2 TFLOP of convolutions (1.3-1.6x faster there; the first compile of an "
+                    "2 TFLOP of convolutions (1.2-1.6x faster there; the first compile of an "
                     "architecture costs ~20 s, later ones hit torch's cache), not on CUDA (the "
                     "pass takes seconds); always; never. Compiled logits differ from eager ones "
                     "in the last bits",

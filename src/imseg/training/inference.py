@@ -119,7 +119,7 @@ def _physical_memory() -> int:
 CPU_COMPILE_MIN_FLOP = 2e12
 """Convolution FLOPs from which compiling a CPU pseudo-labeling pass pays (``compile_inference:
 auto``). Compiled (fused BatchNorm, ReLU, pooling, upsampling and adds around oneDNN's
-convolutions) the tiny U-Net labels 1.3x (alpha 1) to 1.6x (alpha 0.5) faster on 2 cores;
+convolutions) the tiny U-Net labels 1.2-1.3x (alpha 1) to 1.6x (alpha 0.5) faster on 2 cores;
 the first compile of an architecture and batch shape costs ~20 s, so a pass of 2 TFLOP
 (~20 s eager there) about breaks even, and every later pass of the study reuses torch's
 compile cache (~1 s)."""
