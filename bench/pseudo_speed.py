@@ -94,7 +94,8 @@ def imseg_worker(args) -> dict:
     passes = {}
     ways = {"eager": teachers}
     if not args.no_compile:
-        ways["compiled"] = for_inference(teachers, images, device, "always")
+        ways["compiled"] = for_inference(teachers, len(images), tuple(images.shape[1:]), device,
+                                         "always")
     for way, models in ways.items():
         start = time.perf_counter()
         run(models, images[: min(len(images), ssl.pseudo_batch_size)])  # warm-up (+ compile)

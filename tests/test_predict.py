@@ -261,3 +261,31 @@ def test_trained_run_predicts_after_its_data_folder_moved(binary_data, tmp_path)
     predict_folder(models, tmp_path / "new", tmp_path / "after", progress=False)
     before, after = read_masks(tmp_path / "before"), read_masks(tmp_path / "after")
     assert before and all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_compiled_models_predict_as_eager_ones(tmp_path, monkeypatch):
+    """``--compile always`` (auto does so for a large folder on a CPU): same masks and IMs."""
+    from imseg.training.inference import CompiledFullBatches
+
+    calls: list[tuple] = []
+    forward = CompiledFullBatches.forward
+    monkeypatch.setattr(CompiledFullBatches, "forward",
+                        lambda self, x: calls.append(tuple(x.shape)) or forward(self, x))
+    run = make_run(tmp_path, noise=0.05)
+    make_images(tmp_path / "new")
+    models = run_models(run, teachers=3)
+    predict_folder(models, tmp_path / "new", tmp_path / "eager", batch_size=4, progress=False,
+                   compile_inference="never")
+    assert calls == []
+    predict_folder(models, tmp_path / "new", tmp_path / "fast", batch_size=4, progress=False,
+                   compile_inference="always")
+    assert calls == [(4, 3, 32, 32)] * 3  # each of the 3 models, compiled, on the one batch
+    eager, fast = read_masks(tmp_path / "eager"), read_masks(tmp_path / "fast")
+    assert eager.keys() == fast.keys()
+    for stem, mask in eager.items():
+        assert (fast[stem] == mask).mean() > 0.99  # compiled logits differ in the last bits
+    fractions = [{r["file"]: float(r["im_fraction"]) for r in read_uncertainty(tmp_path / way)}
+                 for way in ("eager", "fast")]
+    assert fractions[0].keys() == fractions[1].keys()
+    for file, fraction in fractions[0].items():
+        assert fractions[1][file] == pytest.approx(fraction, abs=0.02)

@@ -57,7 +57,7 @@ from imseg.results import ResultsTable, top_k
 from imseg.runtime import resolve_device
 from imseg.storage import atomic_write_text
 from imseg.tasks import Task
-from imseg.training.inference import predict_batches
+from imseg.training.inference import for_inference, predict_batches
 
 DEFAULT_TEACHERS = 3
 
@@ -239,9 +239,11 @@ def predict_images(models: list[nn.Module], task: Task, images: list[np.ndarray]
 
 
 def predict_folder(model_set: ModelSet, images_dir: Path, out_dir: Path, batch_size: int = 8,
-                   device: str = "auto", progress: bool = True) -> list[dict] | None:
+                   device: str = "auto", progress: bool = True,
+                   compile_inference: str = "auto") -> list[dict] | None:
     """Predict every image of ``images_dir``; write masks and overlays and, with two or
-    more models, IMs and uncertainty.csv.
+    more models, IMs and uncertainty.csv. ``compile_inference``: as the config key of
+    that name (a large folder on a CPU runs its models compiled).
 
     Returns the uncertainty table (most uncertain first), or None for a single model.
     """
@@ -249,7 +251,8 @@ def predict_folder(model_set: ModelSet, images_dir: Path, out_dir: Path, batch_s
     info, task = model_set.info, model_set.task
     files = list_images(Path(images_dir))
     dev = resolve_device(device)
-    models = [m.to(dev).eval() for m in model_set.models]
+    models = for_inference([m.to(dev).eval() for m in model_set.models], len(files),
+                           (info.channels, *info.image_size), dev, compile_inference)
     with_im = len(models) > 1
     for sub in ["masks", "overlays"] + (["inconsistency"] if with_im else []):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)

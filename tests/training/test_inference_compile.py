@@ -64,21 +64,22 @@ def test_auto_compiles_large_cpu_passes_only():
 
 def test_a_pass_is_sized_by_its_images_and_model_calls(monkeypatch):
     teachers = [_teacher(0), _teacher(1)]
-    images = _images(10)
     one_call = conv_flops(teachers[0], (3, 32, 32)) * 10
-    assert for_inference(teachers, images, CPU, "auto") is teachers  # tiny: stays eager
+    shape = (3, 32, 32)
+    assert for_inference(teachers, 10, shape, CPU, "auto") is teachers  # tiny: stays eager
     monkeypatch.setattr(inference, "CPU_COMPILE_MIN_FLOP", 2.5 * one_call)
-    assert for_inference(teachers, images, CPU, "auto") is teachers  # 2 teachers: 2 calls
-    views = for_inference(teachers[:1], images, CPU, "auto", forwards_per_image=3)
+    assert for_inference(teachers, 10, shape, CPU, "auto") is teachers  # 2 teachers: 2 calls
+    views = for_inference(teachers[:1], 10, shape, CPU, "auto", forwards_per_image=3)
     assert isinstance(views[0], CompiledFullBatches)  # an input ensemble's 3 views of one
-    assert for_inference(teachers, images, CPU, "never") is teachers
+    assert for_inference(teachers, 10, shape, CPU, "never") is teachers
+    assert for_inference(teachers, 0, shape, CPU, "always") is teachers  # nothing to label
 
 
 def test_compiled_teachers_label_as_eager_ones():
     """Full batches run compiled, the last partial one eagerly; labels match eager ones."""
     teachers = [_teacher(k) for k in range(3)]
     images = _images(10)
-    compiled = for_inference(teachers, images, CPU, "always")
+    compiled = for_inference(teachers, len(images), (3, 32, 32), CPU, "always")
     ssl = SSLConfig(pseudo_batch_size=4)  # batches of 4, 4 and 2
 
     def label(labeler, models):

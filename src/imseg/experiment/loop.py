@@ -166,7 +166,8 @@ def make_pseudo(ctx: RunContext, recipe: Recipe, chain: Chain, generation: int,
     generator = seed_everything(derive_seed(cfg.seed, "pseudo", *chain.place(generation).key().values()))
     inp = LabelingInput(
         task=ctx.task,
-        teachers=for_inference(load_models(ctx, teachers), unlabeled.images, ctx.device,
+        teachers=for_inference(load_models(ctx, teachers), len(unlabeled),
+                               tuple(unlabeled.images.shape[1:]), ctx.device,
                                cfg.train.compile_inference, chain.n_teachers),
         images=unlabeled.images,
         device=ctx.device,

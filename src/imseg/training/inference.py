@@ -165,19 +165,20 @@ class CompiledFullBatches(nn.Module):
         return self.model(x)
 
 
-def for_inference(models: list[nn.Module], images: torch.Tensor, device: torch.device,
-                  setting: str, forwards_per_image: int | None = None) -> list[nn.Module]:
-    """``models`` as a pass over ``images`` (uint8 ``(N, C, H, W)``) should run them: compiled
-    (:class:`CompiledFullBatches`) where :func:`compiles_inference` says so, else as given.
-    ``forwards_per_image``: model calls per image (default one per model; an input
-    ensemble calls one model once per view)."""
-    if not models or images.shape[0] == 0 or setting == "never":
+def for_inference(models: list[nn.Module], images: int, shape: tuple[int, ...],
+                  device: torch.device, setting: str,
+                  forwards_per_image: int | None = None) -> list[nn.Module]:
+    """``models`` as a pass over ``images`` images of ``shape`` ``(C, H, W)`` should run them:
+    compiled (:class:`CompiledFullBatches`) where :func:`compiles_inference` says so, else
+    as given. ``forwards_per_image``: model calls per image (default one per model; an
+    input ensemble calls one model once per view)."""
+    if not models or images == 0 or setting == "never":
         return models
     calls = forwards_per_image or len(models)
-    flop = conv_flops(models[0], tuple(images.shape[1:])) * images.shape[0] * calls
+    flop = conv_flops(models[0], tuple(shape)) * images * calls
     if not compiles_inference(setting, device, flop):
         return models
-    log.info("compiling %d model(s) for a pass of %.1f TFLOP (train.compile_inference: %s)",
+    log.info("compiling %d model(s) for a pass of %.1f TFLOP (compile_inference: %s)",
              len(models), flop / 1e12, setting)
     return [CompiledFullBatches(m) for m in models]
 
