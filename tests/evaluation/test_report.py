@@ -204,3 +204,32 @@ def test_metric_labels_name_the_headline_classes():
     assert metric_label("test_iou", binary) == "test IoU"
     assert metric_label("val_dice", hela) == "val mDice (alive, dead)"
     assert metric_label("seconds", hela) == "seconds"
+
+
+def test_a_number_in_test_details_is_a_metric_of_its_own(tmp_path, capsys):
+    """HeLa's cell-count error (and per-class scores) live in ``test_details``."""
+    data = tmp_path / "hela"
+    write_info(data, DatasetInfo(task="multilabel", classes=["alive", "dead", "position"],
+                                 image_size=(8, 8), headline_classes=["alive", "dead"]))
+    details = ['{"count_error":4.0,"iou_alive":0.7,"count_error_rel":NaN}',
+               '{"count_error":2.0,"iou_alive":0.5}', '{"count_error":1.0}', ""]
+    rows = [("ldt", "ldt", 0, "", 0, 0, .5, .6, "", ""), ("ldt", "ldt", 0, "", 0, 1, .4, .7, "", ""),
+            ("ssl", "im", 0, 2, 1, 0, .6, .7, .5, .2), ("ssl", "im", 0, 2, 1, 1, .6, .7, .5, .2)]
+    run = tmp_path / "run"
+    run.mkdir()
+    with (run / "results.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([*HEADER, "test_details"])
+        writer.writerows([*r, "", d] for r, d in zip(rows, details, strict=True))
+    (run / "run.yaml").write_text(yaml.safe_dump({"data": str(data)}))
+    write_report([run], tmp_path / "r", column="test_count_error", samples=False)
+    table = read_csv(tmp_path / "r" / "scores.csv")
+    expect(table[("hela (multilabel)", "ldt", 0)], [4.0, 2.0])
+    expect(table[("hela (multilabel)", "im", 1)], [1.0])  # the row without details has no count
+    assert "test cell-count error, mean" in (tmp_path / "r" / "scores.md").read_text()
+    with pytest.raises(DataError, match="unknown metric") as error:
+        write_report([run], tmp_path / "r", column="test_count_error_rel")  # only NaN: none
+    assert "test_count_error, test_iou_alive" in str(error.value)
+    assert main(["report", str(run), "--out", str(tmp_path / "cli"), "--metric",
+                 "test_iou_alive", "--no-samples"]) == 0
+    expect(read_csv(tmp_path / "cli" / "scores.csv")[("hela (multilabel)", "ldt", 0)], [0.7, 0.5])

@@ -13,8 +13,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN",
                    help="run folders; runs on the same data set are pooled into one panel")
     p.add_argument("--out", required=True, type=Path, help="folder for tables and figures")
-    p.add_argument("--metric", default="test_iou", choices=METRICS,
-                   help="score to tabulate and plot (default: test_iou)")
+    p.add_argument("--metric", default="test_iou",
+                   help=f"score to tabulate and plot: {', '.join(METRICS)}, or test_<key> for "
+                        "a number the rows' test_details carry, e.g. test_count_error (HeLa) "
+                        "or test_iou_alive (default: test_iou)")
     p.add_argument("--kept-only", action="store_true",
                    help="only the top-K students of each stage (default: all students)")
     p.add_argument("--no-samples", action="store_true",

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,8 +61,11 @@ TRAINER_LINE = (0, (5, 1.5, 1, 1.5))
 EXTRA_COLORS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#a6761d")
 BENCHMARK_STYLE = {"fdt": ("black", (0, (6, 2))), "aldt": ("0.35", (0, (4, 2, 1, 2))),
                    "ldt": ("0.6", (0, (2, 2)))}
-METRIC_LABELS = {"iou": "IoU", "dice": "Dice"}
+METRIC_LABELS = {"iou": "IoU", "dice": "Dice", "count_error": "cell-count error",
+                 "count_error_rel": "relative cell-count error"}
 METRICS = ("test_iou", "test_dice", "val_iou", "val_dice")
+"""Always there; a run adds ``test_<key>`` for each number in its rows' ``test_details``
+(per-class scores, HeLa's cell-count errors)."""
 
 
 def metric_label(column: str, info: DatasetInfo | None = None) -> str:
@@ -68,7 +73,7 @@ def metric_label(column: str, info: DatasetInfo | None = None) -> str:
     ``test mIoU (alive, dead)`` when its headline averages some of them)."""
     split, _, name = column.partition("_")
     word = METRIC_LABELS.get(name, name)
-    if info is not None and info.task != "binary" and name in METRIC_LABELS:
+    if info is not None and info.task != "binary" and name in ("iou", "dice"):
         word = "m" + word
         if info.headline_classes:
             word += f" ({', '.join(info.headline_classes)})"
@@ -120,7 +125,7 @@ def load_run(run_dir: Path) -> RunData:
     path = run_dir / "results.csv"
     if not path.is_file():
         raise DataError(f"{path} not found: {run_dir} is not a run folder")
-    rows = ResultsTable(path).rows
+    rows = [with_details(r) for r in ResultsTable(path).rows]
     meta = _yaml(run_dir / "run.yaml")
     data_path = Path(meta["data"]) if meta.get("data") else None
     info = None
@@ -136,6 +141,29 @@ def load_run(run_dir: Path) -> RunData:
     k = int((config.get("benchmark") or {}).get("keep", 4))
     keep = {"benchmark": k, "ssl": k}  # an old config's ssl.keep was never used by the loop
     return RunData(run_dir, rows, data_path, info, keep)
+
+
+def with_details(row: dict) -> dict:
+    """``row`` plus a ``test_<key>`` column for each number in its ``test_details`` JSON."""
+    text = row.get("test_details")
+    if not text:
+        return row
+    try:
+        details = json.loads(text)
+    except (TypeError, ValueError):
+        return row  # hand-edited or truncated: the row's own columns still report
+    extra = {f"test_{k}": float(v) for k, v in details.items()
+             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+             and f"test_{k}" not in row}
+    return {**row, **extra}
+
+
+def metrics_of(panels: list[Panel]) -> list[str]:
+    """The columns ``--metric`` may name for these runs: :data:`METRICS` and their details."""
+    found = {c for p in panels for run in p.runs for r in run.rows for c in r
+             if c.startswith("test_") and c not in METRICS and c != "test_details"
+             and r[c] is not None}
+    return [*METRICS, *sorted(found)]
 
 
 def _yaml(path: Path) -> dict:
@@ -402,9 +430,9 @@ def write_report(run_dirs: list[Path], out: Path, column: str = "test_iou",
         raise DataError("no run folders given")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if column not in METRICS:
-        raise DataError(f"unknown metric {column!r}; choose one of {', '.join(METRICS)}")
     panels = panels_of(run_dirs)
+    if column not in (known := metrics_of(panels)):
+        raise DataError(f"unknown metric {column!r}; these runs have {', '.join(known)}")
     scores = [score_stats(p, column, kept_only) for p in panels]
     quality = [quality_stats(p) for p in panels]
     flat = [s for items in scores for s in items]
