@@ -78,10 +78,10 @@ class TrainConfig(Section):
         "auto",
         description="torch.compile the teachers of a pseudo-labeling pass (full batches; the "
                     "last, partial one runs eagerly): auto = on CPU when the pass holds at least "
-                    "2 TFLOP of convolutions (1.2-1.6x faster there; the first compile of an "
-                    "architecture costs ~20 s, later ones hit torch's cache), not on CUDA (the "
-                    "pass takes seconds); always; never. Compiled logits differ from eager ones "
-                    "in the last bits",
+                    "2 TFLOP of convolutions (1.2-1.6x faster there once compiled; the first "
+                    "compile of an architecture costs 10-20 s, later ones hit torch's cache), "
+                    "not on CUDA (the pass takes seconds); always; never. Compiled logits differ "
+                    "from eager ones in the last bits",
     )
     eval_batch_size: int | None = Field(
         None, ge=1,
