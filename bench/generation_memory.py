@@ -80,7 +80,7 @@ def worker(args) -> dict:
     cfg = build_config(overrides={
         "device": args.device,
         "train": {"epochs": 1, "steps_per_epoch": args.steps, "alpha": args.alpha,
-                  "amp": args.amp},
+                  "amp": args.amp, "compile_inference": args.compile_inference},
         "ssl": {"students": args.students},
     })
     run_dir = Path(tempfile.mkdtemp(prefix="imseg-bench-gen-"))
@@ -108,6 +108,7 @@ def worker(args) -> dict:
               "batch": cfg.train.batch_size, "seconds": seconds,
               "train_pairs": rows[0]["n_train_pairs"],
               "student_seconds": [r["seconds"] for r in rows],
+              "compile_inference": cfg.train.compile_inference,
               "im_fraction": rows[0].get("im_fraction"),
               "rss_after_data_mb": rss_data, "peak_rss_mb": peak_rss_mb(),
               "framework": f"imseg / torch {torch.__version__}"}
@@ -130,6 +131,8 @@ def main() -> None:
     p.add_argument("--budget-gb", type=float, default=6.0, help="the peak-memory target")
     p.add_argument("--modes", nargs="+", choices=list(MODES), default=None,
                    help="allocator modes to measure (default: both; --quick: imseg's default)")
+    p.add_argument("--compile-inference", default="auto", choices=["auto", "always", "never"],
+                   help="train.compile_inference for the pseudo-labeling pass (default auto)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     args.scale = args.scale or (0.0625 if args.quick else 1.0)
@@ -141,7 +144,7 @@ def main() -> None:
     cmd = [sys.executable, __file__, "--worker", "--threads", str(args.threads), "--device",
            args.device, "--scale", str(args.scale), "--students", str(args.students),
            "--steps", str(args.steps), "--size", str(args.size), "--alpha", str(args.alpha),
-           "--amp", args.amp]
+           "--amp", args.amp, "--compile-inference", args.compile_inference]
     modes = args.modes or (["default"] if args.quick or args.device == "cuda"
                            else ["reuse", "low-memory"])
     s = {k: max(1, round(v * args.scale)) for k, v in ISIC.items()}
