@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", default="auto", choices=["auto", "always", "never"],
                    help="run the models through torch.compile: auto = on a CPU when the "
                         "folder is large (>= 2 TFLOP of convolutions; 1.2-1.6x faster "
-                        "after a one-off compile of ~20 s)")
+                        "once compiled, after a compile of 10-20 s)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_run)
 
