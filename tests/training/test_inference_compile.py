@@ -109,12 +109,15 @@ def test_a_failing_compile_runs_eagerly_after_one_warning(monkeypatch):
         return call
 
     monkeypatch.setattr(torch, "compile", broken)
-    teacher = _teacher(0)
-    wrapped = CompiledFullBatches(teacher)
+    monkeypatch.setattr(inference, "_COMPILE_FAILED", [])
+    teachers = [_teacher(0), _teacher(1)]
+    wrapped = for_inference(teachers, 4, (3, 32, 32), CPU, "always")
     x = inference.to_input(_images(4), CPU)
     outs: list[torch.Tensor] = []
     with torch.no_grad():
-        said = _said(lambda: outs.extend([wrapped(x), wrapped(x)]))
-        assert torch.equal(outs[0], teacher(x)) and torch.equal(outs[1], outs[0])
-    assert len(said) == 1 and "no working C++ compiler found" in said[0]
+        said = _said(lambda: outs.extend([wrapped[0](x), wrapped[0](x), wrapped[1](x)]))
+        assert torch.equal(outs[0], teachers[0](x)) and torch.equal(outs[1], outs[0])
+        assert torch.equal(outs[2], teachers[1](x))
+    assert len(said) == 1 and "no working C++ compiler found" in said[0]  # once, not per model
     assert "more detail" not in said[0]  # its first line, not a traceback
+    assert for_inference(teachers, 4, (3, 32, 32), CPU, "always") is teachers  # later passes

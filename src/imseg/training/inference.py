@@ -152,6 +152,8 @@ class CompiledFullBatches(nn.Module):
         self._shape: torch.Size | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _COMPILE_FAILED:  # a sibling's compile failed: this one would too
+            self.__dict__["_compiled"] = None
         if self._compiled is not None and self._shape in (None, x.shape):
             try:
                 out = self._compiled(x)
@@ -159,10 +161,17 @@ class CompiledFullBatches(nn.Module):
                 return out
             except Exception as error:  # noqa: BLE001 - eager gives the same result
                 first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-                log.warning("compiling %s for inference failed (%s: %s); running it eagerly",
-                            type(self.model).__name__, type(error).__name__, first[:200])
+                _COMPILE_FAILED.append(f"{type(error).__name__}: {first[:200]}")
+                log.warning("compiling %s for inference failed (%s); running eagerly, and not "
+                            "compiling again in this process", type(self.model).__name__,
+                            _COMPILE_FAILED[0])
                 self.__dict__["_compiled"] = None
         return self.model(x)
+
+
+_COMPILE_FAILED: list[str] = []
+"""Why compiling failed in this process, if it did: later passes then stay eager at once
+(a missing C++ compiler fails every compile, one warning is enough)."""
 
 
 def for_inference(models: list[nn.Module], images: int, shape: tuple[int, ...],
@@ -172,7 +181,7 @@ def for_inference(models: list[nn.Module], images: int, shape: tuple[int, ...],
     compiled (:class:`CompiledFullBatches`) where :func:`compiles_inference` says so, else
     as given. ``forwards_per_image``: model calls per image (default one per model; an
     input ensemble calls one model once per view)."""
-    if not models or images == 0 or setting == "never":
+    if not models or images == 0 or setting == "never" or _COMPILE_FAILED:
         return models
     calls = forwards_per_image or len(models)
     flop = conv_flops(models[0], tuple(shape)) * images * calls
