@@ -31,7 +31,10 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-AmpMode = Literal["auto", "always", "never"]
+AutoMode = Literal["auto", "always", "never"]
+"""A speed option's modes: ``auto`` where it is measured to pay, ``always``, ``never``."""
+
+AmpMode = AutoMode
 """bfloat16 mixed precision: ``auto`` on CUDA only, ``always`` on CPU too, ``never``."""
 
 
@@ -74,7 +77,7 @@ class TrainConfig(Section):
                     "(CUDA graphs: one launch per step instead of one per kernel), "
                     "max-autotune; false",
     )
-    compile_inference: Literal["auto", "always", "never"] = Field(
+    compile_inference: AutoMode = Field(
         "auto",
         description="torch.compile the teachers of a pseudo-labeling pass (full batches; the "
                     "last, partial one runs eagerly): auto = on CPU when the pass holds at least "
@@ -102,7 +105,7 @@ class TrainConfig(Section):
         description="precise: batches of batch_size the statistics pool at most (one pass "
                     "over the training set when that is shorter)",
     )
-    fuse: Literal["auto", "always", "never"] = Field(
+    fuse: AutoMode = Field(
         "auto",
         description="train a stage's models at once as one grouped network (same results as "
                     "one at a time; imseg.training.fused): auto = on CUDA only (on CPU it "

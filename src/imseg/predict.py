@@ -45,7 +45,7 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from imseg.config import AmpMode
+from imseg.config import AmpMode, AutoMode
 from imseg.data.imageio import list_images, open_image, resize_image
 from imseg.data.layout import INFO_FILE, DatasetInfo, read_info
 from imseg.errors import DataError
@@ -240,7 +240,7 @@ def predict_images(models: list[nn.Module], task: Task, images: list[np.ndarray]
 
 def predict_folder(model_set: ModelSet, images_dir: Path, out_dir: Path, batch_size: int = 8,
                    device: str = "auto", progress: bool = True,
-                   compile_inference: str = "auto") -> list[dict] | None:
+                   compile_inference: AutoMode = "auto") -> list[dict] | None:
     """Predict every image of ``images_dir``; write masks and overlays and, with two or
     more models, IMs and uncertainty.csv. ``compile_inference``: as the config key of
     that name (a large folder on a CPU runs its models compiled).

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import get_args
 
+from imseg.config import AutoMode
 from imseg.errors import ConfigError
 from imseg.predict import DEFAULT_TEACHERS, ModelSet, checkpoint_models, predict_folder, run_models
 
@@ -60,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--compile", default="auto", choices=["auto", "always", "never"],
+    p.add_argument("--compile", default="auto", choices=get_args(AutoMode),
                    help="run the models through torch.compile: auto = on a CPU when the "
                         "folder is large (>= 2 TFLOP of convolutions; 1.2-1.6x faster "
                         "once compiled, after a compile of 10-20 s)")

@@ -24,11 +24,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import get_args
 
 import torch
 from tqdm.auto import tqdm
 
-from imseg.config import AmpMode, TrainConfig
+from imseg.config import AmpMode, AutoMode, TrainConfig
 from imseg.data.dataset import Split
 from imseg.logs import bar_disable
 from imseg.models.grouped import GroupedUNet, split_outputs, stack_inputs, why_not_groupable
@@ -60,7 +61,7 @@ def use_fused(mode: str, device: torch.device) -> bool:
     64 px and 0.66x at 128 px with batch 8, 0.51x at 256 px with batch 32), so there ``auto``
     trains one at a time.
     """
-    if mode not in ("auto", "always", "never"):
+    if mode not in get_args(AutoMode):
         raise ValueError(f"train.fuse must be auto, always or never, got {mode!r}")
     return mode == "always" or (mode == "auto" and device.type == "cuda")
 

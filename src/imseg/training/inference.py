@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from imseg.config import AmpMode, amp_mode
+from imseg.config import AmpMode, AutoMode, amp_mode
 from imseg.data.dataset import Split
 from imseg.logs import log
 from imseg.models.flops import conv_flops
@@ -125,7 +125,7 @@ the first compile of an architecture and batch shape costs ~20 s, so a pass of 2
 compile cache (~1 s)."""
 
 
-def compiles_inference(setting: str, device: torch.device, flop: float) -> bool:
+def compiles_inference(setting: AutoMode, device: torch.device, flop: float) -> bool:
     """Whether a pass of ``flop`` convolution FLOPs runs compiled under ``train.compile_inference``.
 
     ``auto`` compiles on CPU only: on CUDA a pseudo-labeling pass of these nets takes
@@ -141,8 +141,9 @@ class CompiledFullBatches(nn.Module):
 
     A pass's batches all have one shape but the last; compiling that one too (or
     compiling for dynamic shapes) would cost a second compile for a single batch.
-    Where compiling fails (no C++ compiler, an operator inductor lacks), the model
-    runs eagerly from then on, after one warning: the numbers are right either way.
+    Where compiling fails (no C++ compiler, an operator inductor lacks), this and every
+    other model of the process runs eagerly from then on, after one warning: the
+    numbers are right either way.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -152,9 +153,7 @@ class CompiledFullBatches(nn.Module):
         self._shape: torch.Size | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _COMPILE_FAILED:  # a sibling's compile failed: this one would too
-            self.__dict__["_compiled"] = None
-        if self._compiled is not None and self._shape in (None, x.shape):
+        if not _COMPILE_FAILED and self._shape in (None, x.shape):
             try:
                 out = self._compiled(x)
                 self._shape = x.shape
@@ -165,7 +164,6 @@ class CompiledFullBatches(nn.Module):
                 log.warning("compiling %s for inference failed (%s); running eagerly, and not "
                             "compiling again in this process", type(self.model).__name__,
                             _COMPILE_FAILED[0])
-                self.__dict__["_compiled"] = None
         return self.model(x)
 
 
@@ -175,7 +173,7 @@ _COMPILE_FAILED: list[str] = []
 
 
 def for_inference(models: list[nn.Module], images: int, shape: tuple[int, ...],
-                  device: torch.device, setting: str,
+                  device: torch.device, setting: AutoMode,
                   forwards_per_image: int | None = None) -> list[nn.Module]:
     """``models`` as a pass over ``images`` images of ``shape`` ``(C, H, W)`` should run them:
     compiled (:class:`CompiledFullBatches`) where :func:`compiles_inference` says so, else
