@@ -289,3 +289,21 @@ def test_compiled_models_predict_as_eager_ones(tmp_path, monkeypatch):
     assert fractions[0].keys() == fractions[1].keys()
     for file, fraction in fractions[0].items():
         assert fractions[1][file] == pytest.approx(fraction, abs=0.02)
+
+
+def test_new_images_are_read_as_training_images_were(tmp_path):
+    """16-bit images scaled as prepare scales them (not clipped), photos upright."""
+    run = make_run(tmp_path)
+    new = tmp_path / "new"
+    new.mkdir()
+    wide = (np.arange(32 * 48, dtype=np.uint16).reshape(32, 48) * 2)  # max 3070: > 255
+    Image.fromarray(wide).save(new / "wide.png")
+    scaled = np.round(wide * (255.0 / wide.max())).astype(np.uint8)
+    Image.fromarray(np.repeat(scaled[..., None], 3, axis=2)).save(new / "scaled.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90° clockwise
+    Image.fromarray(np.zeros((20, 36, 3), np.uint8)).save(new / "photo.jpg", exif=exif)
+    predict_folder(run_models(run, teachers=3), new, tmp_path / "pred", progress=False)
+    masks = read_masks(tmp_path / "pred")
+    assert np.array_equal(masks["wide"], masks["scaled"])
+    assert masks["photo"].shape == (36, 20)  # as shown, not as stored

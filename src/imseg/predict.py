@@ -46,7 +46,7 @@ from torch import nn
 from tqdm import tqdm
 
 from imseg.config import AmpMode, AutoMode
-from imseg.data.imageio import list_images, open_image, resize_image
+from imseg.data.imageio import list_images, read_image, resize_image
 from imseg.data.layout import INFO_FILE, DatasetInfo, read_info
 from imseg.errors import DataError
 from imseg.evaluation.visualize import overlay
@@ -212,12 +212,6 @@ def _scores_from_row(meta: CheckpointMeta, row: dict) -> CheckpointMeta:
                 if row.get(f"{split}_{m}") is not None}
 
     return replace(meta, val=scores("val"), test=meta.test or scores("test"))
-
-
-def read_image(path: Path, channels: int) -> np.ndarray:
-    """An image file as ``H×W×channels`` uint8."""
-    arr = np.asarray(open_image(path, "L" if channels == 1 else "RGB"), dtype=np.uint8)
-    return arr[..., None] if arr.ndim == 2 else arr
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from imseg.data.imageio import read_image
 from imseg.data.layout import DatasetInfo, read_info, split_dirs
 from imseg.errors import DataError
 from imseg.tasks import Task
@@ -54,17 +55,6 @@ class Split:
             labels,
             [s for p in parts for s in p.stems],
         )
-
-
-def read_image(path: Path, channels: int) -> np.ndarray:
-    """An image file → ``H×W×channels`` uint8 (gray is expanded, alpha dropped)."""
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            arr = np.asarray(im, dtype=np.uint8)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read image ({exc})") from exc
-    return arr[..., None] if arr.ndim == 2 else arr
 
 
 def read_mask(path: Path) -> np.ndarray:

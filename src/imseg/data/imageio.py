@@ -1,42 +1,82 @@
-"""Reading and resizing source images and masks (nearest neighbour for masks)."""
+"""Reading and resizing source images and masks (nearest neighbour for masks).
+
+Images are read as people see them: a JPEG's EXIF orientation is applied (as
+viewers, OpenCV and annotation tools do, so a mask drawn on the shown image
+fits), and 16-bit or float gray images are scaled into 0..255 by their own
+maximum. ``prepare folder``, the data sets and ``predict`` read through
+:func:`read_image`, so a model sees a new image exactly as it saw its training images.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from imseg.errors import DataError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+LOSSY_SUFFIXES = (".jpg", ".jpeg")
+"""Formats whose compression changes pixel values (a mask saved so has noisy edges)."""
+WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+"""Pillow modes of 16-bit and float images, whose values may exceed 255."""
 
 
 def list_images(folder: Path) -> dict[str, Path]:
     """Image files of a folder by stem, with a clear error for a missing or empty folder
-    and for two files that share a stem."""
+    and for two files that share a stem.
+
+    Hidden files are skipped: macOS leaves ``._name.png`` companions beside the images
+    in archives (the Oxford-IIIT Pet trimaps have them), which are not images.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: folder not found")
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        if path.suffix.lower() in IMAGE_SUFFIXES:
             if path.stem in found:
                 raise DataError(f"{path}: same stem as {found[path.stem]}")
             found[path.stem] = path
     if not found:
-        raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        subfolders = sum(1 for p in folder.iterdir() if p.is_dir())
+        below = (f"; it has {subfolders} subfolder(s), and images are read from the folder "
+                 "itself, not below it") if subfolders else ""
+        raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}){below}")
     return found
 
 
 def open_image(path: Path, mode: str | None = None) -> Image.Image:
-    """Open and fully load an image file, naming the file when it is unreadable."""
+    """Open and fully load an image file upright (EXIF orientation applied), naming the
+    file when it is unreadable."""
     try:
         with Image.open(path) as im:
             im.load()
-            return im.convert(mode) if mode else im.copy()
+            upright = ImageOps.exif_transpose(im)
+            return upright.convert(mode) if mode else upright
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read ({exc})") from exc
+
+
+def read_image(path: Path, channels: int) -> np.ndarray:
+    """An image file → ``H×W×channels`` uint8 (3: RGB, 1: gray).
+
+    16-bit and float gray images whose values exceed 255 are scaled by their own
+    maximum into 0..255 (microscopy TIFFs), rather than clipped as a plain
+    conversion would.
+    """
+    im = open_image(path)
+    if im.mode in WIDE_MODES:
+        arr = np.asarray(im, dtype=np.float64)
+        top = float(arr.max()) if arr.size else 0.0
+        if top > 255:
+            arr = arr * (255.0 / top)
+        im = Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8))
+    arr = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+    return arr[..., None] if arr.ndim == 2 else arr
 
 
 def image_size(path: Path) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from imseg.cli import main
 from imseg.data.dataset import Split, load_dataset, read_mask
 from imseg.data.layout import SPLITS, read_info
 from imseg.data.sources.folder import prepare_folder
-from imseg.errors import DataError
+from imseg.errors import ConfigError, DataError
 from imseg.tasks import VOID
 
 DSB = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "dsb2018"
@@ -624,3 +624,172 @@ def test_cli_reports_user_errors_without_traceback(tmp_path, capsys):
                str(tmp_path / "none"), "--out", str(tmp_path / "out")])
     assert rc == 2
     assert "none: folder not found" in capsys.readouterr().err
+
+
+# ------------------------------------------------------- layouts as downloads have them
+def _disk(i: int, size=(32, 32)) -> np.ndarray:
+    """A 0/255 disk mask whose centre and radius depend on ``i`` (round edges, as lesions)."""
+    yy, xx = np.mgrid[: size[0], : size[1]]
+    cy, cx, r = 10 + i % 12, 12 + (3 * i) % 10, 6 + i % 5
+    return (((yy - cy) ** 2 + (xx - cx) ** 2) <= r * r).astype(np.uint8) * 255
+
+
+def _labels(out: Path) -> dict[str, np.ndarray]:
+    """Every written mask of the prepared set by stem (binary: 0/255 on disk)."""
+    return {p.stem: np.asarray(Image.open(p)) for p in sorted(out.glob("*/masks/*.png"))}
+
+
+def test_isic_style_mask_suffix_is_found_and_recorded(tmp_path, capsys):
+    src = tmp_path / "src"
+    for i in range(10):
+        _save(src / "images" / f"ISIC_{i:07d}.jpg", _image(i))
+        _save(src / "masks" / f"ISIC_{i:07d}_segmentation.png", _disk(i))
+    _save(src / "masks" / "ATTRIBUTION_segmentation.png", _disk(0) * 0)  # no such image
+    with pytest.raises(DataError) as err:
+        _prep(src, tmp_path / "bad")
+    assert str(err.value) == (f"{src / 'masks' / 'ATTRIBUTION_segmentation.png'}: no image "
+                              f"named ATTRIBUTION.* in {src / 'images'}")
+    (src / "masks" / "ATTRIBUTION_segmentation.png").unlink()
+    out = tmp_path / "out"
+    assert main(["prepare", "folder", "--images", str(src / "images"), "--masks",
+                 str(src / "masks"), "--out", str(out)]) == 0
+    assert "masks named <image stem>_segmentation (found" in capsys.readouterr().out
+    info = read_info(out)
+    assert info.extra["mask_suffix"] == {str((src / "masks").absolute()): "_segmentation"}
+    labels = _labels(out)
+    assert sorted(labels) == [f"ISIC_{i:07d}" for i in range(10)]  # named as the images
+    for stem, label in labels.items():
+        assert np.array_equal(label, _disk(int(stem[-7:])))
+
+
+def test_carvana_style_gif_masks_with_a_given_suffix(tmp_path):
+    src = tmp_path / "src"
+    for i in range(10):
+        _save(src / "train" / f"car{i}_01.jpg", _image(i))
+        gif = Image.fromarray((_disk(i) > 0).astype(np.uint8), mode="L").convert("P")
+        gif.save(_dir(src / "train_masks") / f"car{i}_01_mask.gif")
+    info = prepare_folder(images=src / "train", masks=src / "train_masks", out=tmp_path / "out",
+                          mask_suffix="_mask")
+    assert info.task == "binary"
+    for stem, label in _labels(tmp_path / "out").items():
+        assert np.array_equal(label, _disk(int(stem[3])))
+
+
+def test_names_that_match_nowhere_give_one_error(tmp_path):
+    src = tmp_path / "src"
+    for i in range(10):
+        _save(src / "images" / f"img{i}.png", _image(i))
+        _save(src / "masks" / f"label{i}.png", _disk(i))
+    with pytest.raises(DataError) as err:
+        _prep(src, tmp_path / "out")
+    message = str(err.value)
+    assert message.startswith(f"{src / 'masks'}: no mask is named like an image of ")
+    assert "image img0.png, mask label0.png" in message and "--mask-suffix" in message
+    assert "problems" not in message  # one line, not one per file
+
+
+def test_mask_suffix_needs_most_masks_to_agree():
+    from imseg.data.sources.folder import mask_suffix_of
+
+    assert mask_suffix_of(["a", "b"], ["a", "b_mask"]) == ""  # names match as they are
+    assert mask_suffix_of(["a", "a_1"], ["a_mask", "a_1_mask"]) == "_mask"
+    assert mask_suffix_of(["a", "b", "c"], ["a_x", "b_y", "c_z"]) == ""  # no shared suffix
+    assert mask_suffix_of(["a", "b", "c"], ["a_m", "b_m", "zz"]) == "_m"
+
+
+def test_kvasir_style_jpeg_masks_are_read_as_binary(tmp_path, capsys):
+    src = tmp_path / "src"
+    for i in range(10):
+        _save(src / "images" / f"p{i}.jpg", _image(i))
+        rgb = np.repeat(_disk(i)[..., None], 3, axis=2)  # a gray mask saved as RGB JPEG
+        Image.fromarray(rgb).save(_dir(src / "masks") / f"p{i}.jpg", quality=75)
+    raw = np.asarray(Image.open(src / "masks" / "p3.jpg"))
+    assert len(np.unique(raw)) > 2  # the compression's noise the threshold removes
+    out = tmp_path / "out"
+    assert main(["prepare", "folder", "--images", str(src / "images"), "--masks",
+                 str(src / "masks"), "--out", str(out)]) == 0
+    assert "masks are JPEG (lossy): read as binary" in capsys.readouterr().out
+    info = read_info(out)
+    assert info.task == "binary" and info.extra["mask_threshold"] == 128
+    for stem, label in _labels(out).items():
+        assert (label == _disk(int(stem[1:]))).mean() > 0.99
+
+
+def test_jpeg_class_id_masks_are_refused_not_emptied(tmp_path):
+    src = tmp_path / "src"
+    for i in range(10):
+        _save(src / "images" / f"p{i}.png", _image(i))
+        Image.fromarray(_blocks(i, values=(0, 1, 2))).save(_dir(src / "masks") / f"p{i}.jpg")
+    with pytest.raises(DataError, match=r"no mask has a value >= 128, so every mask would be"):
+        _prep(src, tmp_path / "out")
+
+
+def test_instance_label_masks_need_and_take_a_threshold_of_one(tmp_path):
+    src = tmp_path / "src"
+    for i in range(10):
+        _save(src / "images" / f"c{i}.png", _image(i))
+        ids = (_disk(i) > 0).astype(np.uint16) * (300 + i)  # 16-bit instance ids
+        ids[:4, :4] = 1 + i  # a second object with a small id
+        Image.fromarray(ids).save(_dir(src / "masks") / f"c{i}.png")
+    with pytest.raises(DataError, match=r"found up to 30\d\); .*--mask-threshold 1"):
+        _prep(src, tmp_path / "bad")
+    info = _prep(src, tmp_path / "out", mask_threshold=1)
+    assert info.task == "binary" and info.extra["mask_threshold"] == 1
+    for stem, label in _labels(tmp_path / "out").items():
+        want = _disk(int(stem[1:]))
+        want[:4, :4] = 255
+        assert np.array_equal(label, want)
+
+
+@pytest.mark.parametrize("kw", [{"palette": "p.yaml"}, {"ignore_index": 255},
+                                {"task": "multiclass"}, {"classes": ["a", "b"]},
+                                {"mask_threshold": 0}])
+def test_mask_threshold_refuses_what_it_cannot_mean(tmp_path, kw):
+    src = _binary_set(tmp_path / "src", n=4)
+    kw = {"mask_threshold": 1, **kw}
+    if "palette" in kw:
+        kw["palette"] = tmp_path / "p.yaml"
+    with pytest.raises(ConfigError, match="--mask-threshold"):
+        _prep(src, tmp_path / "out", **kw)
+
+
+def test_voc_style_images_without_masks_are_the_unlabeled_ones(tmp_path):
+    src = _binary_set(tmp_path / "src", n=10)
+    for i in range(5):
+        _save(src / "images" / f"u{i}.jpg", _image(60 + i))  # beside the labeled ones
+    with pytest.raises(DataError) as err:
+        _prep(src, tmp_path / "bad")
+    lines = str(err.value).splitlines()
+    assert lines[0] == "5 problems in the input files (nothing was written):"
+    assert lines[1] == (f"  - {src / 'images' / 'u0.jpg'}: no mask named u0.* in {src / 'masks'} "
+                        f"(5 of 15 images have none; to train on them as unlabeled images, pass "
+                        f"--unlabeled {src / 'images'})")
+    assert lines[2] == f"  - {src / 'images' / 'u1.jpg'}: no mask named u1.* in {src / 'masks'}"
+    info = _prep(src, tmp_path / "out", unlabeled=src / "images", labeled_fraction=1.0)
+    assert info.counts == {"train_labeled": 8, "train_unlabeled": 5, "val": 1, "test": 1}
+    assert _stems(tmp_path / "out", "train_unlabeled") == [f"u{i}" for i in range(5)]
+    assert not (tmp_path / "out" / "train_unlabeled" / "masks").exists()
+
+
+def test_macos_companion_files_are_skipped(tmp_path):
+    src = _binary_set(tmp_path / "src", n=10)
+    for folder in ("images", "masks"):  # AppleDouble files: named like images, not images
+        (src / folder / "._im00.png").write_bytes(b"\x00\x05\x16\x07 not a png")
+        (src / folder / ".DS_Store").write_bytes(b"\x00")
+    info = _prep(src, tmp_path / "out")
+    assert sum(info.counts.values()) == 10
+
+
+def test_exif_orientation_is_applied_so_masks_drawn_on_the_shown_image_fit(tmp_path):
+    src = tmp_path / "src"
+    for i in range(10):
+        shown = _image(i, size=(48, 32))  # 48 high, 32 wide, as a viewer shows it
+        stored = np.rot90(shown, k=1)  # the camera's pixels: 32 high, 48 wide
+        exif = Image.Exif()
+        exif[0x0112] = 6  # orientation: rotate 90° clockwise to show
+        Image.fromarray(np.ascontiguousarray(stored)).save(
+            _dir(src / "images") / f"e{i}.jpg", exif=exif, quality=95)
+        _save(src / "masks" / f"e{i}.png", _disk(i, size=(48, 32)))
+    _prep(src, tmp_path / "out", val_fraction=0.2, test_fraction=0.0)
+    written = Image.open(next((tmp_path / "out" / "val" / "images").glob("*.png")))
+    assert (written.height, written.width) == (48, 32)

@@ -4,12 +4,18 @@ Lets users bring their own data without writing a source module::
 
     imseg prepare folder --images imgs/ --masks masks/ --out data/mine --size 256 256
 
-**Inputs.** Images are png, jpg, bmp or tif files, RGB or gray (16-bit gray
-images above 255 are scaled by their own maximum); they are written as RGB, or
-gray with ``--channels 1``. Masks are matched to images by file stem
-(``a.jpg`` ↔ ``a.png``). ``--val-images/--val-masks`` and
-``--test-images/--test-masks`` give fixed validation and test folders;
-``--unlabeled`` adds images without masks to ``train_unlabeled``.
+**Inputs.** Images are png, jpg, bmp, tif, gif or webp files, RGB or gray,
+read upright (EXIF orientation applied; 16-bit gray images above 255 are scaled
+by their own maximum: :func:`imseg.data.imageio.read_image`); they are written as
+RGB, or gray with ``--channels 1``. Hidden files (macOS ``._a.png``) are skipped.
+Masks are matched to images by file stem (``a.jpg`` ↔ ``a.png``); when mask names
+add a suffix (ISIC's ``a_segmentation.png``, Carvana's ``a_mask.gif``) and no
+name matches as it is, the suffix they share is found (or ``--mask-suffix``
+gives it). ``--val-images/--val-masks`` and ``--test-images/--test-masks`` give
+fixed validation and test folders; ``--unlabeled`` adds images without masks to
+``train_unlabeled``. ``--unlabeled`` may name the ``--images`` folder itself
+(Pascal VOC: ``JPEGImages`` holds every image, ``SegmentationClass`` masks of a
+few): its images without a mask are then the unlabeled ones.
 
 **Split folders numbered alike.** Downloads often number each split from 0
 (``train/images/0.jpg``, ``validation/images/0.jpg``). When a stem of the
@@ -40,6 +46,12 @@ land on both sides of a split.
 * ``--task multilabel``: channel ``c`` of the mask is label ``c``, 0/1 or
   0/255; the label count is the channel count, or ``len(--classes)`` (an
   alpha channel is kept only when ``--classes`` names 4 labels).
+* ``--mask-threshold T``: binary masks from gray values, foreground where the
+  value is at least ``T`` (multilabel: per channel). ``T = 1`` turns instance
+  label masks (one id per object, 16-bit too) into foreground/background. Masks
+  that are all JPEG files are read so with ``T = 128`` unless a task other than
+  binary or a palette is given: JPEG's compression leaves values near, not at,
+  0 and 255, which no class-id reading survives.
 
 ``--classes a,b,c`` names the classes (binary: the foreground class only;
 without ``--task``, two or more names mean multiclass); else the palette's
@@ -83,10 +95,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from imseg.data.imageio import list_images, open_image, resize_image, resize_mask
+from imseg.data.imageio import (
+    LOSSY_SUFFIXES,
+    WIDE_MODES,
+    list_images,
+    open_image,
+    read_image,
+    resize_image,
+    resize_mask,
+)
 from imseg.data.layout import INFO_FILE, SPLITS, DatasetInfo, finalize_counts, write_pair
 from imseg.data.palette import Palette, colors_to_ids, read_palette
 from imseg.data.sources._common import Problems
@@ -96,10 +115,11 @@ from imseg.logs import bar_disable
 from imseg.tasks import DISK_BINARY_VOID, DISK_MULTICLASS_VOID, TASK_KINDS, Task
 
 _PROGRESS_MIN = 20  # show progress bars from this many files on
-_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 _PREFIXES = {"val": "val-", "test": "test-", "unlabeled": "unl-"}
 """Prefix of each explicit folder's stems when they clash with another folder's."""
 _FOLDER_NAMES = {"pool": "train", "val": "val", "test": "test", "unlabeled": "unlabeled"}
+LOSSY_MASK_THRESHOLD = 128
+"""JPEG masks are read as binary, foreground where the gray value is at least this."""
 
 
 @dataclass
@@ -132,6 +152,7 @@ class _MaskRead:
     palette: Palette | None
     keep_channels: bool  # multilabel: no gray collapse
     keep_alpha: bool
+    threshold: int | None = None  # values >= threshold are foreground (1), the rest 0
 
 
 # ----------------------------------------------------------------------------- public
@@ -156,6 +177,8 @@ def prepare_folder(
     ignore_index: int | None = None,
     rotate: bool = True,
     channels: int = 3,
+    mask_suffix: str | None = None,
+    mask_threshold: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> DatasetInfo:
@@ -168,7 +191,7 @@ def prepare_folder(
     test_fraction = (0.0 if test_images else 0.1) if test_fraction is None else test_fraction
     _check_args(
         val_images, val_masks, test_images, test_masks, size, labeled_fraction, val_fraction,
-        test_fraction, task, classes, palette, ignore_index, channels,
+        test_fraction, task, classes, palette, ignore_index, channels, mask_threshold,
     )
     _check_out(out, overwrite, [images, masks, unlabeled, val_images, val_masks, test_images,
                                 test_masks])
@@ -180,19 +203,30 @@ def prepare_folder(
         )
 
     problems = Problems()
-    items = _pairs(Path(images), Path(masks), "pool", problems)
+    # --unlabeled naming the --images folder: its images without a mask are the unlabeled ones
+    rest_unlabeled = unlabeled is not None and Path(unlabeled).resolve() == Path(images).resolve()
+    suffixes: dict[str, str] = {}
+    items = _pairs(Path(images), Path(masks), "pool", problems, mask_suffix, suffixes,
+                   rest_unlabeled)
     for origin, imgs, msks in (("val", val_images, val_masks), ("test", test_images, test_masks)):
         if imgs is not None and msks is not None:  # _check_args: both or neither
-            items += _pairs(Path(imgs), Path(msks), origin, problems)
-    if unlabeled is not None:
+            items += _pairs(Path(imgs), Path(msks), origin, problems, mask_suffix, suffixes)
+    if unlabeled is not None and not rest_unlabeled:
         found = problems.attempt(list_images, Path(unlabeled)) or {}
         items += [_Item(s, p, None, "unlabeled") for s, p in found.items()]
     renamed = _unique_stems(items, problems)
 
+    if task is None and mask_threshold is not None:
+        task = "binary"
+    mask_files = [i.mask for i in items if i.mask is not None]
+    if (mask_threshold is None and pal is None and task in (None, "binary") and mask_files
+            and all(m.suffix.lower() in LOSSY_SUFFIXES for m in mask_files)):
+        mask_threshold, task = LOSSY_MASK_THRESHOLD, "binary"  # JPEG noise around 0 and 255
     how = _MaskRead(
         palette=pal,
         keep_channels=task == "multilabel",
         keep_alpha=task == "multilabel" and classes is not None and len(classes) == 4,
+        threshold=mask_threshold,
     )
     for item in _bar(items, "checking", progress):
         _scan(item, how, channels, problems)
@@ -205,6 +239,9 @@ def prepare_folder(
         problem = _mask_problem(item.present, plan)  # type: ignore[arg-type]
         if problem:
             problems.add(f"{item.mask}: {problem}")
+    if mask_threshold is not None and scanned and not any(i.present[:, 1].any() for i in scanned):
+        problems.add(f"{masks}: no mask has a value >= {mask_threshold}, so every mask would be "
+                     "empty; lower --mask-threshold (lossy JPEG masks are read so by default)")
     problems.raise_any()
     assert target is not None and plan is not None  # no problems: every file was read
 
@@ -223,7 +260,7 @@ def prepare_folder(
             (out / split / "masks").mkdir(parents=True, exist_ok=True)
     jobs = [(split, item) for split in SPLITS for item in splits[split]]
     for split, item in _bar(jobs, "writing", progress):
-        image = resize_image(_read_image(item.image, channels), target)
+        image = resize_image(read_image(item.image, channels), target)
         label = None
         if with_truth[split] and item.mask is not None:
             disk = resize_mask(_to_disk(_read_mask(item.mask, how), plan), target)
@@ -231,6 +268,10 @@ def prepare_folder(
         write_pair(out, split, item.stem, image, label, plan.task)
 
     extra: dict = {} if ignore_index is None else {"ignore_index": int(ignore_index)}
+    if mask_threshold is not None:
+        extra["mask_threshold"] = int(mask_threshold)
+    if suffixes:
+        extra["mask_suffix"] = suffixes
     if renamed:
         extra["renamed"] = renamed
     info = DatasetInfo(
@@ -281,6 +322,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="90° rotations do not suit this data (e.g. street scenes)")
     p.add_argument("--channels", type=int, choices=(1, 3), default=3,
                    help="write RGB (3, default) or gray (1) images")
+    p.add_argument("--mask-suffix",
+                   help="what mask names add to their image's stem (a.jpg ↔ a_mask.png: "
+                   "_mask); found by itself when no name matches as it is")
+    p.add_argument("--mask-threshold", type=int,
+                   help="binary masks from gray values: foreground where value >= T (1: every "
+                   "labelled pixel of an instance-label mask); JPEG masks are read with 128")
     p.add_argument("--overwrite", action="store_true", help="replace a prepared set in --out")
     p.set_defaults(func=_run)
 
@@ -298,8 +345,15 @@ def _run(args: argparse.Namespace) -> int:
         labeled_fraction=args.labeled_fraction, val_fraction=args.val_fraction,
         test_fraction=args.test_fraction, seed=args.seed, task=args.task, classes=classes,
         palette=args.palette, ignore_index=args.ignore_index, rotate=args.rotate,
-        channels=args.channels, overwrite=args.overwrite,
+        channels=args.channels, mask_suffix=args.mask_suffix,
+        mask_threshold=args.mask_threshold, overwrite=args.overwrite,
     )
+    if args.mask_suffix is None:
+        for folder, suffix in info.extra.get("mask_suffix", {}).items():
+            print(f"{folder}: masks named <image stem>{suffix} (found; --mask-suffix sets it)")
+    if args.mask_threshold is None and "mask_threshold" in info.extra:
+        print(f"masks are JPEG (lossy): read as binary, foreground where the gray value is >= "
+              f"{info.extra['mask_threshold']} (--mask-threshold T to change)")
     counts = ", ".join(f"{k} {v}" for k, v in info.counts.items())
     print(f"prepared {args.out}: {info.task} {info.classes}, "
           f"{info.image_size[0]}×{info.image_size[1]}; {counts}")
@@ -309,7 +363,7 @@ def _run(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- checks
 def _check_args(
     val_images, val_masks, test_images, test_masks, size, labeled_fraction, val_fraction,
-    test_fraction, task, classes, palette, ignore_index, channels,
+    test_fraction, task, classes, palette, ignore_index, channels, mask_threshold,
 ) -> None:
     for name, a, b in (("val", val_images, val_masks), ("test", test_images, test_masks)):
         if (a is None) != (b is None):
@@ -346,6 +400,17 @@ def _check_args(
         raise ConfigError(f"--ignore-index {ignore_index} must lie in 0..255")
     if channels not in (1, 3):
         raise ConfigError(f"--channels {channels}: choose 1 (gray) or 3 (RGB)")
+    if mask_threshold is not None:
+        if not 1 <= mask_threshold <= 65535:
+            raise ConfigError(f"--mask-threshold {mask_threshold} must lie in 1..65535")
+        clash = ("--palette" if palette is not None
+                 else "--ignore-index" if ignore_index is not None
+                 else "--task multiclass" if task == "multiclass"
+                 else "several --classes" if task is None and classes and len(classes) > 1
+                 else None)
+        if clash:
+            raise ConfigError(f"--mask-threshold makes binary (or multilabel) masks; it does "
+                              f"not go with {clash}")
 
 
 def _check_out(out: Path, overwrite: bool, sources: list[Path | None]) -> None:
@@ -360,19 +425,78 @@ def _check_out(out: Path, overwrite: bool, sources: list[Path | None]) -> None:
                 raise ConfigError(f"{src}: lies inside {out}, which --overwrite would replace")
 
 
-def _pairs(images: Path, masks: Path, origin: str, problems: Problems) -> list[_Item]:
-    """Images and masks matched by stem; an unmatched file on either side is a problem."""
+def _pairs(
+    images: Path,
+    masks: Path,
+    origin: str,
+    problems: Problems,
+    suffix: str | None = None,
+    used_suffixes: dict[str, str] | None = None,
+    rest_unlabeled: bool = False,
+) -> list[_Item]:
+    """Images and masks matched by stem (a mask's stem may add ``suffix`` to its image's,
+    else a suffix all masks share is found); an unmatched file on either side is a
+    problem, except images without a mask when ``rest_unlabeled`` (they are unlabeled).
+
+    The suffix used, if any, is recorded in ``used_suffixes`` under the masks folder.
+    """
     imgs = problems.attempt(list_images, images)
     msks = problems.attempt(list_images, masks)
     if imgs is None or msks is None:
         return []
-    for stem, path in imgs.items():
-        if stem not in msks:
-            problems.add(f"{path}: no mask named {stem}.* in {masks}")
+    if suffix is None:
+        suffix = mask_suffix_of(list(imgs), list(msks))
+    if suffix and used_suffixes is not None:
+        used_suffixes[str(masks.absolute())] = suffix
+    by_image: dict[str, Path] = {}
+    orphans: list[Path] = []
     for stem, path in msks.items():
-        if stem not in imgs:
-            problems.add(f"{path}: no image named {stem}.* in {images}")
-    return [_Item(stem, imgs[stem], msks[stem], origin) for stem in sorted(imgs) if stem in msks]
+        image_stem = stem[: len(stem) - len(suffix)]
+        if stem.endswith(suffix) and image_stem in imgs:
+            by_image[image_stem] = path
+        else:
+            orphans.append(path)
+    if not by_image:
+        problems.add(
+            f"{masks}: no mask is named like an image of {images} (e.g. image "
+            f"{next(iter(imgs.values())).name}, mask {next(iter(msks.values())).name}); "
+            "masks are matched by file stem, plus --mask-suffix when their names add one"
+        )
+        return []
+    for path in orphans:
+        problems.add(f"{path}: no image named {path.stem.removesuffix(suffix)}.* in {images}")
+    pairs = [_Item(stem, imgs[stem], by_image[stem], origin) for stem in sorted(by_image)]
+    bare = {stem: path for stem, path in imgs.items() if stem not in by_image}
+    if rest_unlabeled:
+        return pairs + [_Item(stem, path, None, "unlabeled") for stem, path in bare.items()]
+    for n, (stem, path) in enumerate(bare.items()):
+        hint = ""
+        if n == 0 and origin == "pool":  # said once, on the first line the user reads
+            hint = (f" ({len(bare)} of {len(imgs)} images have none; to train on them as "
+                    f"unlabeled images, pass --unlabeled {images})")
+        problems.add(f"{path}: no mask named {stem}{suffix}.* in {masks}{hint}")
+    return pairs
+
+
+def mask_suffix_of(image_stems: list[str], mask_stems: list[str]) -> str:
+    """The suffix mask names add to their image's stem (``ISIC_0000000_segmentation`` →
+    ``_segmentation``, Carvana's ``_mask``), or "" when names match as they are.
+
+    A suffix is taken only when no name matches as it is and it pairs at least half of
+    the masks with an image; the rest are then reported as unmatched.
+    """
+    images = set(image_stems)
+    if images & set(mask_stems):
+        return ""
+    counts: dict[str, int] = {}
+    for stem in mask_stems:
+        for cut in range(1, len(stem)):
+            if stem[:cut] in images:
+                counts[stem[cut:]] = counts.get(stem[cut:], 0) + 1
+    if not counts:
+        return ""
+    best = max(sorted(counts), key=lambda k: counts[k])
+    return best if 2 * counts[best] >= len(mask_stems) else ""
 
 
 def _unique_stems(items: list[_Item], problems: Problems) -> dict[str, str]:
@@ -408,7 +532,7 @@ def _scan(item: _Item, how: _MaskRead, channels: int, problems: Problems) -> Non
     Unreadable files and a mask whose size differs from its image are recorded
     in ``problems``; the item then keeps no size/hash or no mask values.
     """
-    image = problems.attempt(_read_image, item.image, channels)
+    image = problems.attempt(read_image, item.image, channels)
     if image is not None:
         item.size = (int(image.shape[0]), int(image.shape[1]))
         item.digest = _pixel_digest(image)
@@ -584,7 +708,8 @@ def _multiclass_plan(
             where = next(i for i in items if i.present[0, top])  # type: ignore[index]
             raise DataError(
                 f"{where.mask}: value {top} would make {n} classes (at most 254); pass "
-                f"--ignore-index {top} if it marks void pixels, or --task binary for 0/{top} masks"
+                f"--ignore-index {top} if it marks void pixels, --task binary for 0/{top} "
+                "masks, or --mask-threshold 1 for instance labels (any id is foreground)"
             )
         names = [f"class{c}" for c in range(n)]
     plan = _Plan(Task("multiclass", n), names, colors)
@@ -626,29 +751,25 @@ def _bar(items: list, desc: str, progress: bool):
     return tqdm(items, desc=desc, unit="file", disable=bar_disable(progress and len(items) >= _PROGRESS_MIN))
 
 
-def _read_image(path: Path, channels: int) -> np.ndarray:
-    """An image file → ``H×W×channels`` uint8."""
-    im = open_image(path)
-    if im.mode in _WIDE_MODES:  # 16-bit or float gray: scale into 0..255
-        arr = np.asarray(im, dtype=np.float64)
-        top = float(arr.max()) if arr.size else 0.0
-        if top > 255:
-            arr = arr * (255.0 / top)
-        im = Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8))
-    arr = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
-    return arr[..., None] if arr.ndim == 2 else arr
-
-
 def _read_mask(path: Path, how: _MaskRead) -> np.ndarray:
-    """A mask file → ``H×W`` values (or palette ids), or ``H×W×C`` for multi-channel masks."""
+    """A mask file → ``H×W`` values (or palette ids), or ``H×W×C`` for multi-channel masks;
+    with a threshold, 0/1 (a gray or 16-bit mask's value, or each channel for multilabel)."""
     im = open_image(path)
     if how.palette is not None:
         return colors_to_ids(np.asarray(im.convert("RGB")), how.palette, source=str(path))
-    if im.mode in _WIDE_MODES:
+    if im.mode in WIDE_MODES:
         arr = np.asarray(im)
+        if how.threshold is not None:
+            return (arr >= how.threshold).astype(np.uint8)
         if arr.size and (arr.min() < 0 or arr.max() > 255 or not np.all(arr == np.round(arr))):
-            raise DataError(f"{path}: mask values must be whole numbers 0..255")
+            raise DataError(
+                f"{path}: mask values must be whole numbers 0..255 (found up to "
+                f"{arr.max():g}); for instance labels (one id per object) pass "
+                "--mask-threshold 1 to make every labelled pixel foreground"
+            )
         arr = arr.astype(np.uint8)
+    elif how.threshold is not None and not how.keep_channels and im.mode not in ("1", "L", "P"):
+        arr = np.asarray(im.convert("L"))  # a lossy gray mask saved as RGB: channels differ
     elif im.mode in ("1", "L", "P", "RGB", "RGBA", "LA"):
         arr = np.asarray(im).astype(np.uint8)  # P: palette indices are the class ids
         if im.mode in ("RGBA", "LA") and not how.keep_alpha:
@@ -659,6 +780,8 @@ def _read_mask(path: Path, how: _MaskRead) -> np.ndarray:
         arr = arr[..., 0]
     if not how.keep_channels and arr.ndim == 3 and (arr == arr[..., :1]).all():
         arr = arr[..., 0]  # gray saved as RGB
+    if how.threshold is not None:
+        arr = (arr >= how.threshold).astype(np.uint8)
     return np.ascontiguousarray(arr)
 
 
