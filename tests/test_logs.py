@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from imseg.cli import main
 from imseg.logs import model_line, place_name
 
@@ -36,3 +38,42 @@ def test_a_redirected_train_log_has_one_line_per_model_and_no_bars(binary_data, 
     for c, line in enumerate(lines):
         assert re.fullmatch(rf"\d\d:\d\d:\d\d ldt r0 c{c}: best epoch [12]/2, val iou \d\.\d{{3}}, "
                             r"test iou \d\.\d{3}, \d+ pairs, \d+\.\d s", line), line
+
+
+def _train(data, run, *extra):
+    return main(["train", "--data", str(data), "--out", str(run), "--epochs", "2",
+                 "--candidates", "2", "--alpha", "0.25", "--batch-size", "4", "--device", "cpu",
+                 *extra])
+
+
+def test_the_run_folder_keeps_its_history_across_resumes_and_errors(binary_data, tmp_path):
+    run = tmp_path / "run"
+    assert _train(binary_data, run) == 0
+    assert _train(binary_data, run) == 0  # everything done: a resume that trains nothing
+    assert _train(binary_data, run, "--epochs", "3") == 2  # other settings: refused
+    lines = (run / "log.txt").read_text().splitlines()
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d "
+    assert re.fullmatch(stamp + rf"starting {re.escape(str(run))}: .+", lines[0]), lines[0]
+    assert [re.fullmatch(stamp + r"ldt r0 c(\d): best epoch .*", x).group(1)
+            for x in lines[1:3]] == ["0", "1"]
+    for line in lines[3:5]:
+        assert re.fullmatch(stamp + rf"resuming \(2 models done\) {re.escape(str(run))}: .+",
+                            line), line
+    assert re.fullmatch(stamp + r"imseg: error: .* holds results trained under other settings.*",
+                        lines[5]), lines[5]
+    assert len([x for x in lines if re.match(stamp, x)]) == 6  # nothing else, nothing twice
+
+
+def test_an_unexpected_error_leaves_its_traceback_in_the_run_log(binary_data, tmp_path,
+                                                                monkeypatch):
+    import imseg.commands.train as train_command
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug somewhere")
+
+    monkeypatch.setattr(train_command, "run_benchmark", broken)
+    with pytest.raises(RuntimeError):
+        _train(binary_data, tmp_path / "run")
+    text = (tmp_path / "run" / "log.txt").read_text()
+    assert "imseg: stopped by an unexpected error\nTraceback (most recent call last):" in text
+    assert text.rstrip().endswith("RuntimeError: a bug somewhere")

@@ -307,3 +307,19 @@ def test_new_images_are_read_as_training_images_were(tmp_path):
     masks = read_masks(tmp_path / "pred")
     assert np.array_equal(masks["wide"], masks["scaled"])
     assert masks["photo"].shape == (36, 20)  # as shown, not as stored
+
+
+def test_unreadable_images_are_named_after_the_others_are_predicted(tmp_path):
+    run = make_run(tmp_path)
+    make_images(tmp_path / "new")
+    (tmp_path / "new" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "pred"
+    with pytest.raises(DataError) as err:
+        predict_folder(run_models(run, teachers=3), tmp_path / "new", out, batch_size=2,
+                       progress=False)
+    lines = str(err.value).splitlines()
+    assert lines[0] == f"1 of 5 images could not be read; the other 4 were predicted into {out}:"
+    assert lines[1].startswith(f"  - {tmp_path / 'new' / 'broken.png'}: cannot read")
+    assert sorted(read_masks(out)) == [f"img{i}" for i in range(4)]
+    assert sorted(r["file"] for r in read_uncertainty(out)) == [
+        "img0.png", "img1.png", "img2.png", "img3.jpg"]

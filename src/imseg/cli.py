@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from imseg.errors import ImsegError
-from imseg.logs import setup_logging
+from imseg.logs import note_in_run_log, setup_logging, stop_run_log
 from imseg.storage import storage_error
 
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
@@ -72,16 +72,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ImsegError as exc:
-        print(f"imseg: error: {exc}", file=sys.stderr)
-        return 2
+        return _stop(f"imseg: error: {exc}", 2)
     except OSError as exc:
         if exc.errno not in WRITE_ERRNOS:
+            note_in_run_log("imseg: stopped by an unexpected error", exc)
             raise
-        print(f"imseg: error: {storage_error(Path(exc.filename or '?'), exc)}", file=sys.stderr)
-        return 2
+        return _stop(f"imseg: error: {storage_error(Path(exc.filename or '?'), exc)}", 2)
     except KeyboardInterrupt:
-        print("imseg: stopped; run the same command again to resume", file=sys.stderr)
-        return 130
+        return _stop("imseg: stopped; run the same command again to resume", 130)
+    except Exception as exc:
+        note_in_run_log("imseg: stopped by an unexpected error", exc)
+        raise
+    finally:
+        stop_run_log()  # the command is over: a later one (tests, notebooks) logs elsewhere
+
+
+def _stop(message: str, code: int) -> int:
+    """Say why the command stopped, on stderr and in the run folder's log."""
+    print(message, file=sys.stderr)
+    note_in_run_log(message)
+    return code
 
 
 if __name__ == "__main__":

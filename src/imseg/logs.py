@@ -1,19 +1,27 @@
-"""Readable log lines: one per finished model, and plain notes, on stderr.
+"""Readable log lines: one per finished model, and plain notes, on stderr and in the
+run folder's ``log.txt``.
 
 On a terminal the lines are written through tqdm so they do not tear the
 progress bars; in a redirected log there are no bars (see
-``commands.common.show_progress``), only these lines.
+``commands.common.show_progress``), only these lines. The run folder keeps its own
+copy (:func:`log_to_run_folder`), appended by every process that opens it, so a
+run's history (each start, resume, finished model and error) stays with its
+results even when nobody redirected stderr.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import traceback
+from pathlib import Path
 
 from tqdm import tqdm
 
 LOGGER_NAME = "imseg"
+RUN_LOG = "log.txt"
 log = logging.getLogger(LOGGER_NAME)
+_run_log: logging.FileHandler | None = None
 
 
 class _TqdmHandler(logging.Handler):
@@ -33,6 +41,37 @@ def setup_logging(level: int = logging.INFO) -> None:
     log.addHandler(handler)
     log.setLevel(level)
     log.propagate = False
+
+
+def log_to_run_folder(run_dir: Path) -> None:
+    """Append this process's log lines to ``run_dir/log.txt`` (dated: runs last days),
+    instead of any run folder logged to before (one run folder per process)."""
+    global _run_log
+    stop_run_log()
+    _run_log = logging.FileHandler(Path(run_dir) / RUN_LOG, encoding="utf-8")
+    _run_log.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    log.addHandler(_run_log)
+    if log.level == logging.NOTSET:  # used as a library: the file still gets the model lines
+        log.setLevel(logging.INFO)
+
+
+def stop_run_log() -> None:
+    """Stop writing to the run folder's log (its run folder was closed)."""
+    global _run_log
+    if _run_log is not None:
+        log.removeHandler(_run_log)
+        _run_log.close()
+        _run_log = None
+
+
+def note_in_run_log(message: str, error: BaseException | None = None) -> None:
+    """Write ``message`` (and, for an unexpected error, its traceback) to the run folder's
+    log only: the console has it already, from the command line's own message."""
+    if _run_log is None:
+        return
+    if error is not None:
+        message += "\n" + "".join(traceback.format_exception(error)).rstrip()
+    _run_log.handle(log.makeRecord(LOGGER_NAME, logging.ERROR, __file__, 0, message, (), None))
 
 
 def place_name(row: dict) -> str:

@@ -48,7 +48,7 @@ from tqdm import tqdm
 from imseg.config import AmpMode, AutoMode
 from imseg.data.imageio import list_images, read_image, resize_image
 from imseg.data.layout import INFO_FILE, DatasetInfo, read_info
-from imseg.errors import DataError
+from imseg.errors import DataError, Problems
 from imseg.evaluation.visualize import overlay
 from imseg.logs import bar_disable
 from imseg.models.checkpoint import CheckpointMeta, read_checkpoint
@@ -240,6 +240,8 @@ def predict_folder(model_set: ModelSet, images_dir: Path, out_dir: Path, batch_s
     that name (a large folder on a CPU runs its models compiled).
 
     Returns the uncertainty table (most uncertain first), or None for a single model.
+    Unreadable images are skipped; after every other image is written, one DataError
+    names them.
     """
     out_dir = Path(out_dir)
     info, task = model_set.info, model_set.task
@@ -251,11 +253,17 @@ def predict_folder(model_set: ModelSet, images_dir: Path, out_dir: Path, batch_s
     for sub in ["masks", "overlays"] + (["inconsistency"] if with_im else []):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
     table = []
+    unreadable = Problems()  # one bad file must not cost the rest of a large folder
     items = list(files.items())
     with tqdm(total=len(items), desc="predict", unit="img", disable=bar_disable(progress)) as bar:
         for start in range(0, len(items), batch_size):
-            part = items[start : start + batch_size]
-            images = [read_image(path, info.channels) for _, path in part]
+            read = [(stem, path, unreadable.attempt(read_image, path, info.channels))
+                    for stem, path in items[start : start + batch_size]]
+            part = [(stem, path) for stem, path, img in read if img is not None]
+            images = [img for _, _, img in read if img is not None]
+            bar.update(len(read) - len(part))
+            if not part:
+                continue
             for (stem, path), img, pred in zip(
                 part, images, predict_images(models, task, images, info.image_size, dev),
                 strict=True,
@@ -270,11 +278,13 @@ def predict_folder(model_set: ModelSet, images_dir: Path, out_dir: Path, batch_s
                 table.append({"file": path.name, "height": img.shape[0], "width": img.shape[1],
                               "im_fraction": pred.im_fraction})
             bar.update(len(part))
-    if not with_im:
-        return None
-    table.sort(key=lambda r: (-r["im_fraction"], r["file"]))
-    _write_uncertainty(out_dir / "uncertainty.csv", table)
-    return table
+    if with_im:
+        table.sort(key=lambda r: (-r["im_fraction"], r["file"]))
+        _write_uncertainty(out_dir / "uncertainty.csv", table)
+    unreadable.raise_any(f"{len(unreadable.messages)} of {len(items)} images could not be "
+                         f"read; the other {len(items) - len(unreadable.messages)} were "
+                         f"predicted into {out_dir}:")
+    return table if with_im else None
 
 
 def _write_uncertainty(path: Path, table: list[dict]) -> None:

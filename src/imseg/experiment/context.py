@@ -17,6 +17,7 @@ from imseg.data.layout import write_info
 from imseg.data.splitting import seeded_permutation
 from imseg.errors import ConfigError, DataError
 from imseg.experiment.settings import check_settings, previous_values, settings_of
+from imseg.logs import log, log_to_run_folder, stop_run_log
 from imseg.results import ResultsTable
 from imseg.runtime import configure_threads, resolve_device
 from imseg.storage import atomic_write_text, storage_error
@@ -53,6 +54,10 @@ class RunContext:
         dataset = load_dataset(Path(data_dir))
         make_run_dir(run_dir)
         lock = lock_run_dir(run_dir)
+        log_to_run_folder(run_dir)  # only the lock's holder writes there
+        results = ResultsTable(run_dir / "results.csv")
+        log.info("%s %s: %s", f"resuming ({len(results.rows)} models done)" if results.rows
+                 else "starting", run_dir, command or "(no command line)")
         try:
             settings_id = check_settings(run_dir, settings_of(config, dataset), command,
                                          accept_new_settings, previous=_previous_config(run_dir))
@@ -66,11 +71,12 @@ class RunContext:
             yaml.safe_dump({"data": str(Path(data_dir).resolve()), "command": command}),
         )
         return cls(run_dir, Path(data_dir), config, dataset, resolve_device(config.device),
-                   ResultsTable(run_dir / "results.csv"), progress, settings_id, _lock=lock)
+                   results, progress, settings_id, _lock=lock)
 
     def close(self) -> None:
-        """Release the run folder's lock (it also goes when the process ends)."""
+        """Release the run folder's lock and log (both also go when the process ends)."""
         if self._lock is not None:
+            stop_run_log()
             self._lock.close()
             self._lock = None
 

@@ -3,8 +3,8 @@
 A download "part" may sit under ``--source`` either extracted as a folder or
 still as its zip; :class:`Part` reads both the same way (zips in place, nothing
 extracted to disk). The rest: a fresh output folder, the reference's split
-counts, writing a list of pairs into the prepared layout with a progress bar, and
-:class:`Problems`, which gathers every bad input file into one error.
+counts, and writing a list of pairs into the prepared layout with a progress bar.
+Bad input files are gathered into one error by :class:`imseg.errors.Problems`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import shutil
 import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
-from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -26,49 +25,6 @@ from imseg.data.layout import INFO_FILE, SPLITS, DatasetInfo, split_dirs, write_
 from imseg.data.splitting import split_keys
 from imseg.errors import DataError
 from imseg.tasks import Task
-
-T = TypeVar("T")
-
-MAX_LISTED = 20
-"""At most this many problems are spelled out in one error; the rest are counted."""
-
-
-class Problems:
-    """Problems with input files, gathered so one error names every file to fix.
-
-    Checking goes on past a bad file, and :meth:`raise_any` raises once at the
-    end, so a user fixes all files after one run instead of one file per run.
-    """
-
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    def __bool__(self) -> bool:
-        return bool(self.messages)
-
-    def add(self, message: str) -> None:
-        self.messages.append(message)
-
-    def attempt(self, check: Callable[..., T], *args: object) -> T | None:
-        """``check(*args)``; on a DataError its message is recorded and None returned."""
-        try:
-            return check(*args)
-        except DataError as exc:
-            self.add(str(exc))
-            return None
-
-    def raise_any(self) -> None:
-        """Raise one DataError listing the problems (a single one: its message alone)."""
-        n = len(self.messages)
-        if n == 0:
-            return
-        if n == 1:
-            raise DataError(self.messages[0])
-        lines = [f"{n} problems in the input files (nothing was written):"]
-        lines += [f"  - {m}" for m in self.messages[:MAX_LISTED]]
-        if n > MAX_LISTED:
-            lines.append(f"  ... and {n - MAX_LISTED} more")
-        raise DataError("\n".join(lines))
 
 
 class Part:

@@ -35,7 +35,6 @@ from imseg.data.imageio import resize_image, resize_mask
 from imseg.data.layout import DatasetInfo, finalize_counts
 from imseg.data.sources._common import (
     Part,
-    Problems,
     download_parser,
     find_part,
     fresh_layout,
@@ -43,7 +42,7 @@ from imseg.data.sources._common import (
     summary,
     write_split,
 )
-from imseg.errors import DataError
+from imseg.errors import DataError, Problems
 from imseg.tasks import DISK_MULTICLASS_VOID, Task
 
 

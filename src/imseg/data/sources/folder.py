@@ -108,9 +108,8 @@ from imseg.data.imageio import (
 )
 from imseg.data.layout import INFO_FILE, SPLITS, DatasetInfo, finalize_counts, write_pair
 from imseg.data.palette import Palette, colors_to_ids, read_palette
-from imseg.data.sources._common import Problems
 from imseg.data.splitting import split_keys
-from imseg.errors import ConfigError, DataError
+from imseg.errors import ConfigError, DataError, Problems
 from imseg.logs import bar_disable
 from imseg.tasks import DISK_BINARY_VOID, DISK_MULTICLASS_VOID, TASK_KINDS, Task
 

@@ -43,9 +43,9 @@ from tqdm import tqdm
 
 from imseg.data.imageio import list_images
 from imseg.data.layout import DatasetInfo, finalize_counts, split_dirs, write_pair
-from imseg.data.sources._common import Problems, download_parser, fresh_layout, summary
+from imseg.data.sources._common import download_parser, fresh_layout, summary
 from imseg.data.splitting import split_keys
-from imseg.errors import DataError
+from imseg.errors import DataError, Problems
 from imseg.tasks import Task
 
 CLASSES = ["alive", "dead", "position"]

@@ -27,7 +27,6 @@ from imseg.data.imageio import IMAGE_SUFFIXES, resize_image, resize_mask
 from imseg.data.layout import DatasetInfo, finalize_counts
 from imseg.data.sources._common import (
     Part,
-    Problems,
     download_parser,
     find_part,
     fresh_layout,
@@ -35,7 +34,7 @@ from imseg.data.sources._common import (
     summary,
     write_split,
 )
-from imseg.errors import DataError
+from imseg.errors import DataError, Problems
 from imseg.tasks import Task
 
 PARTS: dict[str, tuple[str, str]] = {

@@ -40,14 +40,13 @@ from imseg.data.imageio import IMAGE_SUFFIXES, resize_image, resize_mask
 from imseg.data.layout import DatasetInfo, finalize_counts, split_dirs, write_pair
 from imseg.data.sources._common import (
     Part,
-    Problems,
     download_parser,
     find_part,
     fresh_layout,
     summary,
 )
 from imseg.data.splitting import split_keys
-from imseg.errors import DataError
+from imseg.errors import DataError, Problems
 from imseg.tasks import Task
 
 # (code, class name, RGB); the class id is the position in this list = the RGB bit code.
