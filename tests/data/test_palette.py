@@ -109,3 +109,15 @@ def test_tolerance_snaps_noisy_colours_to_the_closest_class():
 def test_non_rgb_input_is_refused():
     with pytest.raises(DataError, match="must be RGB"):
         colors_to_ids(np.zeros((4, 4), np.uint8), SUIM_LIKE, source="m.png")
+
+
+def test_a_cvat_labelmap_is_a_palette(tmp_path):
+    path = tmp_path / "labelmap.txt"
+    path.write_text("# label:color_rgb:parts:actions\nbackground:0,0,0::\npolyp:250,50,83::\n"
+                    "\ninstrument:61,245,61:tip,shaft:\n")
+    pal = read_palette(path)
+    assert pal.names == ("background", "polyp", "instrument")
+    assert pal.colors == ((0, 0, 0), (250, 50, 83), (61, 245, 61))
+    path.write_text("background:0,0,0::\npolyp:250,50::\n")
+    with pytest.raises(DataError, match=r"labelmap.txt: line 2 'polyp:250,50::' is not"):
+        read_palette(path)

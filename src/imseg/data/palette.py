@@ -16,6 +16,14 @@ Format: a YAML (or JSON) list, one entry per class, in class-id order::
 Names and colours must be unique. The same list in JSON
 (``[{"name": "background", "color": [0, 0, 0]}, ...]``) is read when the file
 ends in ``.json``.
+
+A ``labelmap.txt`` as CVAT's "Segmentation mask" (Pascal VOC) export writes it
+is read as it is (a ``.txt`` file): one ``name:r,g,b:parts:actions`` line per
+class in class-id order, ``#`` lines are comments::
+
+    # label:color_rgb:parts:actions
+    background:0,0,0::
+    polyp:250,50,83::
 """
 
 from __future__ import annotations
@@ -54,10 +62,28 @@ def read_palette(path: Path) -> Palette:
         raise DataError(f"{path}: palette file not found")
     try:
         text = path.read_text()
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        if path.suffix.lower() == ".txt":
+            data = _labelmap_entries(text, str(path))
+        else:
+            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
         raise DataError(f"{path}: cannot read palette ({exc})") from exc
     return parse_palette(data, str(path))
+
+
+def _labelmap_entries(text: str, source: str) -> list[dict]:
+    """CVAT/VOC ``labelmap.txt`` lines (``name:r,g,b:parts:actions``) → palette entries."""
+    entries = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = line.split(":")
+        rgb = fields[1].split(",") if len(fields) > 1 else []
+        if len(rgb) != 3 or not all(v.strip().isdigit() for v in rgb):
+            raise DataError(f"{source}: line {number} {line.strip()!r} is not "
+                            "'name:r,g,b:parts:actions'")
+        entries.append({"name": fields[0], "color": [int(v) for v in rgb]})
+    return entries
 
 
 def parse_palette(data: object, source: str = "palette") -> Palette:
