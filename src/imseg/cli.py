@@ -20,6 +20,7 @@ WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ERO
 PREPARE_SOURCES = (
     "imseg.data.sources.sample",
     "imseg.data.sources.folder",
+    "imseg.data.sources.coco",
     "imseg.data.sources.isic2018",
     "imseg.data.sources.hela",
     "imseg.data.sources.suim",

@@ -298,12 +298,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--images", type=Path, required=True, help="folder of images")
     p.add_argument("--masks", type=Path, required=True, help="folder of masks (same stems)")
-    p.add_argument("--out", type=Path, required=True, help="prepared data set folder to create")
-    p.add_argument("--unlabeled", type=Path, help="extra images without masks (train_unlabeled)")
     p.add_argument("--val-images", type=Path, help="fixed validation images")
     p.add_argument("--val-masks", type=Path, help="masks of --val-images")
     p.add_argument("--test-images", type=Path, help="fixed test images")
     p.add_argument("--test-masks", type=Path, help="masks of --test-images")
+    add_layout_options(p)
+    p.add_argument("--task", choices=TASK_KINDS, help="task kind (default: inferred from masks)")
+    p.add_argument("--classes", help="comma-separated class names")
+    p.add_argument("--palette", type=Path, help="YAML/JSON palette for RGB colour-coded masks")
+    p.add_argument("--ignore-index", type=int, help="void value in the source masks")
+    p.add_argument("--mask-suffix",
+                   help="what mask names add to their image's stem (a.jpg ↔ a_mask.png: "
+                   "_mask); found by itself when no name matches as it is")
+    p.add_argument("--mask-threshold", type=int,
+                   help="binary masks from gray values: foreground where value >= T (1: every "
+                   "labelled pixel of an instance-label mask); JPEG masks are read with 128")
+    p.set_defaults(func=_run)
+
+
+def add_layout_options(p: argparse.ArgumentParser) -> None:
+    """Options of every ``prepare`` that splits a user's images (folder, coco): where the
+    set goes, its size, splits, seed and channels (:func:`layout_options` reads them)."""
+    p.add_argument("--out", type=Path, required=True, help="prepared data set folder to create")
+    p.add_argument("--unlabeled", type=Path,
+                   help="extra images without masks (train_unlabeled); the --images folder "
+                   "itself: its images without a mask")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                    help="resize to H W (multiples of 16)")
     p.add_argument("--labeled-fraction", type=float, default=0.1,
@@ -313,22 +332,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--test-fraction", type=float,
                    help="share of all pairs for testing (default 0.1, 0 with --test-images)")
     p.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
-    p.add_argument("--task", choices=TASK_KINDS, help="task kind (default: inferred from masks)")
-    p.add_argument("--classes", help="comma-separated class names")
-    p.add_argument("--palette", type=Path, help="YAML/JSON palette for RGB colour-coded masks")
-    p.add_argument("--ignore-index", type=int, help="void value in the source masks")
     p.add_argument("--no-rotate", dest="rotate", action="store_false",
                    help="90° rotations do not suit this data (e.g. street scenes)")
     p.add_argument("--channels", type=int, choices=(1, 3), default=3,
                    help="write RGB (3, default) or gray (1) images")
-    p.add_argument("--mask-suffix",
-                   help="what mask names add to their image's stem (a.jpg ↔ a_mask.png: "
-                   "_mask); found by itself when no name matches as it is")
-    p.add_argument("--mask-threshold", type=int,
-                   help="binary masks from gray values: foreground where value >= T (1: every "
-                   "labelled pixel of an instance-label mask); JPEG masks are read with 128")
     p.add_argument("--overwrite", action="store_true", help="replace a prepared set in --out")
-    p.set_defaults(func=_run)
+
+
+def layout_options(args: argparse.Namespace) -> dict:
+    """:func:`prepare_folder` keywords from the options of :func:`add_layout_options`."""
+    return dict(
+        out=args.out, unlabeled=args.unlabeled, size=tuple(args.size) if args.size else None,
+        labeled_fraction=args.labeled_fraction, val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction, seed=args.seed, rotate=args.rotate,
+        channels=args.channels, overwrite=args.overwrite,
+    )
+
+
+def print_prepared(out: Path, info: DatasetInfo) -> None:
+    """The closing line of a ``prepare``: task, classes, size and split counts."""
+    counts = ", ".join(f"{k} {v}" for k, v in info.counts.items())
+    print(f"prepared {out}: {info.task} {info.classes}, "
+          f"{info.image_size[0]}×{info.image_size[1]}; {counts}")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -338,14 +363,11 @@ def _run(args: argparse.Namespace) -> int:
         if not all(classes):
             raise ConfigError(f"--classes {args.classes!r}: empty class name")
     info = prepare_folder(
-        images=args.images, masks=args.masks, out=args.out, unlabeled=args.unlabeled,
-        val_images=args.val_images, val_masks=args.val_masks, test_images=args.test_images,
-        test_masks=args.test_masks, size=tuple(args.size) if args.size else None,
-        labeled_fraction=args.labeled_fraction, val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction, seed=args.seed, task=args.task, classes=classes,
-        palette=args.palette, ignore_index=args.ignore_index, rotate=args.rotate,
-        channels=args.channels, mask_suffix=args.mask_suffix,
-        mask_threshold=args.mask_threshold, overwrite=args.overwrite,
+        images=args.images, masks=args.masks, val_images=args.val_images,
+        val_masks=args.val_masks, test_images=args.test_images, test_masks=args.test_masks,
+        task=args.task, classes=classes, palette=args.palette, ignore_index=args.ignore_index,
+        mask_suffix=args.mask_suffix, mask_threshold=args.mask_threshold,
+        **layout_options(args),
     )
     if args.mask_suffix is None:
         for folder, suffix in info.extra.get("mask_suffix", {}).items():
@@ -353,9 +375,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.mask_threshold is None and "mask_threshold" in info.extra:
         print(f"masks are JPEG (lossy): read as binary, foreground where the gray value is >= "
               f"{info.extra['mask_threshold']} (--mask-threshold T to change)")
-    counts = ", ".join(f"{k} {v}" for k, v in info.counts.items())
-    print(f"prepared {args.out}: {info.task} {info.classes}, "
-          f"{info.image_size[0]}×{info.image_size[1]}; {counts}")
+    print_prepared(args.out, info)
     return 0
 
 

@@ -1,0 +1,327 @@
+"""``imseg prepare coco``: images with COCO-format annotations → the prepared layout.
+
+Labelling tools (CVAT, Label Studio, Roboflow, makesense) export segmentation as a
+COCO ``instances`` JSON: ``images`` (``id``, ``file_name``, ``height``, ``width``),
+``categories`` (``id``, ``name``) and ``annotations`` (``image_id``, ``category_id``,
+``segmentation`` as polygons or run-length encoding). This source draws each
+image's annotations into a class-id mask and hands images and masks to
+:func:`imseg.data.sources.folder.prepare_folder`, so every check and split rule of
+``prepare folder`` holds here too.
+
+Choices:
+
+* **Classes**: the categories that have at least one annotation, in category-id
+  order (exports often list an unused category, e.g. Roboflow's data-set name as id
+  0). One category → binary (its name is the foreground class); several →
+  multiclass with ``background`` as class 0.
+* **Overlaps**: larger annotations are drawn first, so an object lying on another
+  (a nucleus in a cell) stays visible; crowd regions (``iscrowd``) are drawn as
+  their category.
+* **Pixels**: a pixel belongs to a polygon when its centre lies inside (even-odd
+  rule). pycocotools rounds polygons to a fifth of a pixel first, so edge pixels
+  may differ from its masks (1.4 % of the foreground pixels of 200 random polygons
+  on 64×64, as many added as dropped). RLE masks are decoded exactly
+  (column-major runs, the compressed string form too).
+* **Images**: ``file_name`` is matched by its base name in the ``--images``
+  folder. Every image the JSON lists is labelled (no annotation: all background).
+  Images of the folder that the JSON does not list are refused like images without
+  masks, unless ``--unlabeled`` names the ``--images`` folder: then they are the
+  unlabeled split.
+* **Problems** (an image listed but missing, an annotation without segmentation,
+  unknown image or category ids, a size that differs from the image file) are
+  gathered into one error naming the JSON and the entries, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from imseg.data.imageio import list_images
+from imseg.data.layout import DatasetInfo
+from imseg.data.sources.folder import (
+    add_layout_options,
+    layout_options,
+    prepare_folder,
+    print_prepared,
+)
+from imseg.errors import DataError, Problems
+
+_ORIENTATION = 0x0112  # EXIF tag; values 5..8 swap width and height when shown upright
+
+
+def prepare_coco(
+    *,
+    images: Path,
+    annotations: Path,
+    out: Path,
+    val_images: Path | None = None,
+    val_annotations: Path | None = None,
+    test_images: Path | None = None,
+    test_annotations: Path | None = None,
+    **options,
+) -> DatasetInfo:
+    """Draw the masks of every given COCO JSON, then prepare as ``prepare_folder`` does
+    (``options``: its layout keywords, e.g. ``size``, ``unlabeled``, ``labeled_fraction``).
+    """
+    parts = {"train": (images, annotations), "val": (val_images, val_annotations),
+             "test": (test_images, test_annotations)}
+    for name, (imgs, ann) in parts.items():
+        if (imgs is None) != (ann is None):
+            flag = "" if name == "train" else f"{name}-"
+            raise DataError(f"--{flag}images and --{flag}annotations go together")
+    given = {name: (Path(i), Path(a)) for name, (i, a) in parts.items() if i is not None}
+    problems = Problems()
+    loaded = {name: _load(ann, problems) for name, (_, ann) in given.items()}
+    problems.raise_any()
+    categories = _used_categories(loaded, problems)
+    problems.raise_any()
+    binary = len(categories) == 1
+    ids = {cat_id: (1 if binary else k + 1) for k, cat_id in enumerate(categories)}
+    with tempfile.TemporaryDirectory(prefix="imseg-coco-masks-") as tmp:
+        masks = {}
+        for name, (imgs, ann) in given.items():
+            masks[name] = Path(tmp) / name
+            masks[name].mkdir()
+            _draw_masks(loaded[name], ann, imgs, ids, masks[name], problems)
+        problems.raise_any()
+        names = [categories[c] for c in categories]
+        return prepare_folder(
+            images=given["train"][0], masks=masks["train"], out=out,
+            val_images=given["val"][0] if "val" in given else None,
+            val_masks=masks.get("val"),
+            test_images=given["test"][0] if "test" in given else None,
+            test_masks=masks.get("test"),
+            task="binary" if binary else "multiclass",
+            classes=names if binary else ["background", *names],
+            mask_suffix="", **options,
+        )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``imseg prepare coco`` to the ``imseg prepare`` sub-commands."""
+    p = subparsers.add_parser(
+        "coco",
+        help="images with COCO-format segmentation annotations (CVAT, Label Studio, Roboflow)",
+        description="Draw the polygons or RLE masks of a COCO instances JSON into class-id "
+        "masks and prepare them as `prepare folder` does (one category: binary; several: "
+        "multiclass with background as class 0).",
+    )
+    p.add_argument("--images", type=Path, required=True, help="folder of the JSON's images")
+    p.add_argument("--annotations", type=Path, required=True, help="COCO instances JSON")
+    p.add_argument("--val-images", type=Path, help="fixed validation images")
+    p.add_argument("--val-annotations", type=Path, help="COCO JSON of --val-images")
+    p.add_argument("--test-images", type=Path, help="fixed test images")
+    p.add_argument("--test-annotations", type=Path, help="COCO JSON of --test-images")
+    add_layout_options(p)
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    info = prepare_coco(
+        images=args.images, annotations=args.annotations, val_images=args.val_images,
+        val_annotations=args.val_annotations, test_images=args.test_images,
+        test_annotations=args.test_annotations, **layout_options(args),
+    )
+    print_prepared(args.out, info)
+    return 0
+
+
+# ------------------------------------------------------------------------ the JSON
+def _load(path: Path, problems: Problems) -> dict:
+    """The JSON with its three lists checked for shape (entries are checked when drawn)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        problems.add(f"{path}: annotation file not found")
+        return {}
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        problems.add(f"{path}: cannot read COCO JSON ({exc})")
+        return {}
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(k), list) for k in ("images", "annotations", "categories")
+    ):
+        problems.add(f"{path}: not a COCO instances file (needs the lists 'images', "
+                     "'annotations' and 'categories')")
+        return {}
+    return data
+
+
+def _used_categories(loaded: dict[str, dict], problems: Problems) -> dict[int, str]:
+    """Category id → name of the categories with annotations, in id order, agreeing
+    across the given files."""
+    names: dict[int, str] = {}
+    used: set[int] = set()
+    for data in loaded.values():
+        for cat in data.get("categories", []):
+            if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
+                problems.add(f"category {cat!r}: needs 'id' and 'name'")
+                continue
+            known = names.setdefault(int(cat["id"]), str(cat["name"]))
+            if known != str(cat["name"]):
+                problems.add(f"category id {cat['id']}: named {known!r} in one file and "
+                             f"{cat['name']!r} in another")
+        used |= {a.get("category_id") for a in data.get("annotations", []) if isinstance(a, dict)}
+    chosen = {i: names[i] for i in sorted(names) if i in used}
+    if not chosen and not problems:
+        problems.add("no category has an annotation: nothing to learn")
+    if len(chosen) > 253:
+        problems.add(f"{len(chosen)} categories with annotations; at most 253 fit besides "
+                     "background")
+    return chosen
+
+
+def _draw_masks(data: dict, source: Path, images: Path, ids: dict[int, int], dest: Path,
+                problems: Problems) -> None:
+    """Write ``dest/<image stem>.png`` (class ids) for every image the JSON lists."""
+    try:
+        files = {p.name: p for p in list_images(images).values()}
+    except DataError as exc:
+        problems.add(str(exc))
+        return
+    entries: dict[int, tuple[Path, int, int]] = {}
+    for image in data["images"]:
+        where = f"{source}: image {image.get('file_name', image.get('id'))!r}"
+        try:
+            image_id, name = image["id"], Path(str(image["file_name"])).name
+            height, width = int(image["height"]), int(image["width"])
+        except (KeyError, TypeError, ValueError):
+            problems.add(f"{where}: needs 'id', 'file_name', 'height' and 'width'")
+            continue
+        if name not in files:
+            problems.add(f"{where}: no file {name} in {images}")
+            continue
+        shown = _upright_size(files[name])
+        if shown != (height, width):
+            problems.add(f"{where}: the JSON says {height}×{width} (H×W), the file is "
+                         f"{shown[0]}×{shown[1]}")
+            continue
+        entries[image_id] = (files[name], height, width)
+    drawn: dict[int, list[tuple[float, int, np.ndarray]]] = {i: [] for i in entries}
+    for n, ann in enumerate(data["annotations"]):
+        where = f"{source}: annotation {ann.get('id', n) if isinstance(ann, dict) else n}"
+        if not isinstance(ann, dict) or ann.get("image_id") not in entries:
+            if isinstance(ann, dict) and ann.get("image_id") in {i.get("id") for i in
+                                                                 data["images"]}:
+                continue  # its image has a problem of its own, reported above
+            problems.add(f"{where}: image_id {ann.get('image_id') if isinstance(ann, dict) else '?'}"
+                         " is not among the JSON's images")
+            continue
+        if ann.get("category_id") not in ids:
+            problems.add(f"{where}: category_id {ann.get('category_id')} is not a category")
+            continue
+        _, height, width = entries[ann["image_id"]]
+        try:
+            region = segmentation_mask(ann.get("segmentation"), height, width)
+        except DataError as exc:
+            problems.add(f"{where}: {exc}")
+            continue
+        drawn[ann["image_id"]].append((float(region.sum()), n, region))
+    for image_id, (path, height, width) in entries.items():
+        mask = np.zeros((height, width), np.uint8)
+        for _, n, region in sorted(drawn[image_id], key=lambda d: (-d[0], d[1])):
+            mask[region] = ids[data["annotations"][n]["category_id"]]
+        Image.fromarray(mask).save(dest / f"{path.stem}.png")
+
+
+def _upright_size(path: Path) -> tuple[int, int]:
+    """``(height, width)`` of an image as shown (EXIF orientation applied), from its header."""
+    try:
+        with Image.open(path) as im:
+            h, w = im.height, im.width
+            turned = im.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from exc
+    return (w, h) if turned else (h, w)
+
+
+# ------------------------------------------------------------------ segmentations
+def segmentation_mask(segmentation: object, height: int, width: int) -> np.ndarray:
+    """A COCO ``segmentation`` (polygon list, or RLE with list or string counts) → a
+    ``height×width`` bool mask."""
+    if isinstance(segmentation, list) and segmentation:
+        mask = np.zeros((height, width), bool)
+        for polygon in segmentation:
+            if (not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2
+                    or not all(isinstance(v, (int, float)) for v in polygon)):
+                raise DataError("a polygon is a flat list [x1, y1, x2, y2, ...] of at least "
+                                "3 points")
+            mask |= polygon_mask(polygon, height, width)  # an object's parts
+        return mask
+    if isinstance(segmentation, dict) and "counts" in segmentation:
+        size = segmentation.get("size")
+        if list(size or []) != [height, width]:
+            raise DataError(f"RLE size {size} differs from its image ({height}, {width})")
+        counts = segmentation["counts"]
+        if isinstance(counts, (str, bytes)):
+            counts = rle_counts_from_string(counts)
+        return rle_mask(counts, height, width)
+    raise DataError("no segmentation (polygons or RLE); a detection data set with boxes "
+                    "only cannot train segmentation")
+
+
+def polygon_mask(polygon: list[float], height: int, width: int) -> np.ndarray:
+    """Pixels whose centre lies inside the polygon (even-odd rule)."""
+    pts = np.asarray(polygon, np.float64).reshape(-1, 2)
+    x0, y0 = pts[:, 0], pts[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    mask = np.zeros((height, width), bool)
+    top = max(int(np.floor(y0.min())), 0)
+    bottom = min(int(np.ceil(y0.max())), height)
+    centres = np.arange(top, bottom) + 0.5  # (R,)
+    if not len(centres):
+        return mask
+    # edges that cross each row's centre line (half-open, so shared vertices count once)
+    crosses = (y0[None] <= centres[:, None]) != (y1[None] <= centres[:, None])  # (R, E)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xs = x0 + (centres[:, None] - y0) * (x1 - x0) / (y1 - y0)  # (R, E)
+    xs = np.where(crosses, xs, np.inf)
+    xs.sort(axis=1)
+    for r, row in enumerate(xs):
+        row = row[np.isfinite(row)]
+        for left, right in zip(row[0::2], row[1::2], strict=False):
+            start = max(int(np.ceil(left - 0.5)), 0)  # first centre at or right of the edge
+            stop = min(int(np.ceil(right - 0.5)), width)
+            if start < stop:
+                mask[top + r, start:stop] = True
+    return mask
+
+
+def rle_mask(counts: list[int], height: int, width: int) -> np.ndarray:
+    """COCO run lengths (background first, column-major) → ``height×width`` bool."""
+    if not all(isinstance(c, int) and c >= 0 for c in counts) or sum(counts) != height * width:
+        raise DataError(f"RLE counts do not cover the {height}×{width} image")
+    values = np.zeros(len(counts), bool)
+    values[1::2] = True
+    flat = np.repeat(values, counts)
+    return flat.reshape(width, height).T
+
+
+def rle_counts_from_string(text: str | bytes) -> list[int]:
+    """Run lengths of COCO's compressed RLE string: each count is a signed number in
+    5-bit groups (6th bit: more follows; ASCII offset 48), and after the second, a
+    count is stored as its difference from the count two before."""
+    data = text.encode() if isinstance(text, str) else text
+    counts: list[int] = []
+    pos = 0
+    while pos < len(data):
+        value, shift, more = 0, 0, True
+        while more:
+            if pos >= len(data):
+                raise DataError("RLE string ends inside a count")
+            group = data[pos] - 48
+            value |= (group & 0x1F) << shift
+            more = bool(group & 0x20)
+            pos += 1
+            shift += 5
+            if not more and group & 0x10:
+                value -= 1 << shift  # the sign bit of the last group
+        if len(counts) > 2:
+            value += counts[-2]
+        counts.append(value)
+    return counts

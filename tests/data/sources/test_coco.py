@@ -1,0 +1,179 @@
+"""imseg prepare coco: COCO JSON polygons and RLE drawn into class-id masks, classes from
+the used categories, overlaps, problems named in one error, unlisted images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imseg.cli import main
+from imseg.data.layout import read_info
+from imseg.data.sources.coco import (
+    polygon_mask,
+    prepare_coco,
+    rle_counts_from_string,
+    rle_mask,
+    segmentation_mask,
+)
+from imseg.errors import DataError
+
+# masks and their compressed RLE strings as pycocotools 2.0 encodes them
+RLE_SMALL = "5160L2ON12ON12ON12ON500001"
+RLE_LARGE = ":2l00000000_4d0mJ000000000000000000000000000000000000000000000000000g2"
+
+
+def _small() -> np.ndarray:
+    m = np.zeros((7, 9), bool)
+    m[1:4, 2:6] = True
+    m[5, :] = True
+    m[6, 8] = True
+    return m
+
+
+def _large() -> np.ndarray:
+    m = np.zeros((30, 40), bool)
+    m[3:25, 10:37] = True
+    m[10:12, 0:5] = True
+    return m
+
+
+def test_compressed_rle_strings_decode_as_pycocotools_encoded_them():
+    assert np.array_equal(rle_mask(rle_counts_from_string(RLE_SMALL), 7, 9), _small())
+    assert np.array_equal(rle_mask(rle_counts_from_string(RLE_LARGE), 30, 40), _large())
+    counts = [5, 1, 6, 1, 2, 3, 1, 1, 2, 3, 1, 1, 2, 3, 1, 1, 2, 3, 1, 1, 6, 1, 6, 1, 6, 2]
+    assert rle_counts_from_string(RLE_SMALL) == counts  # the uncompressed form
+    assert np.array_equal(segmentation_mask({"size": [7, 9], "counts": counts}, 7, 9), _small())
+    with pytest.raises(DataError, match="do not cover"):
+        rle_mask(counts[:-1], 7, 9)
+
+
+def test_polygons_take_the_pixels_whose_centre_is_inside():
+    want = np.zeros((7, 10), bool)
+    want[1:5, 2:8] = True  # pycocotools' mask of this rectangle
+    assert np.array_equal(polygon_mask([2, 1, 8, 1, 8, 5, 2, 5], 7, 10), want)
+    tri = polygon_mask([0, 0, 6, 0, 0, 6], 6, 6)  # centres with x + y < 6 lie inside
+    yy, xx = np.mgrid[:6, :6]
+    assert np.array_equal(tri, (xx + 0.5) + (yy + 0.5) < 6)
+    two = segmentation_mask([[0, 0, 2, 0, 2, 2, 0, 2], [4, 4, 6, 4, 6, 6, 4, 6]], 6, 6)
+    assert two.sum() == 8  # an object's parts are a union
+    with pytest.raises(DataError, match="at least 3 points"):
+        segmentation_mask([[0, 0, 2, 0]], 6, 6)
+
+
+# ---------------------------------------------------------------------- a COCO set
+def _box(x0, y0, x1, y1) -> list[float]:
+    return [x0, y0, x1, y0, x1, y1, x0, y1]
+
+
+def _coco_set(root: Path, n: int = 10, categories=None, skip_file: bool = False) -> Path:
+    """``n`` 32×48 images; image k has a 'cat' box, even ones a 'dog' RLE lying inside it
+    (drawn on top: smaller), image 0 no annotation at all."""
+    images, annotations = [], []
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for k in range(n):
+        name = f"photo_{k}.jpg"
+        Image.fromarray(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(
+            root / "images" / name)
+        images.append({"id": 100 + k, "file_name": f"some/export/path/{name}", "height": 32,
+                       "width": 48})
+        if k == 0:
+            continue
+        annotations.append({"id": len(annotations), "image_id": 100 + k, "category_id": 1,
+                            "segmentation": [_box(4 + k, 2, 30 + k, 20)], "iscrowd": 0})
+        if k % 2 == 0:
+            dog = np.zeros((32, 48), bool)
+            dog[5:12, 10:20] = True
+            runs = np.diff(np.flatnonzero(np.diff(np.r_[-1, dog.T.ravel().astype(int), -1])))
+            counts = runs.tolist() if not dog.T.ravel()[0] else [0, *runs.tolist()]
+            annotations.append({"id": len(annotations), "image_id": 100 + k, "category_id": 2,
+                                "segmentation": {"size": [32, 48], "counts": counts},
+                                "iscrowd": 1})
+    cats = categories or [{"id": 0, "name": "my-dataset"}, {"id": 1, "name": "cat"},
+                          {"id": 2, "name": "dog"}, {"id": 3, "name": "bird"}]
+    (root / "ann.json").write_text(json.dumps(
+        {"images": images, "annotations": annotations, "categories": cats}))
+    return root
+
+
+def _expected(k: int, dogs: bool = True) -> np.ndarray:
+    want = np.zeros((32, 48), np.uint8)
+    if k:
+        want[2:20, 4 + k : 30 + k] = 1
+    if dogs and k and k % 2 == 0:
+        want[5:12, 10:20] = 2
+    return want
+
+
+def _written(out: Path) -> dict[int, np.ndarray]:
+    return {int(p.stem.split("_")[1]): np.asarray(Image.open(p))
+            for p in out.glob("*/masks/*.png")}
+
+
+def test_a_coco_export_becomes_class_id_masks_with_the_used_categories(tmp_path, capsys):
+    src = _coco_set(tmp_path / "src")
+    out = tmp_path / "out"
+    assert main(["prepare", "coco", "--images", str(src / "images"), "--annotations",
+                 str(src / "ann.json"), "--out", str(out), "--labeled-fraction", "0.5"]) == 0
+    assert "prepared" in capsys.readouterr().out
+    info = read_info(out)
+    assert info.task == "multiclass" and info.classes == ["background", "cat", "dog"]
+    written = _written(out)
+    assert sorted(written) == list(range(10))
+    for k, mask in written.items():
+        assert np.array_equal(mask, _expected(k)), k
+
+
+def test_one_category_is_binary(tmp_path):
+    src = _coco_set(tmp_path / "src", categories=[{"id": 1, "name": "cat"},
+                                                  {"id": 2, "name": "cat-2"}])
+    data = json.loads((src / "ann.json").read_text())
+    data["annotations"] = [a for a in data["annotations"] if a["category_id"] == 1]
+    (src / "ann.json").write_text(json.dumps(data))
+    info = prepare_coco(images=src / "images", annotations=src / "ann.json",
+                        out=tmp_path / "out")
+    assert info.task == "binary" and info.classes == ["cat"]
+    for k, mask in _written(tmp_path / "out").items():
+        assert np.array_equal(mask, _expected(k, dogs=False) * 255)
+
+
+def test_problems_are_named_together_before_anything_is_written(tmp_path):
+    src = _coco_set(tmp_path / "src")
+    data = json.loads((src / "ann.json").read_text())
+    data["images"][1]["height"] = 40  # not the file's size
+    data["images"].append({"id": 999, "file_name": "gone.jpg", "height": 32, "width": 48})
+    data["annotations"] += [
+        {"id": 50, "image_id": 103, "category_id": 1, "bbox": [1, 2, 3, 4]},  # boxes only
+        {"id": 51, "image_id": 104, "category_id": 7, "segmentation": [_box(0, 0, 4, 4)]},
+        {"id": 52, "image_id": 5555, "category_id": 1, "segmentation": [_box(0, 0, 4, 4)]},
+    ]
+    (src / "ann.json").write_text(json.dumps(data))
+    with pytest.raises(DataError) as err:
+        prepare_coco(images=src / "images", annotations=src / "ann.json", out=tmp_path / "out")
+    text = str(err.value)
+    ann = src / "ann.json"
+    assert text.startswith("5 problems in the input files (nothing was written):")
+    for line in (f"{ann}: image 'some/export/path/photo_1.jpg': the JSON says 40×48 (H×W), "
+                 "the file is 32×48",
+                 f"{ann}: image 'gone.jpg': no file gone.jpg in {src / 'images'}",
+                 f"{ann}: annotation 50: no segmentation (polygons or RLE)",
+                 f"{ann}: annotation 51: category_id 7 is not a category",
+                 f"{ann}: annotation 52: image_id 5555 is not among the JSON's images"):
+        assert line in text, line
+    assert not (tmp_path / "out").exists()
+
+
+def test_folder_images_the_json_does_not_list_can_be_the_unlabeled_ones(tmp_path):
+    src = _coco_set(tmp_path / "src")
+    for k in range(3):
+        Image.fromarray(np.full((32, 48, 3), 40 * k, np.uint8)).save(
+            src / "images" / f"new_{k}.png")
+    with pytest.raises(DataError, match=r"new_0.png: no mask named new_0\.\* .*pass --unlabeled"):
+        prepare_coco(images=src / "images", annotations=src / "ann.json", out=tmp_path / "bad")
+    info = prepare_coco(images=src / "images", annotations=src / "ann.json",
+                        out=tmp_path / "out", unlabeled=src / "images", labeled_fraction=1.0)
+    assert info.counts == {"train_labeled": 8, "train_unlabeled": 3, "val": 1, "test": 1}
