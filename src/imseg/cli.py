@@ -21,6 +21,7 @@ PREPARE_SOURCES = (
     "imseg.data.sources.sample",
     "imseg.data.sources.folder",
     "imseg.data.sources.coco",
+    "imseg.data.sources.labelme",
     "imseg.data.sources.isic2018",
     "imseg.data.sources.hela",
     "imseg.data.sources.suim",

@@ -21,6 +21,7 @@ LOSSY_SUFFIXES = (".jpg", ".jpeg")
 """Formats whose compression changes pixel values (a mask saved so has noisy edges)."""
 WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 """Pillow modes of 16-bit and float images, whose values may exceed 255."""
+_ORIENTATION = 0x0112  # the EXIF tag
 
 
 def list_images(folder: Path) -> dict[str, Path]:
@@ -77,6 +78,17 @@ def read_image(path: Path, channels: int) -> np.ndarray:
         im = Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8))
     arr = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
     return arr[..., None] if arr.ndim == 2 else arr
+
+
+def upright_size(path: Path) -> tuple[int, int]:
+    """``(height, width)`` of an image as shown (EXIF orientation applied), from its header."""
+    try:
+        with Image.open(path) as im:
+            h, w = im.height, im.width
+            turned = im.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)  # a quarter turn
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from exc
+    return (w, h) if turned else (h, w)
 
 
 def image_size(path: Path) -> tuple[int, int]:

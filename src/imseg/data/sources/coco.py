@@ -36,23 +36,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from imseg.data.imageio import list_images
+from imseg.data.imageio import list_images, upright_size
 from imseg.data.layout import DatasetInfo
+from imseg.data.shapes import polygon_mask
 from imseg.data.sources.folder import (
     add_layout_options,
     layout_options,
-    prepare_folder,
+    prepare_drawn,
     print_prepared,
 )
-from imseg.errors import DataError, Problems
-
-_ORIENTATION = 0x0112  # EXIF tag; values 5..8 swap width and height when shown upright
+from imseg.errors import ConfigError, DataError, Problems
 
 
 def prepare_coco(
@@ -74,7 +72,7 @@ def prepare_coco(
     for name, (imgs, ann) in parts.items():
         if (imgs is None) != (ann is None):
             flag = "" if name == "train" else f"{name}-"
-            raise DataError(f"--{flag}images and --{flag}annotations go together")
+            raise ConfigError(f"--{flag}images and --{flag}annotations go together")
     given = {name: (Path(i), Path(a)) for name, (i, a) in parts.items() if i is not None}
     problems = Problems()
     loaded = {name: _load(ann, problems) for name, (_, ann) in given.items()}
@@ -83,24 +81,17 @@ def prepare_coco(
     problems.raise_any()
     binary = len(categories) == 1
     ids = {cat_id: (1 if binary else k + 1) for k, cat_id in enumerate(categories)}
-    with tempfile.TemporaryDirectory(prefix="imseg-coco-masks-") as tmp:
-        masks = {}
-        for name, (imgs, ann) in given.items():
-            masks[name] = Path(tmp) / name
-            masks[name].mkdir()
-            _draw_masks(loaded[name], ann, imgs, ids, masks[name], problems)
-        problems.raise_any()
-        names = [categories[c] for c in categories]
-        return prepare_folder(
-            images=given["train"][0], masks=masks["train"], out=out,
-            val_images=given["val"][0] if "val" in given else None,
-            val_masks=masks.get("val"),
-            test_images=given["test"][0] if "test" in given else None,
-            test_masks=masks.get("test"),
-            task="binary" if binary else "multiclass",
-            classes=names if binary else ["background", *names],
-            mask_suffix="", **options,
-        )
+    names = list(categories.values())
+
+    def draw(split: str, dest: Path, problems: Problems) -> None:
+        imgs, ann = given[split]
+        _draw_masks(loaded[split], ann, imgs, ids, dest, problems)
+
+    return prepare_drawn(
+        {split: imgs for split, (imgs, _) in given.items()}, draw,
+        task="binary" if binary else "multiclass",
+        classes=names if binary else ["background", *names], out=out, **options,
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -196,7 +187,7 @@ def _draw_masks(data: dict, source: Path, images: Path, ids: dict[int, int], des
         if name not in files:
             problems.add(f"{where}: no file {name} in {images}")
             continue
-        shown = _upright_size(files[name])
+        shown = upright_size(files[name])
         if shown != (height, width):
             problems.add(f"{where}: the JSON says {height}×{width} (H×W), the file is "
                          f"{shown[0]}×{shown[1]}")
@@ -229,17 +220,6 @@ def _draw_masks(data: dict, source: Path, images: Path, ids: dict[int, int], des
         Image.fromarray(mask).save(dest / f"{path.stem}.png")
 
 
-def _upright_size(path: Path) -> tuple[int, int]:
-    """``(height, width)`` of an image as shown (EXIF orientation applied), from its header."""
-    try:
-        with Image.open(path) as im:
-            h, w = im.height, im.width
-            turned = im.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from exc
-    return (w, h) if turned else (h, w)
-
-
 # ------------------------------------------------------------------ segmentations
 def segmentation_mask(segmentation: object, height: int, width: int) -> np.ndarray:
     """A COCO ``segmentation`` (polygon list, or RLE with list or string counts) → a
@@ -263,33 +243,6 @@ def segmentation_mask(segmentation: object, height: int, width: int) -> np.ndarr
         return rle_mask(counts, height, width)
     raise DataError("no segmentation (polygons or RLE); a detection data set with boxes "
                     "only cannot train segmentation")
-
-
-def polygon_mask(polygon: list[float], height: int, width: int) -> np.ndarray:
-    """Pixels whose centre lies inside the polygon (even-odd rule)."""
-    pts = np.asarray(polygon, np.float64).reshape(-1, 2)
-    x0, y0 = pts[:, 0], pts[:, 1]
-    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
-    mask = np.zeros((height, width), bool)
-    top = max(int(np.floor(y0.min())), 0)
-    bottom = min(int(np.ceil(y0.max())), height)
-    centres = np.arange(top, bottom) + 0.5  # (R,)
-    if not len(centres):
-        return mask
-    # edges that cross each row's centre line (half-open, so shared vertices count once)
-    crosses = (y0[None] <= centres[:, None]) != (y1[None] <= centres[:, None])  # (R, E)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        xs = x0 + (centres[:, None] - y0) * (x1 - x0) / (y1 - y0)  # (R, E)
-    xs = np.where(crosses, xs, np.inf)
-    xs.sort(axis=1)
-    for r, row in enumerate(xs):
-        row = row[np.isfinite(row)]
-        for left, right in zip(row[0::2], row[1::2], strict=False):
-            start = max(int(np.ceil(left - 0.5)), 0)  # first centre at or right of the edge
-            stop = min(int(np.ceil(right - 0.5)), width)
-            if start < stop:
-                mask[top + r, start:stop] = True
-    return mask
 
 
 def rle_mask(counts: list[int], height: int, width: int) -> np.ndarray:

@@ -49,9 +49,10 @@ land on both sides of a split.
 * ``--mask-threshold T``: binary masks from gray values, foreground where the
   value is at least ``T`` (multilabel: per channel). ``T = 1`` turns instance
   label masks (one id per object, 16-bit too) into foreground/background. Masks
-  that are all JPEG files are read so with ``T = 128`` unless a task other than
-  binary or a palette is given: JPEG's compression leaves values near, not at,
-  0 and 255, which no class-id reading survives.
+  that are all JPEG files are read so with ``T = 128`` unless a palette, a void
+  value, a task other than binary or several classes are given: JPEG's
+  compression leaves values near, not at, 0 and 255, which no class-id reading
+  survives.
 
 ``--classes a,b,c`` names the classes (binary: the foreground class only;
 without ``--task``, two or more names mean multiclass); else the palette's
@@ -91,6 +92,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -218,7 +221,9 @@ def prepare_folder(
     if task is None and mask_threshold is not None:
         task = "binary"
     mask_files = [i.mask for i in items if i.mask is not None]
-    if (mask_threshold is None and pal is None and task in (None, "binary") and mask_files
+    plainly_binary = (task in (None, "binary") and pal is None and ignore_index is None
+                      and (classes is None or len(classes) == 1))
+    if (mask_threshold is None and plainly_binary and mask_files
             and all(m.suffix.lower() in LOSSY_SUFFIXES for m in mask_files)):
         mask_threshold, task = LOSSY_MASK_THRESHOLD, "binary"  # JPEG noise around 0 and 255
     how = _MaskRead(
@@ -287,6 +292,38 @@ def prepare_folder(
     return finalize_counts(out, info)
 
 
+def prepare_drawn(
+    images: dict[str, Path],
+    draw: Callable[[str, Path, Problems], None],
+    *,
+    task: str,
+    classes: list[str],
+    ignore_index: int | None = None,
+    **options,
+) -> DatasetInfo:
+    """Prepare masks that another source draws from annotations (COCO, LabelMe) as a
+    folder of masks, so every check and split rule of :func:`prepare_folder` holds.
+
+    ``images`` holds the image folder of "train" and, optionally, of "val" and "test";
+    ``draw(split, dest, problems)`` writes ``dest/<image stem>.png`` for that split's
+    annotated images and records what it cannot draw. ``options``: the layout
+    keywords of :func:`prepare_folder` (``out``, ``size``, ``unlabeled``, ...).
+    """
+    problems = Problems()
+    with tempfile.TemporaryDirectory(prefix="imseg-drawn-masks-") as tmp:
+        masks = {split: Path(tmp) / split for split in images}
+        for split, dest in masks.items():
+            dest.mkdir()
+            draw(split, dest, problems)
+        problems.raise_any()
+        return prepare_folder(
+            images=images["train"], masks=masks["train"],
+            val_images=images.get("val"), val_masks=masks.get("val"),
+            test_images=images.get("test"), test_masks=masks.get("test"),
+            task=task, classes=classes, ignore_index=ignore_index, mask_suffix="", **options,
+        )
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``imseg prepare folder`` to the ``imseg prepare`` sub-commands."""
     p = subparsers.add_parser(
@@ -305,7 +342,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_layout_options(p)
     p.add_argument("--task", choices=TASK_KINDS, help="task kind (default: inferred from masks)")
     p.add_argument("--classes", help="comma-separated class names")
-    p.add_argument("--palette", type=Path, help="YAML/JSON palette for RGB colour-coded masks")
+    p.add_argument("--palette", type=Path,
+                   help="palette of RGB colour-coded masks: YAML/JSON, or a CVAT labelmap.txt")
     p.add_argument("--ignore-index", type=int, help="void value in the source masks")
     p.add_argument("--mask-suffix",
                    help="what mask names add to their image's stem (a.jpg ↔ a_mask.png: "
