@@ -18,6 +18,7 @@ from imseg.data.sources.coco import (
     rle_mask,
     segmentation_mask,
 )
+from imseg.data.sources.folder import prepare_folder
 from imseg.errors import DataError
 
 # masks and their compressed RLE strings as pycocotools 2.0 encodes them
@@ -170,3 +171,47 @@ def test_folder_images_the_json_does_not_list_can_be_the_unlabeled_ones(tmp_path
     info = prepare_coco(images=src / "images", annotations=src / "ann.json",
                         out=tmp_path / "out", unlabeled=src / "images", labeled_fraction=1.0)
     assert info.counts == {"train_labeled": 8, "train_unlabeled": 3, "val": 1, "test": 1}
+
+
+DSB = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "dsb2018"
+
+
+def test_dsb2018_masks_as_coco_rle_prepare_as_the_mask_folder_does(tmp_path):
+    """Real masks of mixed sizes, turned into a COCO JSON (uncompressed RLE, one object
+    per image), give the very masks `prepare folder` makes from the PNGs."""
+    if not DSB.is_dir():
+        pytest.skip("shared dsb2018 data not present")
+    stems = sorted(p.stem for p in (DSB / "images").glob("*.png"))[:12]
+    images, annotations = [], []
+    (tmp_path / "images").mkdir()
+    for k, stem in enumerate(stems):
+        (tmp_path / "images" / f"{stem}.png").symlink_to(DSB / "images" / f"{stem}.png")
+        mask = np.asarray(Image.open(DSB / "masks" / f"{stem}.png")) > 0
+        h, w = mask.shape
+        flat = mask.T.ravel()  # COCO runs go down the columns
+        edges = np.flatnonzero(np.diff(flat.astype(np.int8))) + 1
+        runs = np.diff(np.r_[0, edges, flat.size]).tolist()
+        counts = [0, *runs] if flat[0] else runs
+        images.append({"id": k, "file_name": f"{stem}.png", "height": h, "width": w})
+        annotations.append({"id": k, "image_id": k, "category_id": 1, "iscrowd": 1,
+                            "segmentation": {"size": [h, w], "counts": counts}})
+    (tmp_path / "ann.json").write_text(json.dumps(
+        {"images": images, "annotations": annotations,
+         "categories": [{"id": 1, "name": "nucleus"}]}))
+    (tmp_path / "masks").mkdir()
+    for stem in stems:
+        (tmp_path / "masks" / f"{stem}.png").symlink_to(DSB / "masks" / f"{stem}.png")
+    options = dict(size=(64, 64), labeled_fraction=0.2, seed=1)
+    coco = prepare_coco(images=tmp_path / "images", annotations=tmp_path / "ann.json",
+                        out=tmp_path / "coco", **options)
+    folder = prepare_folder(images=tmp_path / "images", masks=tmp_path / "masks",
+                            out=tmp_path / "folder", **options)
+    assert coco.counts == folder.counts and coco.classes == ["nucleus"]
+    a, b = _written_by_stem(tmp_path / "coco"), _written_by_stem(tmp_path / "folder")
+    assert sorted(a) == sorted(b) == sorted(stems)
+    for stem in stems:
+        assert np.array_equal(a[stem], b[stem]), stem
+
+
+def _written_by_stem(out: Path) -> dict[str, np.ndarray]:
+    return {p.stem: np.asarray(Image.open(p)) for p in out.glob("*/masks/*.png")}
