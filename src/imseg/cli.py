@@ -8,6 +8,7 @@ import importlib
 import sys
 from pathlib import Path
 
+from imseg import __version__
 from imseg.errors import ImsegError
 from imseg.logs import note_in_run_log, setup_logging, stop_run_log
 from imseg.storage import storage_error
@@ -48,11 +49,22 @@ def _optional_module(name: str):
         raise
 
 
+def version_line() -> str:
+    """``imseg 0.1.0 (torch 2.13.0, CUDA 12.4 / CPU only, Python 3.11.7)``."""
+    import torch
+
+    cuda = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only"
+    python = ".".join(str(v) for v in sys.version_info[:3])
+    return f"imseg {__version__} (torch {torch.__version__}, {cuda}, Python {python})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imseg",
         description="Semi-supervised segmentation with Inconsistency Masks.",
     )
+    parser.add_argument("--version", action="version", version=version_line(),
+                        help="imseg's, torch's and Python's versions (for bug reports)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     prepare = sub.add_parser("prepare", help="turn a source into the prepared layout")
     prepare_sub = prepare.add_subparsers(dest="source", required=True, metavar="SOURCE")

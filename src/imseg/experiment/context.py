@@ -11,6 +11,7 @@ from typing import IO
 import torch
 import yaml
 
+from imseg import __version__
 from imseg.config import Config, build_config
 from imseg.data.dataset import Dataset, Split, load_dataset
 from imseg.data.layout import write_info
@@ -68,7 +69,8 @@ class RunContext:
         write_info(run_dir, dataset.info)  # the run keeps working if the data folder moves
         atomic_write_text(
             run_dir / RUN_INFO,
-            yaml.safe_dump({"data": str(Path(data_dir).resolve()), "command": command}),
+            yaml.safe_dump({"data": str(Path(data_dir).resolve()), "command": command,
+                            "imseg": __version__}),
         )
         return cls(run_dir, Path(data_dir), config, dataset, resolve_device(config.device),
                    results, progress, settings_id, _lock=lock)
