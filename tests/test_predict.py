@@ -323,3 +323,39 @@ def test_unreadable_images_are_named_after_the_others_are_predicted(tmp_path):
     assert sorted(read_masks(out)) == [f"img{i}" for i in range(4)]
     assert sorted(r["file"] for r in read_uncertainty(out)) == [
         "img0.png", "img1.png", "img2.png", "img3.jpg"]
+
+
+def test_a_stopped_prediction_resumes_and_other_models_are_refused(tmp_path, monkeypatch):
+    import imseg.predict as predict_module
+
+    run = make_run(tmp_path)
+    make_images(tmp_path / "new")
+    whole, out = tmp_path / "whole", tmp_path / "pred"
+    predict_folder(run_models(run, teachers=3), tmp_path / "new", whole, progress=False)
+    # as a prediction stopped inside img2 leaves it: img0 and img1 whole, img2 in part
+    predict_folder(run_models(run, teachers=3), tmp_path / "new", out, progress=False)
+    (out / "inconsistency" / "img2.png").unlink()
+    for sub in ("masks", "overlays", "inconsistency"):
+        (out / sub / "img3.png").unlink()
+    (out / "uncertainty.csv").unlink()
+    seen = []
+    real = predict_module.predict_images
+    monkeypatch.setattr(predict_module, "predict_images",
+                        lambda models, task, images, *a, **k: seen.append(len(images))
+                        or real(models, task, images, *a, **k))
+    predict_folder(run_models(run, teachers=3), tmp_path / "new", out, progress=False)
+    assert sum(seen) == 2  # only the two unfinished images
+    assert (out / "uncertainty.csv").read_text() == (whole / "uncertainty.csv").read_text()
+    assert read_masks(out).keys() == read_masks(whole).keys()
+    for stem, mask in read_masks(out).items():
+        assert np.array_equal(mask, read_masks(whole)[stem])
+    seen.clear()
+    predict_folder(run_models(run, teachers=3), tmp_path / "new", out, progress=False)
+    assert seen == []  # all done: nothing predicted again
+
+    with pytest.raises(DataError, match=r"pred holds predictions of other models \(.*c0.pt"):
+        predict_folder(run_models(run, "ldt", 0, teachers=2), tmp_path / "new", out,
+                       progress=False)
+    (out / "predict.yaml").unlink()  # as an older imseg left it
+    with pytest.raises(DataError, match="holds predictions without predict.yaml"):
+        predict_folder(run_models(run, teachers=3), tmp_path / "new", out, progress=False)

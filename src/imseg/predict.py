@@ -26,6 +26,13 @@ multilabel one channel per label), ``<out>/overlays/<stem>.png`` (classes in
 dataset.yaml colours, IM hatched grey) and, with two or more models,
 ``<out>/inconsistency/<stem>.png`` (0/255), plus ``<out>/uncertainty.csv``,
 most uncertain first.
+
+**Resume.** Every file is written atomically, and ``<out>/predict.yaml`` names the
+models (their checkpoints' SHA-256). Predicting into the same folder again with the
+same models skips every image whose files are all there (its uncertainty is read
+back from its inconsistency map), so a stopped prediction of a large folder
+continues where it stopped; other models refuse the folder rather than mix
+predictions.
 """
 
 from __future__ import annotations
@@ -50,16 +57,18 @@ from imseg.data.imageio import list_images, read_image, resize_image
 from imseg.data.layout import INFO_FILE, DatasetInfo, read_info
 from imseg.errors import DataError, Problems
 from imseg.evaluation.visualize import overlay
-from imseg.logs import bar_disable
+from imseg.logs import bar_disable, log
 from imseg.models.checkpoint import CheckpointMeta, read_checkpoint
 from imseg.pseudo.inconsistency import agreement
 from imseg.results import ResultsTable, top_k
 from imseg.runtime import resolve_device
-from imseg.storage import atomic_write_text
+from imseg.storage import atomic_write_text, file_digest, save_png
 from imseg.tasks import Task
 from imseg.training.inference import for_inference, predict_batches
 
 DEFAULT_TEACHERS = 3
+MANIFEST = "predict.yaml"
+"""The models whose predictions an output folder holds (for a safe resume)."""
 
 
 @dataclass
@@ -246,15 +255,19 @@ def predict_folder(model_set: ModelSet, images_dir: Path, out_dir: Path, batch_s
     out_dir = Path(out_dir)
     info, task = model_set.info, model_set.task
     files = list_images(Path(images_dir))
-    dev = resolve_device(device)
-    models = for_inference([m.to(dev).eval() for m in model_set.models], len(files),
-                           (info.channels, *info.image_size), dev, compile_inference)
-    with_im = len(models) > 1
-    for sub in ["masks", "overlays"] + (["inconsistency"] if with_im else []):
+    with_im = len(model_set.models) > 1
+    subs = ["masks", "overlays"] + (["inconsistency"] if with_im else [])
+    table = _resume(out_dir, model_set, files, subs)
+    done = {row["stem"] for row in table}
+    if done:
+        log.info(f"resuming {out_dir}: {len(done)} of {len(files)} images predicted already")
+    for sub in subs:
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
-    table = []
+    items = [(stem, path) for stem, path in files.items() if stem not in done]
+    dev = resolve_device(device)
+    models = for_inference([m.to(dev).eval() for m in model_set.models], len(items),
+                           (info.channels, *info.image_size), dev, compile_inference)
     unreadable = Problems()  # one bad file must not cost the rest of a large folder
-    items = list(files.items())
     with tqdm(total=len(items), desc="predict", unit="img", disable=bar_disable(progress)) as bar:
         for start in range(0, len(items), batch_size):
             read = [(stem, path, unreadable.attempt(read_image, path, info.channels))
@@ -269,22 +282,53 @@ def predict_folder(model_set: ModelSet, images_dir: Path, out_dir: Path, batch_s
                 strict=True,
             ):
                 mask = task.decode_mask(pred.label)
-                Image.fromarray(mask).save(out_dir / "masks" / f"{stem}.png")
-                Image.fromarray(overlay(img, mask, info, pred.im if with_im else None)).save(
-                    out_dir / "overlays" / f"{stem}.png")
-                if with_im:
-                    Image.fromarray(pred.im.astype(np.uint8) * 255).save(
-                        out_dir / "inconsistency" / f"{stem}.png")
-                table.append({"file": path.name, "height": img.shape[0], "width": img.shape[1],
-                              "im_fraction": pred.im_fraction})
+                save_png(out_dir / "masks" / f"{stem}.png", mask)
+                save_png(out_dir / "overlays" / f"{stem}.png",
+                         overlay(img, mask, info, pred.im if with_im else None))
+                if with_im:  # last: its presence says the image is done
+                    save_png(out_dir / "inconsistency" / f"{stem}.png",
+                             pred.im.astype(np.uint8) * 255)
+                table.append({"stem": stem, "file": path.name, "height": img.shape[0],
+                              "width": img.shape[1], "im_fraction": pred.im_fraction})
             bar.update(len(part))
     if with_im:
         table.sort(key=lambda r: (-r["im_fraction"], r["file"]))
         _write_uncertainty(out_dir / "uncertainty.csv", table)
-    unreadable.raise_any(f"{len(unreadable.messages)} of {len(items)} images could not be "
-                         f"read; the other {len(items) - len(unreadable.messages)} were "
+    unreadable.raise_any(f"{len(unreadable.messages)} of {len(files)} images could not be "
+                         f"read; the other {len(files) - len(unreadable.messages)} were "
                          f"predicted into {out_dir}:")
     return table if with_im else None
+
+
+def _resume(out_dir: Path, model_set: ModelSet, files: dict[str, Path],
+            subs: list[str]) -> list[dict]:
+    """The uncertainty rows of the images ``out_dir`` holds every file of, predicted by
+    these very models; records the models first (module doc, "Resume")."""
+    models = [{"checkpoint": str(meta.path), "sha256": file_digest(meta.path)}
+              for meta in model_set.metas]
+    manifest = out_dir / MANIFEST
+    if manifest.is_file():
+        before = yaml.safe_load(manifest.read_text()) or {}
+        if [m.get("sha256") for m in before.get("models", [])] != [m["sha256"] for m in models]:
+            listed = ", ".join(str(m.get("checkpoint")) for m in before.get("models", []))
+            raise DataError(f"{out_dir} holds predictions of other models ({listed}); "
+                            "choose another --out, or delete it to predict anew")
+    elif out_dir.is_dir() and any((out_dir / sub).is_dir() for sub in subs):
+        raise DataError(f"{out_dir} holds predictions without {MANIFEST} (of an older imseg "
+                        "or other models); choose another --out, or delete it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(manifest, yaml.safe_dump({"models": models}, sort_keys=False))
+    rows = []
+    for stem, path in files.items():
+        if not all((out_dir / sub / f"{stem}.png").is_file() for sub in subs):
+            continue
+        row = {"stem": stem, "file": path.name, "im_fraction": 0.0}
+        last = np.asarray(Image.open(out_dir / subs[-1] / f"{stem}.png"))
+        row["height"], row["width"] = last.shape[:2]
+        if "inconsistency" in subs:
+            row["im_fraction"] = float((last > 0).mean())
+        rows.append(row)
+    return rows
 
 
 def _write_uncertainty(path: Path, table: list[dict]) -> None:

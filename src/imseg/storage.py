@@ -4,6 +4,7 @@ half-written file behind, and the user gets one message naming the path and errn
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import os
 import tempfile
@@ -66,6 +67,15 @@ def save_png(path: Path, array: np.ndarray) -> None:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, hex: which file it is, wherever it has moved."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
