@@ -176,7 +176,10 @@ def _draw_masks(data: dict, source: Path, images: Path, ids: dict[int, int], des
         problems.add(str(exc))
         return
     entries: dict[int, tuple[Path, int, int]] = {}
-    for image in data["images"]:
+    for n, image in enumerate(data["images"]):
+        if not isinstance(image, dict):
+            problems.add(f"{source}: image entry {n}: not an object")
+            continue
         where = f"{source}: image {image.get('file_name', image.get('id'))!r}"
         try:
             image_id, name = image["id"], Path(str(image["file_name"])).name
@@ -193,30 +196,37 @@ def _draw_masks(data: dict, source: Path, images: Path, ids: dict[int, int], des
                          f"{shown[0]}×{shown[1]}")
             continue
         entries[image_id] = (files[name], height, width)
-    drawn: dict[int, list[tuple[float, int, np.ndarray]]] = {i: [] for i in entries}
+    listed = {image.get("id") for image in data["images"] if isinstance(image, dict)}
+    areas: dict[int, list[tuple[int, int]]] = {i: [] for i in entries}  # (pixels, index)
     for n, ann in enumerate(data["annotations"]):
-        where = f"{source}: annotation {ann.get('id', n) if isinstance(ann, dict) else n}"
-        if not isinstance(ann, dict) or ann.get("image_id") not in entries:
-            if isinstance(ann, dict) and ann.get("image_id") in {i.get("id") for i in
-                                                                 data["images"]}:
-                continue  # its image has a problem of its own, reported above
-            problems.add(f"{where}: image_id {ann.get('image_id') if isinstance(ann, dict) else '?'}"
-                         " is not among the JSON's images")
+        if not isinstance(ann, dict):
+            problems.add(f"{source}: annotation {n}: not an object")
             continue
+        where = f"{source}: annotation {ann.get('id', n)}"
+        if ann.get("image_id") not in entries:
+            if ann.get("image_id") not in listed:
+                problems.add(f"{where}: image_id {ann.get('image_id')} is not among the "
+                             "JSON's images")
+            continue  # else its image has a problem of its own, reported above
         if ann.get("category_id") not in ids:
             problems.add(f"{where}: category_id {ann.get('category_id')} is not a category")
             continue
         _, height, width = entries[ann["image_id"]]
         try:
-            region = segmentation_mask(ann.get("segmentation"), height, width)
+            pixels = int(segmentation_mask(ann.get("segmentation"), height, width).sum())
         except DataError as exc:
             problems.add(f"{where}: {exc}")
             continue
-        drawn[ann["image_id"]].append((float(region.sum()), n, region))
+        areas[ann["image_id"]].append((pixels, n))
+    if problems:
+        return
     for image_id, (path, height, width) in entries.items():
         mask = np.zeros((height, width), np.uint8)
-        for _, n, region in sorted(drawn[image_id], key=lambda d: (-d[0], d[1])):
-            mask[region] = ids[data["annotations"][n]["category_id"]]
+        # drawn again one at a time, larger first: holding every region of an image with
+        # hundreds of objects would cost hundreds of image-sized masks
+        for _, n in sorted(areas[image_id], key=lambda a: (-a[0], a[1])):
+            ann = data["annotations"][n]
+            mask[segmentation_mask(ann["segmentation"], height, width)] = ids[ann["category_id"]]
         Image.fromarray(mask).save(dest / f"{path.stem}.png")
 
 
