@@ -4,6 +4,7 @@ a run whose data folder is gone, and given checkpoints."""
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -352,6 +353,15 @@ def test_a_stopped_prediction_resumes_and_other_models_are_refused(tmp_path, mon
     seen.clear()
     predict_folder(run_models(run, teachers=3), tmp_path / "new", out, progress=False)
     assert seen == []  # all done: nothing predicted again
+    later = (out / "masks" / "img1.png").stat().st_mtime + 10
+    os.utime(tmp_path / "new" / "img1.png", (later, later))  # the image changed since
+    predict_folder(run_models(run, teachers=3), tmp_path / "new", out, progress=False)
+    assert seen == [1]
+
+    shutil.copytree(tmp_path / "new", tmp_path / "other")
+    with pytest.raises(DataError, match=r"pred holds predictions of the images in .*new; "
+                                        r"choose another --out for .*other"):
+        predict_folder(run_models(run, teachers=3), tmp_path / "other", out, progress=False)
 
     with pytest.raises(DataError, match=r"pred holds predictions of other models \(.*c0.pt"):
         predict_folder(run_models(run, "ldt", 0, teachers=2), tmp_path / "new", out,

@@ -28,11 +28,11 @@ dataset.yaml colours, IM hatched grey) and, with two or more models,
 most uncertain first.
 
 **Resume.** Every file is written atomically, and ``<out>/predict.yaml`` names the
-models (their checkpoints' SHA-256). Predicting into the same folder again with the
-same models skips every image whose files are all there (its uncertainty is read
-back from its inconsistency map), so a stopped prediction of a large folder
-continues where it stopped; other models refuse the folder rather than mix
-predictions.
+models (their checkpoints' SHA-256) and the images folder. Predicting the same folder
+into it again with the same models skips every image whose files are all there and
+newer than the image (its uncertainty is read back from its inconsistency map), so a
+stopped prediction of a large folder continues where it stopped; other models or
+another images folder are refused rather than mixed in.
 """
 
 from __future__ import annotations
@@ -257,7 +257,7 @@ def predict_folder(model_set: ModelSet, images_dir: Path, out_dir: Path, batch_s
     files = list_images(Path(images_dir))
     with_im = len(model_set.models) > 1
     subs = ["masks", "overlays"] + (["inconsistency"] if with_im else [])
-    table = _resume(out_dir, model_set, files, subs)
+    table = _resume(out_dir, model_set, Path(images_dir), files, subs)
     done = {row["stem"] for row in table}
     if done:
         log.info(f"resuming {out_dir}: {len(done)} of {len(files)} images predicted already")
@@ -270,7 +270,8 @@ def predict_folder(model_set: ModelSet, images_dir: Path, out_dir: Path, batch_s
     unreadable = Problems()  # one bad file must not cost the rest of a large folder
     with tqdm(total=len(items), desc="predict", unit="img", disable=bar_disable(progress)) as bar:
         for start in range(0, len(items), batch_size):
-            read = [(stem, path, unreadable.attempt(read_image, path, info.channels))
+            read = [(stem, path, unreadable.attempt(read_image, path, info.channels,
+                                                    info.wide_images or "stretch"))
                     for stem, path in items[start : start + batch_size]]
             part = [(stem, path) for stem, path, img in read if img is not None]
             images = [img for _, _, img in read if img is not None]
@@ -300,30 +301,37 @@ def predict_folder(model_set: ModelSet, images_dir: Path, out_dir: Path, batch_s
     return table if with_im else None
 
 
-def _resume(out_dir: Path, model_set: ModelSet, files: dict[str, Path],
+def _resume(out_dir: Path, model_set: ModelSet, images_dir: Path, files: dict[str, Path],
             subs: list[str]) -> list[dict]:
     """The uncertainty rows of the images ``out_dir`` holds every file of, predicted by
-    these very models; records the models first (module doc, "Resume")."""
+    these very models from this very folder, each written after its image last changed;
+    records the models and the folder first (module doc, "Resume")."""
     models = [{"checkpoint": str(meta.path), "sha256": file_digest(meta.path)}
               for meta in model_set.metas]
+    record = {"images": str(Path(images_dir).resolve()), "models": models}
     manifest = out_dir / MANIFEST
     if manifest.is_file():
         before = yaml.safe_load(manifest.read_text()) or {}
-        if [m.get("sha256") for m in before.get("models", [])] != [m["sha256"] for m in models]:
+        hashes = sorted(str(m.get("sha256")) for m in before.get("models", []))
+        if hashes != sorted(m["sha256"] for m in models):
             listed = ", ".join(str(m.get("checkpoint")) for m in before.get("models", []))
             raise DataError(f"{out_dir} holds predictions of other models ({listed}); "
                             "choose another --out, or delete it to predict anew")
+        if before.get("images") != record["images"]:
+            raise DataError(f"{out_dir} holds predictions of the images in "
+                            f"{before.get('images')}; choose another --out for {images_dir}")
     elif out_dir.is_dir() and any((out_dir / sub).is_dir() for sub in subs):
         raise DataError(f"{out_dir} holds predictions without {MANIFEST} (of an older imseg "
                         "or other models); choose another --out, or delete it")
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(manifest, yaml.safe_dump({"models": models}, sort_keys=False))
+    atomic_write_text(manifest, yaml.safe_dump(record, sort_keys=False))
     rows = []
     for stem, path in files.items():
-        if not all((out_dir / sub / f"{stem}.png").is_file() for sub in subs):
-            continue
+        written = [out_dir / sub / f"{stem}.png" for sub in subs]
+        if not all(f.is_file() and f.stat().st_mtime >= path.stat().st_mtime for f in written):
+            continue  # not predicted yet, stopped midway, or the image changed since
         row = {"stem": stem, "file": path.name, "im_fraction": 0.0}
-        last = np.asarray(Image.open(out_dir / subs[-1] / f"{stem}.png"))
+        last = np.asarray(Image.open(written[-1]))
         row["height"], row["width"] = last.shape[:2]
         if "inconsistency" in subs:
             row["im_fraction"] = float((last > 0).mean())

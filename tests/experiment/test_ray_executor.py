@@ -156,6 +156,10 @@ def test_ray_gives_the_rows_of_the_local_executor(ray_cluster, binary_data, tmp_
     assert not (tmp_path / "ray" / "journal").exists()
     for row in got.values():
         assert (tmp_path / "ray" / row["checkpoint"]).is_file()
+    # the workers' finished models are in the run folder's log, as the driver's would be
+    logged = (tmp_path / "ray" / "log.txt").read_text()
+    assert logged.count(": best epoch ") == len(got)
+    assert "boom_r0_n2 failed: KeyError" in logged
 
 
 def test_ray_resumes_from_results_and_leftover_journals(ray_cluster, binary_data, tmp_path,

@@ -2,9 +2,12 @@
 
 Images are read as people see them: a JPEG's EXIF orientation is applied (as
 viewers, OpenCV and annotation tools do, so a mask drawn on the shown image
-fits), and 16-bit or float gray images are scaled into 0..255 by their own
-maximum. ``prepare folder``, the data sets and ``predict`` read through
-:func:`read_image`, so a model sees a new image exactly as it saw its training images.
+fits), and 16-bit or float gray images are brought into 0..255 by the rule the
+data set records (dataset.yaml ``wide_images``: :data:`WIDE_RULES`). ``prepare
+folder`` / ``coco`` / ``labelme``, HeLa's brightfield, the data sets and ``predict``
+read through :func:`read_image`, so a model sees a new image as it saw its
+training images. (The other paper sources read their downloads as the reference
+did.)
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ LOSSY_SUFFIXES = (".jpg", ".jpeg")
 WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 """Pillow modes of 16-bit and float images, whose values may exceed 255."""
 _ORIENTATION = 0x0112  # the EXIF tag
+WIDE_RULES = ("stretch", "high_byte")
+"""How 16-bit and float images become 8-bit: ``stretch`` scales each image by its own
+maximum (float images in 0..1 by 255); ``high_byte`` keeps the high byte of 16-bit
+values, as OpenCV's ``imread`` does (HeLa, following the reference)."""
 
 
 def list_images(folder: Path) -> dict[str, Path]:
@@ -58,23 +65,26 @@ def open_image(path: Path, mode: str | None = None) -> Image.Image:
             im.load()
             upright = ImageOps.exif_transpose(im)
             return upright.convert(mode) if mode else upright
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: cannot read ({exc})") from exc
 
 
-def read_image(path: Path, channels: int) -> np.ndarray:
+def read_image(path: Path, channels: int, wide: str = "stretch") -> np.ndarray:
     """An image file → ``H×W×channels`` uint8 (3: RGB, 1: gray).
 
-    16-bit and float gray images whose values exceed 255 are scaled by their own
-    maximum into 0..255 (microscopy TIFFs), rather than clipped as a plain
-    conversion would.
+    16-bit and float gray images become 8-bit by the rule ``wide`` (:data:`WIDE_RULES`)
+    rather than being clipped at 255 as a plain conversion would.
     """
+    if wide not in WIDE_RULES:
+        raise DataError(f"wide_images {wide!r}: choose one of {WIDE_RULES}")
     im = open_image(path)
     if im.mode in WIDE_MODES:
         arr = np.asarray(im, dtype=np.float64)
         top = float(arr.max()) if arr.size else 0.0
-        if top > 255:
-            arr = arr * (255.0 / top)
+        if im.mode == "F" and 0 < top <= 1:  # a float image in 0..1
+            arr = arr * 255.0
+        elif top > 255:
+            arr = np.floor(arr / 256) if wide == "high_byte" else arr * (255.0 / top)
         im = Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8))
     arr = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
     return arr[..., None] if arr.ndim == 2 else arr

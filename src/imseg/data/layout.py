@@ -67,6 +67,9 @@ class DatasetInfo:
     test_metrics: list[str] = field(default_factory=list)
     """Extra metrics of the test split in results.csv's ``test_details``
     (:data:`imseg.tasks.TEST_METRICS`; HeLa: ``cell_count``)."""
+    wide_images: str = ""
+    """How this data set's 16-bit source images became 8-bit, so ``predict`` reads new
+    ones alike (:data:`imseg.data.imageio.WIDE_RULES`); empty: ``stretch``."""
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -95,7 +98,7 @@ class DatasetInfo:
         """The fields as plain values; the newer optional keys only when set, so what is
         written reads in an imseg from before them."""
         data = asdict(self)
-        for key in ("headline_classes", "test_metrics"):
+        for key in ("headline_classes", "test_metrics", "wide_images"):
             if not data[key]:
                 del data[key]
         data["image_size"] = list(self.image_size)

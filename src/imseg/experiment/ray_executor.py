@@ -33,7 +33,7 @@ from imseg.errors import ConfigError, DataError, ImsegError
 from imseg.experiment.context import RunContext
 from imseg.experiment.jobs import Job, wave_kind
 from imseg.experiment.runner import Executor
-from imseg.logs import bar_disable
+from imseg.logs import bar_disable, log_to_run_folder, note_in_run_log
 from imseg.results import ResultsTable
 from imseg.runtime import resolve_device
 
@@ -85,6 +85,7 @@ def run_job_task(spec: JobSpec, dataset: Dataset, known_rows: list[dict]) -> lis
             "executor needs the run folder on a filesystem every node shares, at the same path"
         )
     torch.set_num_threads(spec.threads)
+    log_to_run_folder(run_dir)  # its finished models' lines, as the driver's are
     journal = journal_path(run_dir, spec.job)
     results = ResultsTable(journal, known=known_rows)
     ctx = RunContext(run_dir, Path(spec.data_dir), spec.config, dataset,
@@ -174,6 +175,7 @@ def _run_all(ray, ctx: RunContext, jobs: list[Job], gpus: float, cpus: float,
             except ray.exceptions.RayError as exc:
                 failures.append((job, _describe(exc)))
                 print(f"imseg: {job.name} failed: {_describe(exc)}", file=sys.stderr)
+                note_in_run_log(f"imseg: {job.name} failed: {_describe(exc)}")
             else:
                 ctx.results.merge(rows)
                 journal_path(ctx.run_dir, job).unlink(missing_ok=True)

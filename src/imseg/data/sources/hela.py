@@ -41,7 +41,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from tqdm import tqdm
 
-from imseg.data.imageio import list_images
+from imseg.data.imageio import list_images, read_image
 from imseg.data.layout import DatasetInfo, finalize_counts, split_dirs, write_pair
 from imseg.data.sources._common import download_parser, fresh_layout, summary
 from imseg.data.splitting import split_keys
@@ -54,6 +54,7 @@ SOURCE_SPLITS = {"train_full": "train", "val": "val", "test": "test"}
 POSITION_FOLDERS = ("mod_position", "pos", "position")
 """Checked in this order: precomputed discs first, raw dots otherwise."""
 MASK_THRESHOLD = 10
+BRIGHTFIELD_WIDE = "high_byte"  # 16-bit brightfield → 8 bits as OpenCV reads it
 """A mask pixel is foreground above this grey value (the reference's threshold)."""
 MIN_RADIUS, MAX_RADIUS = 3, 8
 CROP_SEP = "__"
@@ -144,21 +145,10 @@ def read_brightfield(path: Path) -> np.ndarray:
     """A brightfield file → ``H×W`` uint8 grey.
 
     Colour files are converted to grey; 16-bit files are reduced to 8 bits by
-    dropping the low byte, as OpenCV's ``imread`` does in the reference.
+    dropping the low byte, as OpenCV's ``imread`` does in the reference (the data
+    set records it, so ``predict`` reads new 16-bit images alike).
     """
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-                arr = np.asarray(im).astype(np.int64)
-                if arr.min() < 0 or arr.max() > 65535:
-                    raise DataError(f"{path}: values outside 0..65535")
-                return (arr >> 8).astype(np.uint8) if arr.max() > 255 else arr.astype(np.uint8)
-            if im.mode == "F":
-                raise DataError(f"{path}: floating-point images are not supported")
-            return np.asarray(im.convert("L"), dtype=np.uint8)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read image ({exc})") from exc
+    return read_image(path, 1, wide=BRIGHTFIELD_WIDE)[..., 0]
 
 
 def read_binary(path: Path, shape: tuple[int, int]) -> np.ndarray:
@@ -286,6 +276,7 @@ def prepare_hela(
         rotate=True,
         headline_classes=["alive", "dead"],  # the paper's mIoU_ad
         test_metrics=["cell_count"],
+        wide_images=BRIGHTFIELD_WIDE,
         extra={
             "dataset": "hela",
             "crop": crop,
