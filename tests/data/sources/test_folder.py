@@ -793,3 +793,50 @@ def test_exif_orientation_is_applied_so_masks_drawn_on_the_shown_image_fit(tmp_p
     _prep(src, tmp_path / "out", val_fraction=0.2, test_fraction=0.0)
     written = Image.open(next((tmp_path / "out" / "val" / "images").glob("*.png")))
     assert (written.height, written.width) == (48, 32)
+
+
+def test_jpeg_masks_that_are_not_grey_and_two_valued_are_not_binarized_unasked(tmp_path):
+    src = tmp_path / "src"
+    for i in range(10):
+        _save(src / "images" / f"p{i}.png", _image(i))
+        colour = np.zeros((32, 32, 3), np.uint8)
+        colour[:, 8:16] = (255, 0, 0)  # class 1 red, class 2 green
+        colour[:, 16 + i % 4 :] = (0, 255, 0)
+        Image.fromarray(colour).save(_dir(src / "colour") / f"p{i}.jpg")
+        Image.fromarray(_blocks(i, values=(0, 128, 255))).save(_dir(src / "grey3") / f"p{i}.jpg")
+    with pytest.raises(DataError, match=r"p0.jpg: a colour JPEG mask; .*--palette"):
+        prepare_folder(images=src / "images", masks=src / "colour", out=tmp_path / "a")
+    with pytest.raises(DataError, match=r"p0.jpg: a JPEG mask with 3\d% of its pixels between "
+                                        r"64 and 192, not two-valued"):
+        prepare_folder(images=src / "images", masks=src / "grey3", out=tmp_path / "b")
+    info = prepare_folder(images=src / "images", masks=src / "grey3", out=tmp_path / "c",
+                          mask_threshold=100)  # asked for: the user knows what it means
+    assert info.task == "binary"
+
+
+def test_jpeg_multilabel_masks_are_told_to_use_a_threshold(tmp_path):
+    src = tmp_path / "src"
+    for i in range(10):
+        _save(src / "images" / f"p{i}.png", _image(i))
+        three = np.stack([_disk(i), np.flipud(_disk(i)), np.fliplr(_disk(i))], axis=-1)
+        Image.fromarray(three).save(_dir(src / "masks") / f"p{i}.jpg", quality=70)
+    with pytest.raises(DataError) as err:
+        prepare_folder(images=src / "images", masks=src / "masks", out=tmp_path / "a",
+                       task="multilabel", classes=["a", "b", "c"])
+    assert str(err.value).splitlines()[1].endswith(
+        "10 of the masks are JPEG, whose compression leaves values near, not at, 0 and 255; "
+        "pass --mask-threshold 128 to read them as binary")
+    info = prepare_folder(images=src / "images", masks=src / "masks", out=tmp_path / "b",
+                          task="multilabel", classes=["a", "b", "c"], mask_threshold=128)
+    assert info.task == "multilabel" and info.classes == ["a", "b", "c"]
+
+
+def test_bilevel_masks_read_as_any_viewer_shows_them(tmp_path):
+    src = _binary_set(tmp_path / "src", n=10, fg=255)
+    for i in range(0, 10, 2):  # half the masks saved as mode '1' (0/1 in memory)
+        bilevel = Image.fromarray(_blocks(i, values=(0, 255))).convert("1")
+        bilevel.save(src / "masks" / f"im{i:02d}.png")
+    info = _prep(src, tmp_path / "out")
+    assert info.task == "binary"
+    for stem, label in _labels(tmp_path / "out").items():
+        assert np.array_equal(label, _blocks(int(stem[2:]), values=(0, 255)))

@@ -52,7 +52,9 @@ land on both sides of a split.
   that are all JPEG files are read so with ``T = 128`` unless a palette, a void
   value, a task other than binary or several classes are given: JPEG's
   compression leaves values near, not at, 0 and 255, which no class-id reading
-  survives.
+  survives. Each must then look binary (grey, and at most 5 % of its pixels
+  between 64 and 192); a colour or three-valued JPEG mask is an error asking for
+  PNG masks or an explicit ``--mask-threshold``.
 
 ``--classes a,b,c`` names the classes (binary: the foreground class only;
 without ``--task``, two or more names mean multiclass); else the palette's
@@ -122,6 +124,13 @@ _PREFIXES = {"val": "val-", "test": "test-", "unlabeled": "unl-"}
 _FOLDER_NAMES = {"pool": "train", "val": "val", "test": "test", "unlabeled": "unlabeled"}
 LOSSY_MASK_THRESHOLD = 128
 """JPEG masks are read as binary, foreground where the gray value is at least this."""
+LOSSY_MID_SHARE = 0.05
+"""A JPEG mask read as binary without being asked may have at most this share of its
+pixels between 64 and 192 (JPEG's noise on a 0/255 mask: under 1 % even at quality 30;
+a third grey class: far more)."""
+LOSSY_COLOUR_SPREAD = 32
+"""... and its channels may differ by at most this much (in 99 % of the pixels): a grey
+mask saved as RGB JPEG stays grey; a colour-coded one does not."""
 
 
 @dataclass
@@ -155,6 +164,7 @@ class _MaskRead:
     keep_channels: bool  # multilabel: no gray collapse
     keep_alpha: bool
     threshold: int | None = None  # values >= threshold are foreground (1), the rest 0
+    lossy_guess: bool = False  # the threshold was not asked for: check the masks look binary
 
 
 # ----------------------------------------------------------------------------- public
@@ -225,12 +235,15 @@ def prepare_folder(
                       and (classes is None or len(classes) == 1))
     if (mask_threshold is None and plainly_binary and mask_files
             and all(m.suffix.lower() in LOSSY_SUFFIXES for m in mask_files)):
-        mask_threshold, task = LOSSY_MASK_THRESHOLD, "binary"  # JPEG noise around 0 and 255
+        mask_threshold, task, guessed = LOSSY_MASK_THRESHOLD, "binary", True
+    else:
+        guessed = False
     how = _MaskRead(
         palette=pal,
         keep_channels=task == "multilabel",
         keep_alpha=task == "multilabel" and classes is not None and len(classes) == 4,
         threshold=mask_threshold,
+        lossy_guess=guessed,
     )
     for item in _bar(items, "checking", progress):
         _scan(item, how, channels, problems)
@@ -246,6 +259,11 @@ def prepare_folder(
     if mask_threshold is not None and scanned and not any(i.present[:, 1].any() for i in scanned):
         problems.add(f"{masks}: no mask has a value >= {mask_threshold}, so every mask would be "
                      "empty; lower --mask-threshold (lossy JPEG masks are read so by default)")
+    lossy = [m for m in mask_files if m.suffix.lower() in LOSSY_SUFFIXES]
+    if problems and lossy and mask_threshold is None:  # the likely cause, said first
+        problems.messages.insert(0, f"{lossy[0]}: {len(lossy)} of the masks are JPEG, whose "
+                                 "compression leaves values near, not at, 0 and 255; pass "
+                                 "--mask-threshold 128 to read them as binary")
     problems.raise_any()
     assert target is not None and plan is not None  # no problems: every file was read
 
@@ -826,8 +844,12 @@ def _read_mask(path: Path, how: _MaskRead) -> np.ndarray:
             )
         arr = arr.astype(np.uint8)
     elif how.threshold is not None and not how.keep_channels and im.mode not in ("1", "L", "P"):
+        if how.lossy_guess:
+            _check_grey(path, np.asarray(im.convert("RGB")))
         arr = np.asarray(im.convert("L"))  # a lossy gray mask saved as RGB: channels differ
-    elif im.mode in ("1", "L", "P", "RGB", "RGBA", "LA"):
+    elif im.mode == "1":
+        arr = np.asarray(im.convert("L"))  # bilevel: 0/255, as any viewer shows it
+    elif im.mode in ("L", "P", "RGB", "RGBA", "LA"):
         arr = np.asarray(im).astype(np.uint8)  # P: palette indices are the class ids
         if im.mode in ("RGBA", "LA") and not how.keep_alpha:
             arr = arr[..., :-1]
@@ -838,8 +860,28 @@ def _read_mask(path: Path, how: _MaskRead) -> np.ndarray:
     if not how.keep_channels and arr.ndim == 3 and (arr == arr[..., :1]).all():
         arr = arr[..., 0]  # gray saved as RGB
     if how.threshold is not None:
+        if how.lossy_guess:
+            _check_two_valued(path, arr)
         arr = (arr >= how.threshold).astype(np.uint8)
     return np.ascontiguousarray(arr)
+
+
+def _check_grey(path: Path, rgb: np.ndarray) -> None:
+    """A JPEG mask read as binary without being asked must be grey (module doc)."""
+    spread = rgb.max(axis=-1).astype(np.int16) - rgb.min(axis=-1)
+    if spread.size and np.percentile(spread, 99) > LOSSY_COLOUR_SPREAD:
+        raise DataError(f"{path}: a colour JPEG mask; JPEG changes colours, so colour-coded "
+                        "classes cannot be read back from it: save the masks as PNG (and pass "
+                        "--palette), or pass --mask-threshold T to read them as grey binary")
+
+
+def _check_two_valued(path: Path, values: np.ndarray) -> None:
+    """... and two-valued: near 0 or 255, not a grey class in between (module doc)."""
+    mid = float(((values > 64) & (values < 192)).mean()) if values.size else 0.0
+    if mid > LOSSY_MID_SHARE:
+        raise DataError(f"{path}: a JPEG mask with {mid:.0%} of its pixels between 64 and 192, "
+                        "not two-valued: values that code classes do not survive JPEG; save "
+                        "the masks as PNG, or pass --mask-threshold T to read them as binary")
 
 
 def _to_disk(mask: np.ndarray, plan: _Plan) -> np.ndarray:
