@@ -309,6 +309,16 @@ def test_new_images_are_read_as_training_images_were(tmp_path):
     assert np.array_equal(masks["wide"], masks["scaled"])
     assert masks["photo"].shape == (36, 20)  # as shown, not as stored
 
+    # a data set whose 16-bit images kept their high byte (HeLa) is read so here too
+    models = run_models(run, teachers=3)
+    models = replace(models, info=replace(models.info, wide_images="high_byte"))
+    high = np.repeat((wide >> 8).astype(np.uint8)[..., None], 3, axis=2)
+    Image.fromarray(high).save(new / "high.png")
+    (new / "scaled.png").unlink()
+    predict_folder(models, new, tmp_path / "pred_high", progress=False)
+    masks = read_masks(tmp_path / "pred_high")
+    assert np.array_equal(masks["wide"], masks["high"])
+
 
 def test_unreadable_images_are_named_after_the_others_are_predicted(tmp_path):
     run = make_run(tmp_path)

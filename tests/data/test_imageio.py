@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imseg.data.imageio import list_images, read_image
+from imseg.data.imageio import list_images, orientation_hint, read_image
 from imseg.errors import DataError
 
 
@@ -50,3 +50,25 @@ def test_a_folder_whose_images_lie_below_it_says_so(tmp_path):
     with pytest.raises(DataError, match=r"no images .*; it has 2 subfolder\(s\), and images "
                                         r"are read from the folder itself"):
         list_images(tmp_path)
+
+
+def test_high_byte_rule_and_float_images_in_zero_one(tmp_path):
+    wide = (np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 16)  # max 4080
+    Image.fromarray(wide).save(tmp_path / "w.png")
+    kept = read_image(tmp_path / "w.png", 1, wide="high_byte")[..., 0]
+    assert np.array_equal(kept, (wide >> 8).astype(np.uint8))  # as OpenCV reads it
+    unit = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    Image.fromarray(unit, mode="F").save(tmp_path / "f.tif")
+    read = read_image(tmp_path / "f.tif", 1)[..., 0]
+    assert read.max() == 255 and read[4, 0] == round(32 / 63 * 255)
+    with pytest.raises(DataError, match="wide_images 'other'"):
+        read_image(tmp_path / "w.png", 1, wide="other")
+
+
+def test_orientation_hint_says_when_a_size_is_the_stored_one(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.zeros((20, 36, 3), np.uint8)).save(tmp_path / "p.jpg", exif=exif)
+    assert "stored 20×36 and turned upright" in orientation_hint(tmp_path / "p.jpg", (20, 36))
+    assert orientation_hint(tmp_path / "p.jpg", (36, 20)) == ""  # the upright size: fine
+    assert orientation_hint(tmp_path / "p.jpg", (5, 5)) == ""  # another problem entirely

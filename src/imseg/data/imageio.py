@@ -101,6 +101,19 @@ def upright_size(path: Path) -> tuple[int, int]:
     return (w, h) if turned else (h, w)
 
 
+def orientation_hint(path: Path, size: tuple[int, int]) -> str:
+    """Why ``size`` may not fit the image: "" unless it is the image's stored size and the
+    image's EXIF orientation turns it (what was drawn on the stored pixels is turned)."""
+    try:
+        stored, shown = image_size(path), upright_size(path)
+    except DataError:
+        return ""
+    if tuple(size) == stored != shown:
+        return (f"; {path.name} is stored {stored[0]}×{stored[1]} and turned upright by its "
+                "EXIF orientation, as viewers show it: a mask must fit the upright image")
+    return ""
+
+
 def image_size(path: Path) -> tuple[int, int]:
     """``(height, width)`` of an image file, read from its header only."""
     try:

@@ -215,3 +215,45 @@ def test_dsb2018_masks_as_coco_rle_prepare_as_the_mask_folder_does(tmp_path):
 
 def _written_by_stem(out: Path) -> dict[str, np.ndarray]:
     return {p.stem: np.asarray(Image.open(p)) for p in out.glob("*/masks/*.png")}
+
+
+def test_string_ids_a_background_category_and_twice_listed_images(tmp_path):
+    src = _coco_set(tmp_path / "src", categories=[
+        {"id": "0", "name": "Background"}, {"id": "1", "name": "cat"}, {"id": "2", "name": "dog"}])
+    data = json.loads((src / "ann.json").read_text())
+    for ann in data["annotations"]:
+        ann["category_id"] = str(ann["category_id"])
+    data["annotations"].append({"id": 90, "image_id": 103, "category_id": "0",
+                                "segmentation": [_box(0, 0, 48, 32)]})  # background, drawn first
+    (src / "ann.json").write_text(json.dumps(data))
+    info = prepare_coco(images=src / "images", annotations=src / "ann.json", out=tmp_path / "a")
+    assert info.classes == ["background", "cat", "dog"]
+    for k, mask in _written(tmp_path / "a").items():
+        assert np.array_equal(mask, _expected(k)), k
+
+    data["images"].append({**data["images"][2], "id": 777})  # photo_2.jpg again
+    (src / "ann.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"image 'some/export/path/photo_2.jpg' \(id 777\): "
+                                        r"listed twice \(id 102 names the same file\)"):
+        prepare_coco(images=src / "images", annotations=src / "ann.json", out=tmp_path / "b")
+
+
+def test_messages_name_the_json_not_a_temporary_folder(tmp_path):
+    src = _coco_set(tmp_path / "src")
+    Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(src / "images" / "extra.png")
+    with pytest.raises(DataError) as err:
+        prepare_coco(images=src / "images", annotations=src / "ann.json", out=tmp_path / "o")
+    assert (f"extra.png: no mask named extra.* in the annotations of {src / 'ann.json'}"
+            in str(err.value))
+    assert "imseg-drawn-masks" not in str(err.value)
+
+
+def test_a_size_the_exif_orientation_turns_is_explained(tmp_path):
+    src = _coco_set(tmp_path / "src", n=10)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(src / "images" / "photo_3.jpg",
+                                                          exif=exif)  # shown 48 high
+    with pytest.raises(DataError, match=r"the JSON says 32×48 \(H×W\), the file is 48×32; "
+                                        r"photo_3.jpg is stored 32×48 and turned upright"):
+        prepare_coco(images=src / "images", annotations=src / "ann.json", out=tmp_path / "o")

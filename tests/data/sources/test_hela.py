@@ -174,6 +174,7 @@ def test_sixteen_bit_and_colour_brightfields(tmp_path):
     assert ds.val.images[first].unique().tolist() == [40000 >> 8]
     grey = int(Image.fromarray(rgb).convert("L").getpixel((0, 0)))
     assert ds.val.images[second].unique().tolist() == [grey]
+    assert ds.info.wide_images == "high_byte"  # so predict reads new 16-bit images alike
 
 
 def test_same_seed_same_output_and_seed_changes_split(tmp_path):

@@ -143,3 +143,25 @@ def test_problems_and_images_without_json(tmp_path):
                  f"{folder / 'img4.json'}: describes img4.jpg, as copy.json does",
                  f"{folder / 'gone.json'}: its image 'gone.jpg' is not in {folder}"):
         assert line in text, line
+
+
+def test_points_make_no_class_background_is_class_0_and_masks_are_cropped(tmp_path):
+    src = _labelme_set(tmp_path / "src", n=10)
+    for path in (src / "images").glob("*.json"):
+        doc = json.loads(path.read_text())
+        part = np.ones((4, 4), bool)
+        doc["shapes"] = [
+            {"label": "background", "points": [[0, 0], [48, 32]], "shape_type": "rectangle"},
+            {"label": "leaf", "points": [[2, 2], [20, 16]], "shape_type": "rectangle"},
+            {"label": "centre", "points": [[5, 5]], "shape_type": "point"},
+            {"label": "leaf", "points": [[-2, 30], [2, 34]], "shape_type": "mask",
+             "mask": _mask_png(part)},  # its box reaches past the left and bottom edges
+        ]
+        path.write_text(json.dumps(doc))
+    info = prepare_labelme(images=src / "images", out=tmp_path / "out")
+    assert info.task == "binary" and info.classes == ["leaf"]  # no empty 'centre' class
+    want = np.zeros((32, 48), np.uint8)
+    want[2:16, 2:20] = 255
+    want[30:32, 0:2] = 255  # the part of the mask's box inside the image
+    for mask in _written(tmp_path / "out").values():
+        assert np.array_equal(mask, want)

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from imseg.data.imageio import list_images, upright_size
+from imseg.data.imageio import list_images, orientation_hint, upright_size
 from imseg.data.layout import DatasetInfo
 from imseg.data.shapes import polygon_mask
 from imseg.data.sources.folder import (
@@ -51,6 +51,9 @@ from imseg.data.sources.folder import (
     print_prepared,
 )
 from imseg.errors import ConfigError, DataError, Problems
+
+BACKGROUND_NAMES = ("background", "_background_")
+"""Category names that mean class 0: their annotations are drawn as background."""
 
 
 def prepare_coco(
@@ -77,10 +80,12 @@ def prepare_coco(
     problems = Problems()
     loaded = {name: _load(ann, problems) for name, (_, ann) in given.items()}
     problems.raise_any()
-    categories = _used_categories(loaded, problems)
+    categories, background = _used_categories(
+        {given[split][1]: data for split, data in loaded.items()}, problems)
     problems.raise_any()
     binary = len(categories) == 1
     ids = {cat_id: (1 if binary else k + 1) for k, cat_id in enumerate(categories)}
+    ids.update(dict.fromkeys(background, 0))
     names = list(categories.values())
 
     def draw(split: str, dest: Path, problems: Problems) -> None:
@@ -89,6 +94,7 @@ def prepare_coco(
 
     return prepare_drawn(
         {split: imgs for split, (imgs, _) in given.items()}, draw,
+        {split: f"the annotations of {ann}" for split, (_, ann) in given.items()},
         task="binary" if binary else "multiclass",
         classes=names if binary else ["background", *names], out=out, **options,
     )
@@ -143,28 +149,47 @@ def _load(path: Path, problems: Problems) -> dict:
     return data
 
 
-def _used_categories(loaded: dict[str, dict], problems: Problems) -> dict[int, str]:
+def _category_id(value: object) -> int | None:
+    """A category id as written (``1`` or ``"1"``) → int; None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def _used_categories(loaded: dict[Path, dict],
+                     problems: Problems) -> tuple[dict[int, str], set[int]]:
     """Category id → name of the categories with annotations, in id order, agreeing
-    across the given files."""
+    across the given files; and the ids of a category named background (class 0)."""
     names: dict[int, str] = {}
-    used: set[int] = set()
-    for data in loaded.values():
+    used: set[int | None] = set()
+    for source, data in loaded.items():
         for cat in data.get("categories", []):
-            if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
-                problems.add(f"category {cat!r}: needs 'id' and 'name'")
+            cat_id = _category_id(cat.get("id")) if isinstance(cat, dict) else None
+            if cat_id is None or "name" not in cat:
+                problems.add(f"{source}: category {cat!r}: needs an integer 'id' and a 'name'")
                 continue
-            known = names.setdefault(int(cat["id"]), str(cat["name"]))
+            known = names.setdefault(cat_id, str(cat["name"]))
             if known != str(cat["name"]):
-                problems.add(f"category id {cat['id']}: named {known!r} in one file and "
+                problems.add(f"category id {cat_id}: named {known!r} in one file and "
                              f"{cat['name']!r} in another")
-        used |= {a.get("category_id") for a in data.get("annotations", []) if isinstance(a, dict)}
-    chosen = {i: names[i] for i in sorted(names) if i in used}
+        used |= {_category_id(a.get("category_id")) for a in data.get("annotations", [])
+                 if isinstance(a, dict)}
+    background = {i for i, name in names.items() if name.strip().lower() in BACKGROUND_NAMES}
+    chosen = {i: names[i] for i in sorted(names) if i in used and i not in background}
+    twice = sorted({n for n in chosen.values() if list(chosen.values()).count(n) > 1})
+    for name in twice:
+        problems.add(f"categories {[i for i, n in chosen.items() if n == name]} are all named "
+                     f"{name!r}; one class needs one name")
     if not chosen and not problems:
         problems.add("no category has an annotation: nothing to learn")
     if len(chosen) > 253:
         problems.add(f"{len(chosen)} categories with annotations; at most 253 fit besides "
                      "background")
-    return chosen
+    return chosen, background
 
 
 def _draw_masks(data: dict, source: Path, images: Path, ids: dict[int, int], dest: Path,
@@ -176,6 +201,7 @@ def _draw_masks(data: dict, source: Path, images: Path, ids: dict[int, int], des
         problems.add(str(exc))
         return
     entries: dict[int, tuple[Path, int, int]] = {}
+    named: dict[str, object] = {}  # file name → the id that lists it first
     for n, image in enumerate(data["images"]):
         if not isinstance(image, dict):
             problems.add(f"{source}: image entry {n}: not an object")
@@ -184,16 +210,25 @@ def _draw_masks(data: dict, source: Path, images: Path, ids: dict[int, int], des
         try:
             image_id, name = image["id"], Path(str(image["file_name"])).name
             height, width = int(image["height"]), int(image["width"])
+            if not isinstance(image_id, (int, str)):
+                raise TypeError(image_id)
         except (KeyError, TypeError, ValueError):
             problems.add(f"{where}: needs 'id', 'file_name', 'height' and 'width'")
             continue
         if name not in files:
             problems.add(f"{where}: no file {name} in {images}")
             continue
+        if name in named or image_id in entries:
+            twin = f"id {named[name]} names the same file" if name in named else "its id is taken"
+            problems.add(f"{where} (id {image_id}): listed twice ({twin}); one image needs one "
+                         "entry, its annotations all pointing at it")
+            continue
+        named[name] = image_id
         shown = upright_size(files[name])
         if shown != (height, width):
             problems.add(f"{where}: the JSON says {height}×{width} (H×W), the file is "
-                         f"{shown[0]}×{shown[1]}")
+                         f"{shown[0]}×{shown[1]}"
+                         + orientation_hint(files[name], (height, width)))
             continue
         entries[image_id] = (files[name], height, width)
     listed = {image.get("id") for image in data["images"] if isinstance(image, dict)}
@@ -208,8 +243,8 @@ def _draw_masks(data: dict, source: Path, images: Path, ids: dict[int, int], des
                 problems.add(f"{where}: image_id {ann.get('image_id')} is not among the "
                              "JSON's images")
             continue  # else its image has a problem of its own, reported above
-        if ann.get("category_id") not in ids:
-            problems.add(f"{where}: category_id {ann.get('category_id')} is not a category")
+        if _category_id(ann.get("category_id")) not in ids:
+            problems.add(f"{where}: category_id {ann.get('category_id')!r} is not a category")
             continue
         _, height, width = entries[ann["image_id"]]
         try:
@@ -226,7 +261,8 @@ def _draw_masks(data: dict, source: Path, images: Path, ids: dict[int, int], des
         # hundreds of objects would cost hundreds of image-sized masks
         for _, n in sorted(areas[image_id], key=lambda a: (-a[0], a[1])):
             ann = data["annotations"][n]
-            mask[segmentation_mask(ann["segmentation"], height, width)] = ids[ann["category_id"]]
+            value = ids[_category_id(ann["category_id"])]  # type: ignore[index]
+            mask[segmentation_mask(ann["segmentation"], height, width)] = value
         Image.fromarray(mask).save(dest / f"{path.stem}.png")
 
 

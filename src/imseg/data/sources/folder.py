@@ -107,6 +107,7 @@ from imseg.data.imageio import (
     WIDE_MODES,
     list_images,
     open_image,
+    orientation_hint,
     read_image,
     resize_image,
     resize_mask,
@@ -313,6 +314,7 @@ def prepare_folder(
 def prepare_drawn(
     images: dict[str, Path],
     draw: Callable[[str, Path, Problems], None],
+    drawn_from: dict[str, str],
     *,
     task: str,
     classes: list[str],
@@ -324,8 +326,9 @@ def prepare_drawn(
 
     ``images`` holds the image folder of "train" and, optionally, of "val" and "test";
     ``draw(split, dest, problems)`` writes ``dest/<image stem>.png`` for that split's
-    annotated images and records what it cannot draw. ``options``: the layout
-    keywords of :func:`prepare_folder` (``out``, ``size``, ``unlabeled``, ...).
+    annotated images and records what it cannot draw; ``drawn_from[split]`` names what
+    the masks come from in messages (not the temporary folder they are drawn into).
+    ``options``: the layout keywords of :func:`prepare_folder` (``out``, ``size``, ...).
     """
     problems = Problems()
     with tempfile.TemporaryDirectory(prefix="imseg-drawn-masks-") as tmp:
@@ -334,12 +337,19 @@ def prepare_drawn(
             dest.mkdir()
             draw(split, dest, problems)
         problems.raise_any()
-        return prepare_folder(
-            images=images["train"], masks=masks["train"],
-            val_images=images.get("val"), val_masks=masks.get("val"),
-            test_images=images.get("test"), test_masks=masks.get("test"),
-            task=task, classes=classes, ignore_index=ignore_index, mask_suffix="", **options,
-        )
+        try:
+            return prepare_folder(
+                images=images["train"], masks=masks["train"],
+                val_images=images.get("val"), val_masks=masks.get("val"),
+                test_images=images.get("test"), test_masks=masks.get("test"),
+                task=task, classes=classes, ignore_index=ignore_index, mask_suffix="",
+                **options,
+            )
+        except DataError as exc:
+            message = str(exc)
+            for split, folder in masks.items():
+                message = message.replace(str(folder), drawn_from[split])
+            raise DataError(message) from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -617,9 +627,11 @@ def _scan(item: _Item, how: _MaskRead, channels: int, problems: Problems) -> Non
     if mask is None:
         return
     if image is not None and mask.shape[:2] != item.size:
+        turned = orientation_hint(item.image, mask.shape[:2])
         problems.add(
             f"{item.mask}: mask size {mask.shape[0]}×{mask.shape[1]} (H×W) differs from its "
-            f"image {item.image.name} ({item.size[0]}×{item.size[1]}): wrong pairing?"
+            f"image {item.image.name} ({item.size[0]}×{item.size[1]})"
+            + (turned or ": wrong pairing?")
         )
         return
     planes = mask[..., None] if mask.ndim == 2 else mask

@@ -12,11 +12,12 @@ Choices:
   own export does: polygons, rectangles (two corners), circles (centre and a point on
   the rim) and masks (a PNG of the shape's box); a pixel belongs to a shape when its
   centre lies inside (:mod:`imseg.data.shapes`). Lines and points have no area: they
-  are skipped, and counted in dataset.yaml (``extra.skipped_shapes``).
+  are skipped, counted in dataset.yaml (``extra.skipped_shapes``), and make no class.
 * **Classes**: ``--labels FILE`` is LabelMe's ``labels.txt`` (one name per line, in
-  class order; ``__ignore__`` marks void pixels, ``_background_`` is class 0);
-  without it, the labels found, sorted, after ``background``. A label the file does
-  not name is an error. One label (besides background) → binary.
+  class order; ``__ignore__`` marks void pixels, ``_background_`` or ``background``
+  is class 0); without it, the labels of shapes with an area, sorted, after
+  ``background``. A label the file does not name is an error. One label (besides
+  background) → binary.
 * **Images**: a JSON's image is the file of its ``imagePath``'s name in ``--images``
   (Windows separators too), else the image with the JSON's stem. Images without a
   JSON are refused like images without masks, unless ``--unlabeled`` names the
@@ -34,7 +35,7 @@ from pathlib import Path, PureWindowsPath
 import numpy as np
 from PIL import Image
 
-from imseg.data.imageio import list_images, upright_size
+from imseg.data.imageio import list_images, orientation_hint, upright_size
 from imseg.data.layout import DatasetInfo, write_info
 from imseg.data.shapes import circle_mask, polygon_mask, rectangle_mask
 from imseg.data.sources.folder import (
@@ -46,7 +47,7 @@ from imseg.data.sources.folder import (
 from imseg.errors import DataError, Problems
 
 VOID_LABEL = "__ignore__"
-BACKGROUND_LABEL = "_background_"
+BACKGROUND_LABELS = ("_background_", "background")  # class 0, as LabelMe's labels.txt says
 _VOID_VALUE = 255  # how void pixels are written for prepare_folder (--ignore-index 255)
 _AREA_LESS = {"line", "linestrip", "point", "points"}
 
@@ -88,7 +89,8 @@ def prepare_labelme(*, images: Path, out: Path, annotations: Path | None = None,
 
     binary = len(names) == 2
     info = prepare_drawn(
-        {"train": images}, draw, task="binary" if binary else "multiclass",
+        {"train": images}, draw, {"train": f"the LabelMe files of {folder}"},
+        task="binary" if binary else "multiclass",
         classes=names[1:] if binary else names,
         ignore_index=_VOID_VALUE if void else None, out=out, **options,
     )
@@ -150,11 +152,13 @@ def _load_all(folder: Path, problems: Problems) -> dict[Path, dict]:
 
 def _classes(documents: dict[Path, dict], labels: Path | None,
              problems: Problems) -> tuple[list[str], bool]:
-    """Class names (background first) and whether any label marks void pixels."""
+    """Class names (background first) and whether any label marks void pixels; only
+    labels of shapes with an area make classes (a label used by points alone would be
+    a class no pixel has)."""
     used = {str(s.get("label", "")) for doc in documents.values() for s in doc["shapes"]
-            if isinstance(s, dict)}
+            if isinstance(s, dict) and str(s.get("shape_type") or "polygon") not in _AREA_LESS}
     if labels is None:
-        names = ["background", *sorted(used - {VOID_LABEL, BACKGROUND_LABEL, ""})]
+        names = ["background", *sorted(used - {VOID_LABEL, *BACKGROUND_LABELS, ""})]
         void = VOID_LABEL in used
     else:
         try:
@@ -164,11 +168,9 @@ def _classes(documents: dict[Path, dict], labels: Path | None,
             problems.add(f"{labels}: cannot read ({exc})")
             return [], False
         void = VOID_LABEL in listed
-        names = [n for n in listed if n != VOID_LABEL]
-        if BACKGROUND_LABEL in names:
-            names.remove(BACKGROUND_LABEL)
-        names = ["background", *names]
-        unknown = sorted(used - set(names) - {VOID_LABEL, BACKGROUND_LABEL})
+        names = ["background", *(n for n in listed
+                                 if n != VOID_LABEL and n not in BACKGROUND_LABELS)]
+        unknown = sorted(used - set(names) - {VOID_LABEL, *BACKGROUND_LABELS})
         if unknown:
             problems.add(f"{labels}: does not name the labels {unknown} the JSON files use")
     if len(names) < 2:
@@ -194,16 +196,20 @@ def _draw(path: Path, doc: dict, image: Path, ids: dict[str, int], void: bool,
     stated = (doc.get("imageHeight"), doc.get("imageWidth"))
     if None not in stated and tuple(int(v) for v in stated) != (height, width):
         problems.add(f"{path}: says {stated[0]}×{stated[1]} (H×W), its image {image.name} is "
-                     f"{height}×{width}")
+                     f"{height}×{width}"
+                     + orientation_hint(image, tuple(int(v) for v in stated)))
         return None
     mask = np.zeros((height, width), np.uint8)
     for n, shape in enumerate(doc["shapes"]):
+        if not isinstance(shape, dict):
+            problems.add(f"{path}: shape {n + 1} is not an object")
+            continue
         kind = str(shape.get("shape_type") or "polygon")
         if kind in _AREA_LESS:
             skipped[kind] = skipped.get(kind, 0) + 1
             continue
         label = str(shape.get("label", ""))
-        value = _VOID_VALUE if label == VOID_LABEL else ids.get(label, 0)
+        value = _VOID_VALUE if label == VOID_LABEL else ids.get(label, 0)  # background: 0
         try:
             region = shape_mask(kind, shape, height, width)
         except (DataError, TypeError, ValueError, IndexError) as exc:
@@ -238,9 +244,12 @@ def _box_mask(shape: dict, points: list[tuple[float, float]], height: int,
             part = np.asarray(im.convert("L")) > 0
     except (KeyError, OSError, ValueError) as exc:
         raise DataError(f"unreadable mask ({exc})") from exc
-    x0, y0 = (int(round(v)) for v in points[0])
+    if not points:
+        raise DataError("a mask shape needs the corner of its box")
+    x0, y0 = (int(v) for v in points[0])  # as LabelMe places it
     mask = np.zeros((height, width), bool)
-    h, w = min(part.shape[0], height - y0), min(part.shape[1], width - x0)
-    if h > 0 and w > 0 and x0 >= 0 and y0 >= 0:
-        mask[y0 : y0 + h, x0 : x0 + w] = part[:h, :w]
+    top, left = max(y0, 0), max(x0, 0)  # the part of the box inside the image
+    bottom, right = min(y0 + part.shape[0], height), min(x0 + part.shape[1], width)
+    if top < bottom and left < right:
+        mask[top:bottom, left:right] = part[top - y0 : bottom - y0, left - x0 : right - x0]
     return mask
