@@ -363,8 +363,11 @@ def test_a_stopped_prediction_resumes_and_other_models_are_refused(tmp_path, mon
     seen.clear()
     predict_folder(run_models(run, teachers=3), tmp_path / "new", out, progress=False)
     assert seen == []  # all done: nothing predicted again
-    later = (out / "masks" / "img1.png").stat().st_mtime + 10
-    os.utime(tmp_path / "new" / "img1.png", (later, later))  # the image changed since
+    # another picture copied in under the same name, keeping its older time (cp -p)
+    replaced = tmp_path / "new" / "img1.png"
+    earlier = replaced.stat().st_mtime - 86400
+    Image.fromarray(np.full((20, 45, 3), 7, np.uint8)).save(replaced)
+    os.utime(replaced, (earlier, earlier))
     predict_folder(run_models(run, teachers=3), tmp_path / "new", out, progress=False)
     assert seen == [1]
 

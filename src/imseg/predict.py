@@ -28,11 +28,11 @@ dataset.yaml colours, IM hatched grey) and, with two or more models,
 most uncertain first.
 
 **Resume.** Every file is written atomically, and ``<out>/predict.yaml`` names the
-models (their checkpoints' SHA-256) and the images folder. Predicting the same folder
-into it again with the same models skips every image whose files are all there and
-newer than the image (its uncertainty is read back from its inconsistency map), so a
-stopped prediction of a large folder continues where it stopped; other models or
-another images folder are refused rather than mixed in.
+models (their checkpoints' SHA-256), the images folder and each image's size and time.
+Predicting the same folder into it again with the same models skips every image whose
+files are all there and that has not changed (its uncertainty is read back from its
+inconsistency map), so a stopped prediction of a large folder continues where it
+stopped; other models or another images folder are refused rather than mixed in.
 """
 
 from __future__ import annotations
@@ -203,7 +203,8 @@ def run_info(run_dir: Path) -> DatasetInfo:
 
 def _interface(info: DatasetInfo) -> tuple:
     """What a model's input and output depend on."""
-    return info.task, tuple(info.classes), tuple(info.image_size), info.channels
+    return (info.task, tuple(info.classes), tuple(info.image_size), info.channels,
+            info.wide_images or "stretch")
 
 
 def _describe(info: DatasetInfo) -> str:
@@ -304,11 +305,16 @@ def predict_folder(model_set: ModelSet, images_dir: Path, out_dir: Path, batch_s
 def _resume(out_dir: Path, model_set: ModelSet, images_dir: Path, files: dict[str, Path],
             subs: list[str]) -> list[dict]:
     """The uncertainty rows of the images ``out_dir`` holds every file of, predicted by
-    these very models from this very folder, each written after its image last changed;
-    records the models and the folder first (module doc, "Resume")."""
+    these very models from this very folder, each image unchanged (size and time) since;
+    records the models, the folder and its images first (module doc, "Resume")."""
     models = [{"checkpoint": str(meta.path), "sha256": file_digest(meta.path)}
               for meta in model_set.metas]
-    record = {"images": str(Path(images_dir).resolve()), "models": models}
+    stamps = {}
+    for path in files.values():
+        stat = path.stat()
+        stamps[path.name] = [stat.st_size, stat.st_mtime_ns]
+    record = {"images": str(Path(images_dir).resolve()), "models": models, "files": stamps}
+    before: dict = {}
     manifest = out_dir / MANIFEST
     if manifest.is_file():
         before = yaml.safe_load(manifest.read_text()) or {}
@@ -328,7 +334,8 @@ def _resume(out_dir: Path, model_set: ModelSet, images_dir: Path, files: dict[st
     rows = []
     for stem, path in files.items():
         written = [out_dir / sub / f"{stem}.png" for sub in subs]
-        if not all(f.is_file() and f.stat().st_mtime >= path.stat().st_mtime for f in written):
+        unchanged = (before.get("files") or {}).get(path.name) == stamps[path.name]
+        if not (unchanged and all(f.is_file() for f in written)):
             continue  # not predicted yet, stopped midway, or the image changed since
         row = {"stem": stem, "file": path.name, "im_fraction": 0.0}
         last = np.asarray(Image.open(written[-1]))

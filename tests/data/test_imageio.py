@@ -72,3 +72,11 @@ def test_orientation_hint_says_when_a_size_is_the_stored_one(tmp_path):
     assert "stored 20×36 and turned upright" in orientation_hint(tmp_path / "p.jpg", (20, 36))
     assert orientation_hint(tmp_path / "p.jpg", (36, 20)) == ""  # the upright size: fine
     assert orientation_hint(tmp_path / "p.jpg", (5, 5)) == ""  # another problem entirely
+
+
+def test_float_images_are_stretched_over_their_range(tmp_path):
+    for name, values in (("over.tif", np.linspace(0, 1.02, 64)),
+                         ("signed.tif", np.linspace(-1, 1, 64))):
+        Image.fromarray(values.astype(np.float32).reshape(8, 8), mode="F").save(tmp_path / name)
+        read = read_image(tmp_path / name, 1)[..., 0].ravel()
+        assert read[0] == 0 and read[-1] == 255 and np.all(np.diff(read.astype(int)) >= 0)

@@ -26,9 +26,10 @@ WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 """Pillow modes of 16-bit and float images, whose values may exceed 255."""
 _ORIENTATION = 0x0112  # the EXIF tag
 WIDE_RULES = ("stretch", "high_byte")
-"""How 16-bit and float images become 8-bit: ``stretch`` scales each image by its own
-maximum (float images in 0..1 by 255); ``high_byte`` keeps the high byte of 16-bit
-values, as OpenCV's ``imread`` does (HeLa, following the reference)."""
+"""How 16-bit images become 8-bit: ``stretch`` scales each image whose values exceed 255
+by its own maximum; ``high_byte`` keeps the high byte, as OpenCV's ``imread`` does (HeLa,
+following the reference). Float images are always stretched over their range (from 0,
+or from their minimum when it is negative)."""
 
 
 def list_images(folder: Path) -> dict[str, Path]:
@@ -81,8 +82,9 @@ def read_image(path: Path, channels: int, wide: str = "stretch") -> np.ndarray:
     if im.mode in WIDE_MODES:
         arr = np.asarray(im, dtype=np.float64)
         top = float(arr.max()) if arr.size else 0.0
-        if im.mode == "F" and 0 < top <= 1:  # a float image in 0..1
-            arr = arr * 255.0
+        low = min(0.0, float(arr.min())) if arr.size else 0.0
+        if im.mode == "F" and top > low:  # floats (0..1, -1..1, counts): their range, from 0
+            arr = (arr - low) * (255.0 / (top - low))
         elif top > 255:
             arr = np.floor(arr / 256) if wide == "high_byte" else arr * (255.0 / top)
         im = Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8))

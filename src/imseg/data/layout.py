@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from imseg.data.imageio import WIDE_RULES
 from imseg.errors import DataError
 from imseg.storage import atomic_write_text
 from imseg.tasks import TASK_KINDS, Task, task_from_info
@@ -85,6 +86,9 @@ class DatasetInfo:
         self.colors = [tuple(int(v) for v in c) for c in self.colors]  # type: ignore[misc]
         self.headline_classes = [str(c) for c in self.headline_classes]
         self.test_metrics = [str(m) for m in self.test_metrics]
+        if self.wide_images not in ("", *WIDE_RULES):
+            raise DataError(f"dataset.yaml: wide_images must be one of {WIDE_RULES}, not "
+                            f"{self.wide_images!r}")
         try:
             self.task_obj  # noqa: B018 - validates the classes against the task kind
         except ValueError as exc:

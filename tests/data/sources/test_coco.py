@@ -257,3 +257,20 @@ def test_a_size_the_exif_orientation_turns_is_explained(tmp_path):
     with pytest.raises(DataError, match=r"the JSON says 32×48 \(H×W\), the file is 48×32; "
                                         r"photo_3.jpg is stored 32×48 and turned upright"):
         prepare_coco(images=src / "images", annotations=src / "ann.json", out=tmp_path / "o")
+
+
+def test_ids_written_as_strings_or_badly_are_read_or_named(tmp_path):
+    src = _coco_set(tmp_path / "src")
+    data = json.loads((src / "ann.json").read_text())
+    for image in data["images"]:
+        image["id"] = str(image["id"])  # images "101", annotations 101
+    data["annotations"].append({"id": 91, "image_id": [1], "category_id": "--1",
+                                "segmentation": [_box(0, 0, 4, 4)]})
+    (src / "ann.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"annotation 91: image_id \[1\] is not among"):
+        prepare_coco(images=src / "images", annotations=src / "ann.json", out=tmp_path / "a")
+    data["annotations"].pop()
+    (src / "ann.json").write_text(json.dumps(data))
+    prepare_coco(images=src / "images", annotations=src / "ann.json", out=tmp_path / "b")
+    for k, mask in _written(tmp_path / "b").items():
+        assert np.array_equal(mask, _expected(k)), k

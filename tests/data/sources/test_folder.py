@@ -722,6 +722,9 @@ def test_jpeg_class_id_masks_are_refused_not_emptied(tmp_path):
         Image.fromarray(_blocks(i, values=(0, 1, 2))).save(_dir(src / "masks") / f"p{i}.jpg")
     with pytest.raises(DataError, match=r"no mask has a value >= 128, so every mask would be"):
         _prep(src, tmp_path / "out")
+    with pytest.raises(DataError, match=r"p0.jpg: 10 of the 10 masks are JPEG, which cannot "
+                                        r"keep class ids or colours .*save the masks as PNG"):
+        _prep(src, tmp_path / "out", task="multiclass")
 
 
 def test_instance_label_masks_need_and_take_a_threshold_of_one(tmp_path):
@@ -798,20 +801,40 @@ def test_exif_orientation_is_applied_so_masks_drawn_on_the_shown_image_fit(tmp_p
 def test_jpeg_masks_that_are_not_grey_and_two_valued_are_not_binarized_unasked(tmp_path):
     src = tmp_path / "src"
     for i in range(10):
-        _save(src / "images" / f"p{i}.png", _image(i))
-        colour = np.zeros((32, 32, 3), np.uint8)
-        colour[:, 8:16] = (255, 0, 0)  # class 1 red, class 2 green
-        colour[:, 16 + i % 4 :] = (0, 255, 0)
-        Image.fromarray(colour).save(_dir(src / "colour") / f"p{i}.jpg")
-        Image.fromarray(_blocks(i, values=(0, 128, 255))).save(_dir(src / "grey3") / f"p{i}.jpg")
+        _save(src / "images" / f"p{i}.png", _image(i, size=(64, 64)))
+        colour = np.zeros((64, 64, 3), np.uint8)
+        colour[4:8, 4:8] = (255, 0, 0)  # small objects: 0.8 % of the pixels
+        colour[30:34, 40 + i % 4 : 44 + i % 4] = (0, 255, 0)
+        Image.fromarray(colour).save(_dir(src / "colour") / f"p{i}.jpg", quality=90)
+        grey3 = _disk(i, size=(64, 64))
+        grey3[50:56, 50:56] = 128  # a small middle class: 0.9 % of the pixels
+        Image.fromarray(grey3).save(_dir(src / "grey3") / f"p{i}.jpg", quality=90)
     with pytest.raises(DataError, match=r"p0.jpg: a colour JPEG mask; .*--palette"):
         prepare_folder(images=src / "images", masks=src / "colour", out=tmp_path / "a")
-    with pytest.raises(DataError, match=r"p0.jpg: a JPEG mask with 3\d% of its pixels between "
-                                        r"64 and 192, not two-valued"):
+    with pytest.raises(DataError, match=r"p0.jpg: a JPEG mask with a middle-grey area \(at x "
+                                        r"5\d, y 5\d\), not a two-valued mask"):
         prepare_folder(images=src / "images", masks=src / "grey3", out=tmp_path / "b")
     info = prepare_folder(images=src / "images", masks=src / "grey3", out=tmp_path / "c",
                           mask_threshold=100)  # asked for: the user knows what it means
     assert info.task == "binary"
+
+
+def test_soft_edged_jpeg_masks_of_dsb2018_are_binarized(tmp_path):
+    """Real masks, halved with bilinear filtering (soft edges) and saved as JPEG."""
+    if not DSB.is_dir():
+        pytest.skip("shared dsb2018 data not present")
+    stems = sorted(p.stem for p in (DSB / "images").glob("*.png"))[:40]
+    for stem in stems:
+        (tmp_path / "images").mkdir(exist_ok=True)
+        (tmp_path / "images" / f"{stem}.png").symlink_to(DSB / "images" / f"{stem}.png")
+        mask = Image.open(DSB / "masks" / f"{stem}.png").convert("L")
+        with Image.open(DSB / "images" / f"{stem}.png") as im:
+            size = im.size
+        soft = mask.resize((mask.width // 2, mask.height // 2), Image.BILINEAR).resize(size)
+        soft.save(_dir(tmp_path / "masks") / f"{stem}.jpg", quality=75)
+    info = prepare_folder(images=tmp_path / "images", masks=tmp_path / "masks",
+                          out=tmp_path / "out", size=(64, 64))
+    assert info.task == "binary" and info.extra["mask_threshold"] == 128
 
 
 def test_jpeg_multilabel_masks_are_told_to_use_a_threshold(tmp_path):
@@ -823,9 +846,9 @@ def test_jpeg_multilabel_masks_are_told_to_use_a_threshold(tmp_path):
     with pytest.raises(DataError) as err:
         prepare_folder(images=src / "images", masks=src / "masks", out=tmp_path / "a",
                        task="multilabel", classes=["a", "b", "c"])
-    assert str(err.value).splitlines()[1].endswith(
-        "10 of the masks are JPEG, whose compression leaves values near, not at, 0 and 255; "
-        "pass --mask-threshold 128 to read them as binary")
+    assert str(err.value).splitlines()[0].endswith(
+        "10 of the masks are JPEG, whose compression leaves values near, not at, 0 and 255: "
+        "pass --mask-threshold 128 to read them as binary:")
     info = prepare_folder(images=src / "images", masks=src / "masks", out=tmp_path / "b",
                           task="multilabel", classes=["a", "b", "c"], mask_threshold=128)
     assert info.task == "multilabel" and info.classes == ["a", "b", "c"]

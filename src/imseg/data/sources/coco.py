@@ -149,14 +149,17 @@ def _load(path: Path, problems: Problems) -> dict:
     return data
 
 
-def _category_id(value: object) -> int | None:
-    """A category id as written (``1`` or ``"1"``) → int; None when it is not one."""
+def _coco_id(value: object) -> int | None:
+    """An id as written (``1`` or ``"1"``) → int; None when it is not one."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return None
     return None
 
 
@@ -168,7 +171,7 @@ def _used_categories(loaded: dict[Path, dict],
     used: set[int | None] = set()
     for source, data in loaded.items():
         for cat in data.get("categories", []):
-            cat_id = _category_id(cat.get("id")) if isinstance(cat, dict) else None
+            cat_id = _coco_id(cat.get("id")) if isinstance(cat, dict) else None
             if cat_id is None or "name" not in cat:
                 problems.add(f"{source}: category {cat!r}: needs an integer 'id' and a 'name'")
                 continue
@@ -176,7 +179,7 @@ def _used_categories(loaded: dict[Path, dict],
             if known != str(cat["name"]):
                 problems.add(f"category id {cat_id}: named {known!r} in one file and "
                              f"{cat['name']!r} in another")
-        used |= {_category_id(a.get("category_id")) for a in data.get("annotations", [])
+        used |= {_coco_id(a.get("category_id")) for a in data.get("annotations", [])
                  if isinstance(a, dict)}
     background = {i for i, name in names.items() if name.strip().lower() in BACKGROUND_NAMES}
     chosen = {i: names[i] for i in sorted(names) if i in used and i not in background}
@@ -208,10 +211,10 @@ def _draw_masks(data: dict, source: Path, images: Path, ids: dict[int, int], des
             continue
         where = f"{source}: image {image.get('file_name', image.get('id'))!r}"
         try:
-            image_id, name = image["id"], Path(str(image["file_name"])).name
+            image_id, name = _coco_id(image["id"]), Path(str(image["file_name"])).name
             height, width = int(image["height"]), int(image["width"])
-            if not isinstance(image_id, (int, str)):
-                raise TypeError(image_id)
+            if image_id is None:
+                raise TypeError(image["id"])
         except (KeyError, TypeError, ValueError):
             problems.add(f"{where}: needs 'id', 'file_name', 'height' and 'width'")
             continue
@@ -231,28 +234,30 @@ def _draw_masks(data: dict, source: Path, images: Path, ids: dict[int, int], des
                          + orientation_hint(files[name], (height, width)))
             continue
         entries[image_id] = (files[name], height, width)
-    listed = {image.get("id") for image in data["images"] if isinstance(image, dict)}
+    listed = {_coco_id(image.get("id")) for image in data["images"]
+              if isinstance(image, dict)}
     areas: dict[int, list[tuple[int, int]]] = {i: [] for i in entries}  # (pixels, index)
     for n, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
             problems.add(f"{source}: annotation {n}: not an object")
             continue
         where = f"{source}: annotation {ann.get('id', n)}"
-        if ann.get("image_id") not in entries:
-            if ann.get("image_id") not in listed:
+        image_id = _coco_id(ann.get("image_id"))
+        if image_id not in entries:
+            if image_id is None or image_id not in listed:
                 problems.add(f"{where}: image_id {ann.get('image_id')} is not among the "
                              "JSON's images")
             continue  # else its image has a problem of its own, reported above
-        if _category_id(ann.get("category_id")) not in ids:
+        if _coco_id(ann.get("category_id")) not in ids:
             problems.add(f"{where}: category_id {ann.get('category_id')!r} is not a category")
             continue
-        _, height, width = entries[ann["image_id"]]
+        _, height, width = entries[image_id]
         try:
             pixels = int(segmentation_mask(ann.get("segmentation"), height, width).sum())
         except DataError as exc:
             problems.add(f"{where}: {exc}")
             continue
-        areas[ann["image_id"]].append((pixels, n))
+        areas[image_id].append((pixels, n))
     if problems:
         return
     for image_id, (path, height, width) in entries.items():
@@ -261,7 +266,7 @@ def _draw_masks(data: dict, source: Path, images: Path, ids: dict[int, int], des
         # hundreds of objects would cost hundreds of image-sized masks
         for _, n in sorted(areas[image_id], key=lambda a: (-a[0], a[1])):
             ann = data["annotations"][n]
-            value = ids[_category_id(ann["category_id"])]  # type: ignore[index]
+            value = ids[_coco_id(ann["category_id"])]  # type: ignore[index]
             mask[segmentation_mask(ann["segmentation"], height, width)] = value
         Image.fromarray(mask).save(dest / f"{path.stem}.png")
 

@@ -125,13 +125,15 @@ _PREFIXES = {"val": "val-", "test": "test-", "unlabeled": "unl-"}
 _FOLDER_NAMES = {"pool": "train", "val": "val", "test": "test", "unlabeled": "unlabeled"}
 LOSSY_MASK_THRESHOLD = 128
 """JPEG masks are read as binary, foreground where the gray value is at least this."""
-LOSSY_MID_SHARE = 0.05
-"""A JPEG mask read as binary without being asked may have at most this share of its
-pixels between 64 and 192 (JPEG's noise on a 0/255 mask: under 1 % even at quality 30;
-a third grey class: far more)."""
-LOSSY_COLOUR_SPREAD = 32
-"""... and its channels may differ by at most this much (in 99 % of the pixels): a grey
-mask saved as RGB JPEG stays grey; a colour-coded one does not."""
+LOSSY_PLATEAU = 5
+"""A JPEG mask read as binary without being asked must have no ``5×5`` patch of middle
+grey (96..160): JPEG's noise and soft edges of a 0/255 mask never make one (0 of the 664
+dsb2018 masks at quality 30–90, nor of 200 with bilinear edges), a grey class does,
+however small."""
+LOSSY_COLOUR_PIXELS = 16
+"""... and at most this many pixels whose channels differ by more than 32: a grey mask
+saved as RGB JPEG stays grey (spread 0 on every dsb2018 mask at quality 30–95); a
+colour-coded one does not, however small its objects."""
 
 
 @dataclass
@@ -232,10 +234,15 @@ def prepare_folder(
     if task is None and mask_threshold is not None:
         task = "binary"
     mask_files = [i.mask for i in items if i.mask is not None]
+    lossy = {str(m) for m in mask_files if m.suffix.lower() in LOSSY_SUFFIXES}
     plainly_binary = (task in (None, "binary") and pal is None and ignore_index is None
                       and (classes is None or len(classes) == 1))
-    if (mask_threshold is None and plainly_binary and mask_files
-            and all(m.suffix.lower() in LOSSY_SUFFIXES for m in mask_files)):
+    thresholdable = plainly_binary or (task == "multilabel" and ignore_index is None)
+    if lossy and mask_threshold is None and not thresholdable:
+        raise DataError(f"{min(lossy)}: {len(lossy)} of the {len(mask_files)} masks are JPEG, "
+                        "which cannot keep class ids or colours (its compression changes "
+                        "pixel values); save the masks as PNG")
+    if mask_threshold is None and plainly_binary and mask_files and len(lossy) == len(mask_files):
         mask_threshold, task, guessed = LOSSY_MASK_THRESHOLD, "binary", True
     else:
         guessed = False
@@ -260,12 +267,13 @@ def prepare_folder(
     if mask_threshold is not None and scanned and not any(i.present[:, 1].any() for i in scanned):
         problems.add(f"{masks}: no mask has a value >= {mask_threshold}, so every mask would be "
                      "empty; lower --mask-threshold (lossy JPEG masks are read so by default)")
-    lossy = [m for m in mask_files if m.suffix.lower() in LOSSY_SUFFIXES]
-    if problems and lossy and mask_threshold is None:  # the likely cause, said first
-        problems.messages.insert(0, f"{lossy[0]}: {len(lossy)} of the masks are JPEG, whose "
-                                 "compression leaves values near, not at, 0 and 255; pass "
-                                 "--mask-threshold 128 to read them as binary")
-    problems.raise_any()
+    heading = None
+    if mask_threshold is None and any(m.split(": ", 1)[0] in lossy for m in problems.messages):
+        heading = (f"{len(problems.messages)} problem(s) in the input files (nothing was "
+                   f"written); {len(lossy)} of the masks are JPEG, whose compression leaves "
+                   "values near, not at, 0 and 255: pass --mask-threshold 128 to read them as "
+                   "binary:")  # the likely cause of a JPEG mask's value problem
+    problems.raise_any(heading)
     assert target is not None and plan is not None  # no problems: every file was read
 
     splits = _assign(items, labeled_fraction, val_fraction, test_fraction, seed)
@@ -881,18 +889,26 @@ def _read_mask(path: Path, how: _MaskRead) -> np.ndarray:
 def _check_grey(path: Path, rgb: np.ndarray) -> None:
     """A JPEG mask read as binary without being asked must be grey (module doc)."""
     spread = rgb.max(axis=-1).astype(np.int16) - rgb.min(axis=-1)
-    if spread.size and np.percentile(spread, 99) > LOSSY_COLOUR_SPREAD:
+    if int((spread > 32).sum()) > LOSSY_COLOUR_PIXELS:
         raise DataError(f"{path}: a colour JPEG mask; JPEG changes colours, so colour-coded "
                         "classes cannot be read back from it: save the masks as PNG (and pass "
                         "--palette), or pass --mask-threshold T to read them as grey binary")
 
 
 def _check_two_valued(path: Path, values: np.ndarray) -> None:
-    """... and two-valued: near 0 or 255, not a grey class in between (module doc)."""
-    mid = float(((values > 64) & (values < 192)).mean()) if values.size else 0.0
-    if mid > LOSSY_MID_SHARE:
-        raise DataError(f"{path}: a JPEG mask with {mid:.0%} of its pixels between 64 and 192, "
-                        "not two-valued: values that code classes do not survive JPEG; save "
+    """... and two-valued: no patch of middle grey, as a class between 0 and 255 makes
+    (module doc)."""
+    k = LOSSY_PLATEAU
+    mid = ((values >= 96) & (values <= 160)).astype(np.int32)
+    if mid.ndim != 2 or min(mid.shape) < k:
+        return
+    total = np.pad(mid.cumsum(0).cumsum(1), ((1, 0), (1, 0)))  # window sums by corners
+    windows = total[k:, k:] - total[:-k, k:] - total[k:, :-k] + total[:-k, :-k]
+    hits = np.argwhere(windows == k * k)
+    if len(hits):
+        y, x = (int(v) for v in hits[0])
+        raise DataError(f"{path}: a JPEG mask with a middle-grey area (at x {x}, y {y}), not a "
+                        "two-valued mask: values that code classes do not survive JPEG; save "
                         "the masks as PNG, or pass --mask-threshold T to read them as binary")
 
 

@@ -158,7 +158,8 @@ def _classes(documents: dict[Path, dict], labels: Path | None,
     used = {str(s.get("label", "")) for doc in documents.values() for s in doc["shapes"]
             if isinstance(s, dict) and str(s.get("shape_type") or "polygon") not in _AREA_LESS}
     if labels is None:
-        names = ["background", *sorted(used - {VOID_LABEL, *BACKGROUND_LABELS, ""})]
+        names = ["background", *sorted(n for n in used - {VOID_LABEL, ""}
+                                       if n.lower() not in BACKGROUND_LABELS)]
         void = VOID_LABEL in used
     else:
         try:
@@ -169,8 +170,9 @@ def _classes(documents: dict[Path, dict], labels: Path | None,
             return [], False
         void = VOID_LABEL in listed
         names = ["background", *(n for n in listed
-                                 if n != VOID_LABEL and n not in BACKGROUND_LABELS)]
-        unknown = sorted(used - set(names) - {VOID_LABEL, *BACKGROUND_LABELS})
+                                 if n != VOID_LABEL and n.lower() not in BACKGROUND_LABELS)]
+        unknown = sorted(n for n in used - set(names) - {VOID_LABEL}
+                         if n.lower() not in BACKGROUND_LABELS)
         if unknown:
             problems.add(f"{labels}: does not name the labels {unknown} the JSON files use")
     if len(names) < 2:
