@@ -49,6 +49,7 @@ from imseg.data.sources.folder import (
     layout_options,
     prepare_drawn,
     print_prepared,
+    progress_bar,
 )
 from imseg.errors import ConfigError, DataError, Problems
 
@@ -260,7 +261,7 @@ def _draw_masks(data: dict, source: Path, images: Path, ids: dict[int, int], des
         areas[image_id].append((pixels, n))
     if problems:
         return
-    for image_id, (path, height, width) in entries.items():
+    for image_id, (path, height, width) in progress_bar(list(entries.items()), "drawing"):
         mask = np.zeros((height, width), np.uint8)
         # drawn again one at a time, larger first: holding every region of an image with
         # hundreds of objects would cost hundreds of image-sized masks

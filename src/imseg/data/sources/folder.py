@@ -253,7 +253,7 @@ def prepare_folder(
         threshold=mask_threshold,
         lossy_guess=guessed,
     )
-    for item in _bar(items, "checking", progress):
+    for item in progress_bar(items, "checking", progress):
         _scan(item, how, channels, problems)
     _check_leaks(items, problems)
     readable = [i for i in items if i.digest]
@@ -290,7 +290,7 @@ def prepare_folder(
         if with_truth[split]:
             (out / split / "masks").mkdir(parents=True, exist_ok=True)
     jobs = [(split, item) for split in SPLITS for item in splits[split]]
-    for split, item in _bar(jobs, "writing", progress):
+    for split, item in progress_bar(jobs, "writing", progress):
         image = resize_image(read_image(item.image, channels), target)
         label = None
         if with_truth[split] and item.mask is not None:
@@ -842,8 +842,10 @@ def _mask_problem(present: np.ndarray, plan: _Plan) -> str | None:
 
 
 # ------------------------------------------------------------------------ reading
-def _bar(items: list, desc: str, progress: bool):
-    return tqdm(items, desc=desc, unit="file", disable=bar_disable(progress and len(items) >= _PROGRESS_MIN))
+def progress_bar(items: list, desc: str, progress: bool = True):
+    """A bar over the files of a ``prepare`` step: on a terminal, from 20 files on."""
+    return tqdm(items, desc=desc, unit="file",
+                disable=bar_disable(progress and len(items) >= _PROGRESS_MIN))
 
 
 def _read_mask(path: Path, how: _MaskRead) -> np.ndarray:

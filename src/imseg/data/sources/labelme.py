@@ -43,6 +43,7 @@ from imseg.data.sources.folder import (
     layout_options,
     prepare_drawn,
     print_prepared,
+    progress_bar,
 )
 from imseg.errors import DataError, Problems
 
@@ -74,7 +75,7 @@ def prepare_labelme(*, images: Path, out: Path, annotations: Path | None = None,
             return
         by_name = {p.name: p for p in files.values()}
         drawn: dict[Path, Path] = {}
-        for path, doc in documents.items():
+        for path, doc in progress_bar(list(documents.items()), "drawing"):
             image = _image_of(path, doc, by_name, files)
             if image is None:
                 problems.add(f"{path}: its image {doc.get('imagePath')!r} is not in {images}")
