@@ -165,3 +165,12 @@ def test_points_make_no_class_background_is_class_0_and_masks_are_cropped(tmp_pa
     want[30:32, 0:2] = 255  # the part of the mask's box inside the image
     for mask in _written(tmp_path / "out").values():
         assert np.array_equal(mask, want)
+
+
+def test_ignore_shapes_are_void_even_when_labels_txt_leaves_it_out(tmp_path):
+    src = _labelme_set(tmp_path / "src")
+    (src / "labels.txt").write_text("_background_\nbug\nleaf\n")
+    info = prepare_labelme(images=src / "images", labels=src / "labels.txt", out=tmp_path / "o")
+    assert info.extra["ignore_index"] == 255
+    for k, mask in _written(tmp_path / "o").items():
+        assert np.array_equal(mask, _expected(k, bug=1, leaf=2, void=DISK_MULTICLASS_VOID))

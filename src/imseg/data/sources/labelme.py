@@ -169,7 +169,7 @@ def _classes(documents: dict[Path, dict], labels: Path | None,
         except (OSError, UnicodeDecodeError) as exc:
             problems.add(f"{labels}: cannot read ({exc})")
             return [], False
-        void = VOID_LABEL in listed
+        void = VOID_LABEL in listed or VOID_LABEL in used  # drawn as void either way
         names = ["background", *(n for n in listed
                                  if n != VOID_LABEL and n.lower() not in BACKGROUND_LABELS)]
         unknown = sorted(n for n in used - set(names) - {VOID_LABEL}
