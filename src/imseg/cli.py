@@ -10,7 +10,7 @@ from pathlib import Path
 
 from imseg import __version__
 from imseg.errors import ImsegError
-from imseg.logs import note_in_run_log, setup_logging, stop_run_log
+from imseg.logs import note_failure_in_run_log, note_in_run_log, setup_logging, stop_run_log
 from imseg.storage import storage_error
 
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
@@ -89,13 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         return _stop(f"imseg: error: {exc}", 2)
     except OSError as exc:
         if exc.errno not in WRITE_ERRNOS:
-            note_in_run_log("imseg: stopped by an unexpected error", exc)
+            note_failure_in_run_log(exc)
             raise
         return _stop(f"imseg: error: {storage_error(Path(exc.filename or '?'), exc)}", 2)
     except KeyboardInterrupt:
         return _stop("imseg: stopped; run the same command again to resume", 130)
     except Exception as exc:
-        note_in_run_log("imseg: stopped by an unexpected error", exc)
+        note_failure_in_run_log(exc)
         raise
     finally:
         stop_run_log()  # the command is over: a later one (tests, notebooks) logs elsewhere

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from imseg.errors import ImsegError
+
 LOGGER_NAME = "imseg"
 RUN_LOG = "log.txt"
 log = logging.getLogger(LOGGER_NAME)
@@ -72,6 +74,15 @@ def note_in_run_log(message: str, error: BaseException | None = None) -> None:
     if error is not None:
         message += "\n" + "".join(traceback.format_exception(error)).rstrip()
     _run_log.handle(log.makeRecord(LOGGER_NAME, logging.ERROR, __file__, 0, message, (), None))
+
+
+def note_failure_in_run_log(exc: BaseException) -> None:
+    """Why a command stopped, in the run folder's log: a user error's message, or an
+    unexpected error with its traceback (an interrupt says nothing here)."""
+    if isinstance(exc, ImsegError):
+        note_in_run_log(f"imseg: error: {exc}")
+    elif isinstance(exc, Exception):
+        note_in_run_log("imseg: stopped by an unexpected error", exc)
 
 
 def place_name(row: dict) -> str:

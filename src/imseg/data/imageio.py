@@ -92,22 +92,28 @@ def read_image(path: Path, channels: int, wide: str = "stretch") -> np.ndarray:
     return arr[..., None] if arr.ndim == 2 else arr
 
 
-def upright_size(path: Path) -> tuple[int, int]:
-    """``(height, width)`` of an image as shown (EXIF orientation applied), from its header."""
+def _header_sizes(path: Path) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``(height, width)`` of an image as stored and as shown (EXIF orientation applied),
+    from its header only."""
     try:
         with Image.open(path) as im:
             h, w = im.height, im.width
             turned = im.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)  # a quarter turn
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read ({exc})") from exc
-    return (w, h) if turned else (h, w)
+    return (h, w), ((w, h) if turned else (h, w))
+
+
+def upright_size(path: Path) -> tuple[int, int]:
+    """``(height, width)`` of an image as shown (EXIF orientation applied), from its header."""
+    return _header_sizes(path)[1]
 
 
 def orientation_hint(path: Path, size: tuple[int, int]) -> str:
     """Why ``size`` may not fit the image: "" unless it is the image's stored size and the
     image's EXIF orientation turns it (what was drawn on the stored pixels is turned)."""
     try:
-        stored, shown = image_size(path), upright_size(path)
+        stored, shown = _header_sizes(path)
     except DataError:
         return ""
     if tuple(size) == stored != shown:
@@ -117,12 +123,8 @@ def orientation_hint(path: Path, size: tuple[int, int]) -> str:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """``(height, width)`` of an image file, read from its header only."""
-    try:
-        with Image.open(path) as im:
-            return im.height, im.width
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from exc
+    """``(height, width)`` of an image file as stored, read from its header only."""
+    return _header_sizes(path)[0]
 
 
 def resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -16,9 +16,9 @@ from imseg.config import Config, build_config
 from imseg.data.dataset import Dataset, Split, load_dataset
 from imseg.data.layout import write_info
 from imseg.data.splitting import seeded_permutation
-from imseg.errors import ConfigError, DataError, ImsegError
+from imseg.errors import ConfigError, DataError
 from imseg.experiment.settings import check_settings, previous_values, settings_of
-from imseg.logs import log, log_to_run_folder, note_in_run_log, stop_run_log
+from imseg.logs import log, log_to_run_folder, note_failure_in_run_log, stop_run_log
 from imseg.results import ResultsTable
 from imseg.runtime import configure_threads, resolve_device
 from imseg.storage import atomic_write_text, storage_error
@@ -62,11 +62,8 @@ class RunContext:
         try:
             settings_id = check_settings(run_dir, settings_of(config, dataset), command,
                                          accept_new_settings, previous=_previous_config(run_dir))
-        except BaseException as exc:  # the folder's history says why it stopped
-            if isinstance(exc, ImsegError):
-                note_in_run_log(f"imseg: error: {exc}")
-            elif isinstance(exc, Exception):
-                note_in_run_log("imseg: stopped by an unexpected error", exc)
+        except BaseException as exc:
+            note_failure_in_run_log(exc)  # the folder's history says why it stopped
             stop_run_log()
             lock.close()
             raise

@@ -46,6 +46,7 @@ from imseg.data.layout import DatasetInfo
 from imseg.data.shapes import polygon_mask
 from imseg.data.sources.folder import (
     add_layout_options,
+    add_split_sources,
     layout_options,
     prepare_drawn,
     print_prepared,
@@ -110,12 +111,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "masks and prepare them as `prepare folder` does (one category: binary; several: "
         "multiclass with background as class 0).",
     )
-    p.add_argument("--images", type=Path, required=True, help="folder of the JSON's images")
-    p.add_argument("--annotations", type=Path, required=True, help="COCO instances JSON")
-    p.add_argument("--val-images", type=Path, help="fixed validation images")
-    p.add_argument("--val-annotations", type=Path, help="COCO JSON of --val-images")
-    p.add_argument("--test-images", type=Path, help="fixed test images")
-    p.add_argument("--test-annotations", type=Path, help="COCO JSON of --test-images")
+    add_split_sources(p, "annotations", "COCO instances JSON", "COCO JSON of",
+                      images_help="folder of the JSON's images")
     add_layout_options(p)
     p.set_defaults(func=_run)
 

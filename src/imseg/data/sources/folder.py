@@ -369,12 +369,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Masks are matched to images by file stem; everything is checked before "
         "anything is written.",
     )
-    p.add_argument("--images", type=Path, required=True, help="folder of images")
-    p.add_argument("--masks", type=Path, required=True, help="folder of masks (same stems)")
-    p.add_argument("--val-images", type=Path, help="fixed validation images")
-    p.add_argument("--val-masks", type=Path, help="masks of --val-images")
-    p.add_argument("--test-images", type=Path, help="fixed test images")
-    p.add_argument("--test-masks", type=Path, help="masks of --test-images")
+    add_split_sources(p, "masks", "folder of masks (same stems)", "masks of")
     add_layout_options(p)
     p.add_argument("--task", choices=TASK_KINDS, help="task kind (default: inferred from masks)")
     p.add_argument("--classes", help="comma-separated class names")
@@ -388,6 +383,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="binary masks from gray values: foreground where value >= T (1: every "
                    "labelled pixel of an instance-label mask); JPEG masks are read with 128")
     p.set_defaults(func=_run)
+
+
+def add_split_sources(p: argparse.ArgumentParser, labels: str, labels_help: str,
+                      of_help: str, images_help: str = "folder of images") -> None:
+    """``--images`` and ``--<labels>`` (masks, annotations), and the same for fixed
+    validation and test splits: the sources every user-data ``prepare`` reads."""
+    p.add_argument("--images", type=Path, required=True, help=images_help)
+    p.add_argument(f"--{labels}", type=Path, required=True, help=labels_help)
+    for split, name in (("val", "validation"), ("test", "test")):
+        p.add_argument(f"--{split}-images", type=Path, help=f"fixed {name} images")
+        p.add_argument(f"--{split}-{labels}", type=Path, help=f"{of_help} --{split}-images")
 
 
 def add_layout_options(p: argparse.ArgumentParser) -> None:
