@@ -13,6 +13,7 @@ from PIL import Image
 from test_predict import make_run
 
 from imseg.cli import main
+from imseg.data.tiles import blend_weights
 from imseg.predict import predict_folder, run_models
 
 ort = pytest.importorskip("onnxruntime")
@@ -117,3 +118,22 @@ def test_checkpoint_export_and_a_missing_extra(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "onnxruntime is missing" in err and "pip install 'imseg[onnx]'" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_metadata_of_models_trained_on_tiles_says_how_to_cut_images(tmp_path):
+    run = make_run(tmp_path, tile_scale=1.0)
+    out = tmp_path / "onnx"
+    assert main(["export", "--run", str(run), "--teachers", "1", "--out", str(out)]) == 0
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["tiles"]["scale"] == 1.0 and meta["tiles"]["overlap"] == 0.5
+    assert "trained on tiles" in meta["input"]["size"]
+    # the weights as the metadata spells them out are the ones predict blends with
+    n, overlap = 32, meta["tiles"]["overlap"]
+    axis = np.clip([min(i + 1, n - i) / max(1, n * overlap / 2) for i in range(n)], 0.05, 1)
+    assert "min(i + 1, n - i) / max(1, n * overlap / 2)" in meta["tiles"]["weights"]
+    np.testing.assert_allclose(np.outer(axis, axis), blend_weights((n, n), overlap).numpy(),
+                               rtol=1e-6)
+    plain = make_run(tmp_path / "plain")
+    assert main(["export", "--run", str(plain), "--teachers", "1", "--out",
+                 str(tmp_path / "o2")]) == 0
+    assert json.loads((tmp_path / "o2" / "metadata.json").read_text())["tiles"] is None

@@ -17,6 +17,7 @@ from PIL import Image
 
 from imseg.cli import main
 from imseg.data.layout import DatasetInfo, read_info, write_info
+from imseg.data.tiles import Tiling
 from imseg.errors import DataError
 from imseg.models.checkpoint import ModelSpec, checkpoint_payload
 from imseg.models.unet import build_unet
@@ -24,11 +25,13 @@ from imseg.predict import (
     best_stage,
     checkpoint_models,
     predict_folder,
+    predict_images,
     run_models,
     stage_models,
 )
 from imseg.results import ResultsTable
 from imseg.storage import save_checkpoint
+from imseg.tasks import Task
 
 SIZES = [(32, 32), (20, 45), (50, 17), (64, 40)]  # (H, W)
 
@@ -54,12 +57,12 @@ def save_model(path: Path, info: DatasetInfo, seed: int, old_format: bool = Fals
 
 
 def make_run(tmp_path: Path, task: str = "binary", seeds: tuple[int, ...] = (1, 2, 3),
-             old_format: bool = False, noise: float = 0.2) -> Path:
+             old_format: bool = False, noise: float = 0.2, tile_scale: float = 0.0) -> Path:
     """A run folder with three 'im' g1 students and two LDT candidates; its data folder
     (``tmp_path/data``) holds only dataset.yaml."""
     data = tmp_path / "data"
     classes = ["fg"] if task == "binary" else ["bg", "a", "b"]
-    info = DatasetInfo(task=task, classes=classes, image_size=(32, 32))
+    info = DatasetInfo(task=task, classes=classes, image_size=(32, 32), tile_scale=tile_scale)
     write_info(data, info)
     run = tmp_path / "run"
     run.mkdir()
@@ -320,14 +323,15 @@ def test_new_images_are_read_as_training_images_were(tmp_path):
     assert np.array_equal(masks["wide"], masks["high"])
 
 
-def test_unreadable_images_are_named_after_the_others_are_predicted(tmp_path):
+@pytest.mark.parametrize("tiles", ["never", "always"])
+def test_unreadable_images_are_named_after_the_others_are_predicted(tmp_path, tiles):
     run = make_run(tmp_path)
     make_images(tmp_path / "new")
     (tmp_path / "new" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     out = tmp_path / "pred"
     with pytest.raises(DataError) as err:
         predict_folder(run_models(run, teachers=3), tmp_path / "new", out, batch_size=2,
-                       progress=False)
+                       progress=False, tiles=tiles)
     lines = str(err.value).splitlines()
     assert lines[0] == f"1 of 5 images could not be read; the other 4 were predicted into {out}:"
     assert lines[1].startswith(f"  - {tmp_path / 'new' / 'broken.png'}: cannot read")
@@ -382,3 +386,52 @@ def test_a_stopped_prediction_resumes_and_other_models_are_refused(tmp_path, mon
     (out / "predict.yaml").unlink()  # as an older imseg left it
     with pytest.raises(DataError, match="holds predictions without predict.yaml"):
         predict_folder(run_models(run, teachers=3), tmp_path / "new", out, progress=False)
+
+
+class PixelNet(torch.nn.Module):
+    """A binary 'model' that looks at one pixel at a time: foreground where the pixel's
+    mean is above 127.5, with the same logit wherever in a tile the pixel lies."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.mean(1, keepdim=True) - 127.5) * 0.1
+
+
+def test_tiles_show_a_model_new_images_at_its_training_scale():
+    rng = np.random.default_rng(0)
+    large = rng.integers(0, 256, (100, 70, 3), dtype=np.uint8)
+    small = rng.integers(0, 256, (20, 17, 3), dtype=np.uint8)  # mirrored out to one tile
+    models, task = [PixelNet(), PixelNet()], Task("binary", 1)
+    truth = [(img.astype(float).mean(-1) > 127.5) for img in (large, small)]
+    for overlap in (0.5, 0.0):
+        tiled = predict_images(models, task, [large, small], (32, 32), torch.device("cpu"),
+                               amp=False, tiling=Tiling(1.0, overlap), batch_size=3)
+        for pred, want in zip(tiled, truth, strict=True):
+            assert pred.label.shape == (1, *want.shape)
+            assert np.array_equal(pred.label[0] > 0, want)  # every pixel, seams included
+            assert not pred.im.any()
+    resized = predict_images(models, task, [large], (32, 32), torch.device("cpu"), amp=False)
+    assert ((resized[0].label[0] > 0) != truth[0]).mean() > 0.3  # resized: pixels are lost
+
+
+def test_models_trained_on_tiles_cut_new_images_alike(tmp_path, capsys):
+    run = make_run(tmp_path, tile_scale=1.0)
+    make_images(tmp_path / "new")
+    out = tmp_path / "pred"
+    assert main(["predict", "--run", str(run), "--images", str(tmp_path / "new"), "--out",
+                 str(out), "--no-progress"]) == 0
+    assert ("input: tiles of the images at their own pixels, overlapping by 0.5 (as in "
+            "training)") in capsys.readouterr().out
+    for i, (h, w) in enumerate(SIZES):
+        assert np.asarray(Image.open(out / "masks" / f"img{i}.png")).shape == (h, w)
+    assert yaml.safe_load((out / "predict.yaml").read_text())["input"] == {"scale": 1.0,
+                                                                          "overlap": 0.5}
+    whole = tmp_path / "whole"
+    predict_folder(run_models(run), tmp_path / "new", whole, progress=False, tiles="never")
+    assert any(not np.array_equal(a, b) for a, b in  # the 64×40 image: two tiles, not one
+               zip(read_masks(out).values(), read_masks(whole).values(), strict=True))
+    with pytest.raises(DataError, match=r"pred holds predictions of images cut into tiles "
+                                        r"\(.*\), not resized whole; choose another --out"):
+        predict_folder(run_models(run), tmp_path / "new", out, progress=False, tiles="never")
+    resized_run = make_run(tmp_path / "r")
+    with pytest.raises(DataError, match="trained on other data"):
+        checkpoint_models([run / "models/ldt/g0/c0.pt", resized_run / "models/ldt/g0/c0.pt"])

@@ -23,6 +23,7 @@ from __future__ import annotations
 import inspect
 import json
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -33,7 +34,7 @@ from imseg.errors import ConfigError, DataError
 from imseg.models.checkpoint import CheckpointMeta, mask_void
 from imseg.models.encoders import EncoderNet
 from imseg.models.unet import UNET_DIVISOR
-from imseg.predict import ModelSet
+from imseg.predict import ModelSet, tiling_for
 from imseg.storage import atomic_write, atomic_write_text
 from imseg.tasks import Task
 
@@ -104,6 +105,15 @@ def export_metadata(models: ModelSet, entries: list[dict]) -> dict:
     """What a user of the exported files needs besides the graphs."""
     info, task = models.info, models.task
     axes = ["batch", info.channels, "height", "width"]
+    tiling = tiling_for(info)
+    if tiling is None:
+        size = "resize (bilinear) to image_size (height, width), as in training; "
+        back = "resized back to the image's own size"
+    else:
+        size = ("the models were trained on tiles: scale the image by tiles.scale, cut it "
+                "into image_size tiles overlapping by tiles.overlap (as `imseg predict`); ")
+        back = ("the tiles' outputs averaged with tiles.weights, then scaled "
+                "back to the image's own size")
     return {
         "format": "imseg-onnx",
         "imseg_version": __version__,
@@ -118,15 +128,19 @@ def export_metadata(models: ModelSet, entries: list[dict]) -> dict:
         "input": {
             "name": INPUT, "dtype": "float32", "shape": axes, "range": [0, 255],
             "color": "RGB" if info.channels == 3 else f"{info.channels} channels",
-            "size": "resize (bilinear) to image_size (height, width), as in training; "
-                    + _sizes_that_run(models),
+            "size": size + _sizes_that_run(models),
+        },
+        "tiles": None if tiling is None else {
+            **asdict(tiling),
+            "weights": "per axis min(i + 1, n - i) / max(1, n * overlap / 2), "
+                       "clipped to [0.05, 1]; a tile's weight is the product of its two "
+                       "axes' (imseg.data.tiles.blend_weights)",
         },
         "output": {"name": OUTPUT, "dtype": "float32",
                    "shape": ["batch", task.out_channels, "height", "width"]},
         "to_mask": TO_MASK[task.kind],
-        "ensemble": "average the models' probabilities (resized back to the image's own size), "
-                    "then apply to_mask; where the models' own masks differ is the "
-                    "inconsistency mask",
+        "ensemble": f"average the models' probabilities ({back}), then apply to_mask; "
+                    "where the models' own masks differ is the inconsistency mask",
         "stage": (None if models.stage is None
                   else {"approach": models.stage[0], "generation": models.stage[1]}),
         "models": entries,

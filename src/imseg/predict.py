@@ -13,7 +13,11 @@ Choices:
 * Images of any size are resized (bilinear) to the training ``image_size``,
   predicted in batches, and each model's *probabilities* are resized back
   (bilinear) to the original size before thresholding (argmax), so edges stay
-  smooth at any scale.
+  smooth at any scale. Models trained on tiles (dataset.yaml ``tile_scale``) see
+  new images as they saw their training data instead: scaled alike and cut into
+  overlapping ``image_size`` tiles, whose probabilities are blended, weighted down
+  towards each tile's border where the net saw less context
+  (:mod:`imseg.data.tiles`).
 * The written mask is the ensemble's mean probability thresholded (argmax);
   the inconsistency map marks pixels where the models' own labels differ
   (:func:`imseg.pseudo.inconsistency.agreement`); its share of the image is the
@@ -40,8 +44,8 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +57,17 @@ from torch import nn
 from tqdm import tqdm
 
 from imseg.config import AmpMode, AutoMode
-from imseg.data.imageio import list_images, read_image, resize_image
+from imseg.data.imageio import list_images, read_image, resize_image, upright_size
 from imseg.data.layout import INFO_FILE, DatasetInfo, read_info
+from imseg.data.tiles import (
+    TileCanvas,
+    Tiling,
+    blend_weights,
+    count_tiles,
+    pad_to,
+    scale_image,
+    tile_origins,
+)
 from imseg.errors import DataError, Problems
 from imseg.evaluation.visualize import overlay
 from imseg.logs import bar_disable, log
@@ -204,7 +217,7 @@ def run_info(run_dir: Path) -> DatasetInfo:
 def _interface(info: DatasetInfo) -> tuple:
     """What a model's input and output depend on."""
     return (info.task, tuple(info.classes), tuple(info.image_size), info.channels,
-            info.wide_images or "stretch")
+            info.wide_images or "stretch", info.tile_scale)
 
 
 def _describe(info: DatasetInfo) -> str:
@@ -224,17 +237,30 @@ def _scores_from_row(meta: CheckpointMeta, row: dict) -> CheckpointMeta:
     return replace(meta, val=scores("val"), test=meta.test or scores("test"))
 
 
+def tiling_for(info: DatasetInfo, setting: AutoMode = "auto") -> Tiling | None:
+    """How new images meet models trained on ``info``'s data: cut into tiles as the data
+    set was (``auto``), always (``always``: at the data set's scale, else their own
+    pixels) or never (resized whole to ``image_size``)."""
+    if setting == "never" or (setting == "auto" and not info.tile_scale):
+        return None
+    return Tiling(info.tile_scale or 1.0)
+
+
 @torch.no_grad()
 def predict_images(models: list[nn.Module], task: Task, images: list[np.ndarray],
-                   size: tuple[int, int], device: torch.device, amp: AmpMode | bool = True
+                   size: tuple[int, int], device: torch.device, amp: AmpMode | bool = True,
+                   tiling: Tiling | None = None, batch_size: int = 8
                    ) -> list[ImagePrediction]:
-    """Ensemble label and IM of each ``H×W×C`` image at its own size (one batch)."""
-    batch = np.stack([np.moveaxis(resize_image(img, size), -1, 0) for img in images])
-    _, probs = next(predict_batches(models, torch.from_numpy(batch), task, device,
-                                    batch_size=len(images), amp=amp))
+    """Ensemble label and IM of each ``H×W×C`` image at its own size: the images resized
+    to ``size`` in one batch, or each cut into ``size`` tiles (``tiling``) predicted
+    ``batch_size`` at a time."""
+    if tiling is None:
+        probabilities = _resized_probabilities(models, task, images, size, device, amp)
+    else:
+        probabilities = (_tiled_probabilities(models, task, img, size, tiling, device, amp,
+                                              batch_size) for img in images)
     out = []
-    for b, img in enumerate(images):
-        p = F.interpolate(probs[:, b], size=img.shape[:2], mode="bilinear", align_corners=False)
+    for p in probabilities:
         votes = task.to_label(p)  # (T, L, H, W)
         im = agreement(task, votes[:, None]).mask[0, 0]
         label = task.to_label(p.mean(dim=0, keepdim=True))[0]
@@ -242,12 +268,61 @@ def predict_images(models: list[nn.Module], task: Task, images: list[np.ndarray]
     return out
 
 
+def _resized_probabilities(models: list[nn.Module], task: Task, images: list[np.ndarray],
+                           size: tuple[int, int], device: torch.device, amp: AmpMode | bool
+                           ) -> Iterator[torch.Tensor]:
+    """Each image's ``(models, channels, H, W)`` probabilities: predicted resized to
+    ``size``, resized back (bilinear) to the image's own size."""
+    batch = np.stack([np.moveaxis(resize_image(img, size), -1, 0) for img in images])
+    _, probs = next(predict_batches(models, torch.from_numpy(batch), task, device,
+                                    batch_size=len(images), amp=amp))
+    for b, img in enumerate(images):
+        yield F.interpolate(probs[:, b], size=img.shape[:2], mode="bilinear", align_corners=False)
+
+
+def _tiled_probabilities(models: list[nn.Module], task: Task, image: np.ndarray,
+                         size: tuple[int, int], tiling: Tiling, device: torch.device,
+                         amp: AmpMode | bool, batch_size: int) -> torch.Tensor:
+    """One image's ``(models, channels, H, W)`` probabilities from its overlapping tiles
+    (scaled, mirrored out to one tile if smaller), blended and brought back to its size."""
+    scaled = scale_image(image, tiling.scale)
+    padded = pad_to(scaled, size)
+    origins = tile_origins(padded.shape[:2], size, tiling.overlap)
+    h, w = size
+    tiles = torch.from_numpy(np.stack([np.moveaxis(padded[y : y + h, x : x + w], -1, 0)
+                                       for y, x in origins]))
+    canvas = TileCanvas(len(models), task.out_channels, padded.shape[:2],
+                        blend_weights(size, tiling.overlap).to(device))
+    for sl, probs in predict_batches(models, tiles, task, device, batch_size, amp):
+        canvas.add(origins[sl], probs)
+    p = canvas.result()[..., : scaled.shape[0], : scaled.shape[1]]
+    if p.shape[-2:] != image.shape[:2]:
+        p = F.interpolate(p, size=image.shape[:2], mode="bilinear", align_corners=False)
+    return p
+
+
+def _forward_count(files: list[Path], size: tuple[int, int], tiling: Tiling | None) -> int:
+    """How many ``size`` inputs a pass over ``files`` feeds each model (tiles read from
+    the files' headers)."""
+    if tiling is None:
+        return len(files)
+    total = 0
+    for path in files:
+        try:
+            total += count_tiles(upright_size(path), size, tiling.scale, tiling.overlap)
+        except DataError:
+            total += 1  # unreadable: reported when it is read
+    return total
+
+
 def predict_folder(model_set: ModelSet, images_dir: Path, out_dir: Path, batch_size: int = 8,
                    device: str = "auto", progress: bool = True,
-                   compile_inference: AutoMode = "auto") -> list[dict] | None:
+                   compile_inference: AutoMode = "auto",
+                   tiles: AutoMode = "auto") -> list[dict] | None:
     """Predict every image of ``images_dir``; write masks and overlays and, with two or
     more models, IMs and uncertainty.csv. ``compile_inference``: as the config key of
-    that name (a large folder on a CPU runs its models compiled).
+    that name (a large folder on a CPU runs its models compiled); ``tiles``: as
+    :func:`tiling_for` (by default as the training data was made).
 
     Returns the uncertainty table (most uncertain first), or None for a single model.
     Unreadable images are skipped; after every other image is written, one DataError
@@ -258,7 +333,8 @@ def predict_folder(model_set: ModelSet, images_dir: Path, out_dir: Path, batch_s
     files = list_images(Path(images_dir))
     with_im = len(model_set.models) > 1
     subs = ["masks", "overlays"] + (["inconsistency"] if with_im else [])
-    table = _resume(out_dir, model_set, Path(images_dir), files, subs)
+    tiling = tiling_for(info, tiles)
+    table = _resume(out_dir, model_set, Path(images_dir), files, subs, tiling)
     done = {row["stem"] for row in table}
     if done:
         log.info(f"resuming {out_dir}: {len(done)} of {len(files)} images predicted already")
@@ -266,7 +342,8 @@ def predict_folder(model_set: ModelSet, images_dir: Path, out_dir: Path, batch_s
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
     items = [(stem, path) for stem, path in files.items() if stem not in done]
     dev = resolve_device(device)
-    models = for_inference([m.to(dev).eval() for m in model_set.models], len(items),
+    models = for_inference([m.to(dev).eval() for m in model_set.models],
+                           _forward_count([path for _, path in items], info.image_size, tiling),
                            (info.channels, *info.image_size), dev, compile_inference)
     unreadable = Problems()  # one bad file must not cost the rest of a large folder
     with tqdm(total=len(items), desc="predict", unit="img", disable=bar_disable(progress)) as bar:
@@ -280,7 +357,8 @@ def predict_folder(model_set: ModelSet, images_dir: Path, out_dir: Path, batch_s
             if not part:
                 continue
             for (stem, path), img, pred in zip(
-                part, images, predict_images(models, task, images, info.image_size, dev),
+                part, images, predict_images(models, task, images, info.image_size, dev,
+                                             tiling=tiling, batch_size=batch_size),
                 strict=True,
             ):
                 mask = task.decode_mask(pred.label)
@@ -303,17 +381,20 @@ def predict_folder(model_set: ModelSet, images_dir: Path, out_dir: Path, batch_s
 
 
 def _resume(out_dir: Path, model_set: ModelSet, images_dir: Path, files: dict[str, Path],
-            subs: list[str]) -> list[dict]:
+            subs: list[str], tiling: Tiling | None) -> list[dict]:
     """The uncertainty rows of the images ``out_dir`` holds every file of, predicted by
-    these very models from this very folder, each image unchanged (size and time) since;
-    records the models, the folder and its images first (module doc, "Resume")."""
+    these very models from this very folder the same way (resized or tiled), each image
+    unchanged (size and time) since; records the models, the folder, the way and the
+    images first (module doc, "Resume")."""
     models = [{"checkpoint": str(meta.path), "sha256": file_digest(meta.path)}
               for meta in model_set.metas]
     stamps = {}
     for path in files.values():
         stat = path.stat()
         stamps[path.name] = [stat.st_size, stat.st_mtime_ns]
-    record = {"images": str(Path(images_dir).resolve()), "models": models, "files": stamps}
+    way = "resized" if tiling is None else asdict(tiling)
+    record = {"images": str(Path(images_dir).resolve()), "models": models, "input": way,
+              "files": stamps}
     before: dict = {}
     manifest = out_dir / MANIFEST
     if manifest.is_file():
@@ -326,6 +407,10 @@ def _resume(out_dir: Path, model_set: ModelSet, images_dir: Path, files: dict[st
         if before.get("images") != record["images"]:
             raise DataError(f"{out_dir} holds predictions of the images in "
                             f"{before.get('images')}; choose another --out for {images_dir}")
+        if before.get("input", "resized") != way:
+            raise DataError(f"{out_dir} holds predictions of images "
+                            f"{_way_in_words(before.get('input', 'resized'))}, not "
+                            f"{_way_in_words(way)}; choose another --out")
     elif out_dir.is_dir() and any((out_dir / sub).is_dir() for sub in subs):
         raise DataError(f"{out_dir} holds predictions without {MANIFEST} (of an older imseg "
                         "or other models); choose another --out, or delete it")
@@ -344,6 +429,10 @@ def _resume(out_dir: Path, model_set: ModelSet, images_dir: Path, files: dict[st
             row["im_fraction"] = float((last > 0).mean())
         rows.append(row)
     return rows
+
+
+def _way_in_words(way) -> str:
+    return "resized whole" if way == "resized" else f"cut into tiles ({way})"
 
 
 def _write_uncertainty(path: Path, table: list[dict]) -> None:

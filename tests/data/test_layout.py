@@ -1,4 +1,4 @@
-"""dataset.yaml: the headline classes (new key) are checked, written only when set."""
+"""dataset.yaml: the newer keys (headline classes, tile scale) are checked, written only when set."""
 
 from __future__ import annotations
 
@@ -34,3 +34,15 @@ def test_an_unknown_headline_class_names_dataset_yaml(tmp_path):
         "headline_classes: [alive, living]\n")
     with pytest.raises(DataError, match=r"dataset.yaml.*\['living'\]"):
         read_info(tmp_path)
+
+
+def test_tile_scale_round_trips_is_left_out_when_zero_and_is_checked(tmp_path):
+    write_info(tmp_path, _info())
+    assert "tile_scale" not in (tmp_path / "dataset.yaml").read_text()  # reads in older imseg
+    write_info(tmp_path, _info(tile_scale=0.5))
+    assert read_info(tmp_path).tile_scale == 0.5
+    for bad in ("-1", "big", ".nan"):
+        (tmp_path / "dataset.yaml").write_text(
+            f"task: binary\nclasses: [fg]\nimage_size: [32, 32]\ntile_scale: {bad}\n")
+        with pytest.raises(DataError, match="dataset.yaml: tile_scale must be 0"):
+            read_info(tmp_path)

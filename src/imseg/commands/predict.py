@@ -8,7 +8,14 @@ from typing import get_args
 
 from imseg.config import AutoMode
 from imseg.errors import ConfigError
-from imseg.predict import DEFAULT_TEACHERS, ModelSet, checkpoint_models, predict_folder, run_models
+from imseg.predict import (
+    DEFAULT_TEACHERS,
+    ModelSet,
+    checkpoint_models,
+    predict_folder,
+    run_models,
+    tiling_for,
+)
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -66,6 +73,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run the models through torch.compile: auto = on a CPU when the "
                         "folder is large (>= 2 TFLOP of convolutions; 1.2-1.6x faster "
                         "once compiled, after a compile of 10-20 s)")
+    p.add_argument("--tiles", default="auto", choices=get_args(AutoMode),
+                   help="cut images into overlapping tiles of the training size instead of "
+                        "resizing them whole: auto = when the models were trained on tiles "
+                        "(prepare --tile, HeLa); always = also for other models (at the "
+                        "images' own pixels)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_run)
 
@@ -81,8 +93,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"note: the stage has {have} model{'s' if have != 1 else ''}, fewer than the "
               f"{wanted} {'asked for' if args.teachers else 'used by default'}; predicting "
               f"with {'it' if have == 1 else 'them'}")
+    tiling = tiling_for(models.info, args.tiles)
+    if tiling is not None:
+        why = "as in training" if models.info.tile_scale else "--tiles always"
+        print(f"input: {tiling.describe()} ({why})")
     table = predict_folder(models, args.images, args.out, args.batch_size, args.device,
-                           not args.no_progress, args.compile)
+                           not args.no_progress, args.compile, args.tiles)
     if table is None:
         print(f"one model: masks and overlays in {args.out} (no inconsistency maps)")
         return 0

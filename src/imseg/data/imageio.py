@@ -99,7 +99,7 @@ def _header_sizes(path: Path) -> tuple[tuple[int, int], tuple[int, int]]:
         with Image.open(path) as im:
             h, w = im.height, im.width
             turned = im.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)  # a quarter turn
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: cannot read ({exc})") from exc
     return (h, w), ((w, h) if turned else (h, w))
 

@@ -71,6 +71,10 @@ class DatasetInfo:
     wide_images: str = ""
     """How this data set's 16-bit source images became 8-bit, so ``predict`` reads new
     ones alike (:data:`imseg.data.imageio.WIDE_RULES`); empty: ``stretch``."""
+    tile_scale: float = 0.0
+    """0: every source image was resized whole to ``image_size``. Above 0: the images
+    are ``image_size`` tiles cut from the source images scaled by this factor (1: their
+    own pixels), so ``predict`` cuts new images alike (:mod:`imseg.data.tiles`)."""
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -89,6 +93,14 @@ class DatasetInfo:
         if self.wide_images not in ("", *WIDE_RULES):
             raise DataError(f"dataset.yaml: wide_images must be one of {WIDE_RULES}, not "
                             f"{self.wide_images!r}")
+        given = self.tile_scale
+        try:
+            self.tile_scale = float(given)
+        except (TypeError, ValueError):
+            self.tile_scale = float("nan")
+        if not (self.tile_scale >= 0 and np.isfinite(self.tile_scale)):
+            raise DataError(f"dataset.yaml: tile_scale must be 0 (resized images) or a "
+                            f"positive scale, not {given!r}")
         try:
             self.task_obj  # noqa: B018 - validates the classes against the task kind
         except ValueError as exc:
@@ -102,7 +114,7 @@ class DatasetInfo:
         """The fields as plain values; the newer optional keys only when set, so what is
         written reads in an imseg from before them."""
         data = asdict(self)
-        for key in ("headline_classes", "test_metrics", "wide_images"):
+        for key in ("headline_classes", "test_metrics", "wide_images", "tile_scale"):
             if not data[key]:
                 del data[key]
         data["image_size"] = list(self.image_size)

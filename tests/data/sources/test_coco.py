@@ -274,3 +274,20 @@ def test_ids_written_as_strings_or_badly_are_read_or_named(tmp_path):
     prepare_coco(images=src / "images", annotations=src / "ann.json", out=tmp_path / "b")
     for k, mask in _written(tmp_path / "b").items():
         assert np.array_equal(mask, _expected(k)), k
+
+
+def test_drawn_masks_are_cut_into_tiles_as_folder_masks_are(tmp_path, capsys):
+    src = _coco_set(tmp_path / "src")
+    out = tmp_path / "out"
+    assert main(["prepare", "coco", "--images", str(src / "images"), "--annotations",
+                 str(src / "ann.json"), "--out", str(out), "--labeled-fraction", "0.5",
+                 "--size", "16", "16", "--tile"]) == 0
+    assert "16×16 tiles (from 10 images)" in capsys.readouterr().out
+    assert read_info(out).tile_scale == 1.0
+    tiles = sorted(out.glob("*/masks/*.png"))
+    assert len(tiles) > 10
+    for path in tiles:
+        stem, pos = path.stem.rsplit("__", 1)
+        y, x = (int(p[1:]) for p in pos.split("_"))
+        want = _expected(int(stem.split("_")[1]))[y : y + 16, x : x + 16]
+        assert np.array_equal(np.asarray(Image.open(path)), want), path.name

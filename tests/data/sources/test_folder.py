@@ -863,3 +863,74 @@ def test_bilevel_masks_read_as_any_viewer_shows_them(tmp_path):
     assert info.task == "binary"
     for stem, label in _labels(tmp_path / "out").items():
         assert np.array_equal(label, _blocks(int(stem[2:]), values=(0, 255)))
+
+
+# --------------------------------------------------------------------------- tiles
+def _tile_origin(stem: str) -> tuple[str, int, int]:
+    source, pos = stem.rsplit("__", 1)
+    y, x = (int(p[1:]) for p in pos.split("_"))
+    return source, y, x
+
+
+def test_tiles_are_cut_at_the_images_own_pixels_and_split_by_image(tmp_path, capsys):
+    src = tmp_path / "src"
+    for i in range(10):  # large images of two sizes: 48×80 and 64×64
+        size = (48, 80) if i % 2 else (64, 64)
+        _save(src / "images" / f"im{i:02d}.png", _image(i, size))
+        _save(src / "masks" / f"im{i:02d}.png", _blocks(i, size, (0, 255)))
+    out = tmp_path / "out"
+    assert main(["prepare", "folder", "--images", str(src / "images"), "--masks",
+                 str(src / "masks"), "--out", str(out), "--size", "32", "32", "--tile",
+                 "--labeled-fraction", "0.5"]) == 0
+    assert "32×32 tiles (from 10 images)" in capsys.readouterr().out
+    info = read_info(out)
+    assert info.tile_scale == 1.0 and info.image_size == (32, 32)
+    assert info.extra["tile_overlap"] == 0.25
+    assert info.extra["tiled_images"] == {"train_labeled": 4, "train_unlabeled": 4, "val": 1,
+                                          "test": 1}
+    sources: dict[str, set[str]] = {}
+    for split in SPLITS:
+        for stem in _stems(out, split):
+            source, y, x = _tile_origin(stem)
+            sources.setdefault(source, set()).add(split)
+            i = int(source[2:])
+            size = (48, 80) if i % 2 else (64, 64)
+            image = np.asarray(Image.open(out / split / "images" / f"{stem}.png"))
+            mask = np.asarray(Image.open(out / split / "masks" / f"{stem}.png"))
+            assert np.array_equal(image, _image(i, size)[y : y + 32, x : x + 32])
+            assert np.array_equal(mask, _blocks(i, size, (0, 255))[y : y + 32, x : x + 32])
+    assert len(sources) == 10 and all(len(s) == 1 for s in sources.values())  # no leak
+    # training tiles overlap (64 px at 0.25: 3 per axis), scored ones as little as covering allows
+    for split, per_axis in (("train_labeled", 3), ("val", 2), ("test", 2)):
+        source = _tile_origin(_stems(out, split)[0])[0]
+        if source in {f"im{i:02d}" for i in range(0, 10, 2)}:  # a 64×64 image
+            assert sum(s.startswith(source) for s in _stems(out, split)) == per_axis ** 2
+
+
+def test_tiles_of_scaled_images_and_images_too_small(tmp_path):
+    src = _binary_set(tmp_path / "src", n=6, size=(64, 96))
+    info = _prep(src, tmp_path / "half", size=(32, 32), tile_scale=0.5, tile_overlap=0.0,
+                 labeled_fraction=0.5)
+    assert info.tile_scale == 0.5
+    assert sum(info.counts.values()) == 6 * 2  # 32×48 each: two tiles cover a row of 48
+    _save(src / "images" / "small.png", _image(9, (40, 24)))
+    _save(src / "masks" / "small.png", _blocks(9, (40, 24), (0, 255)))
+    with pytest.raises(DataError, match=r"small.png: 40×24 \(H×W\) is smaller than the 32×32 "
+                                        r"tile; pass a smaller --size"):
+        _prep(src, tmp_path / "out", size=(32, 32), tile_scale=1.0)
+    with pytest.raises(DataError, match=r"im00.png: 64×96 \(H×W\) at --tile-scale 0.25 \(16×24\)"):
+        _prep(src, tmp_path / "out2", size=(32, 32), tile_scale=0.25)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_tile_options_need_each_other(tmp_path, capsys):
+    src = _binary_set(tmp_path / "src", n=4)
+    base = ["prepare", "folder", "--images", str(src / "images"), "--masks", str(src / "masks")]
+    for extra, message in (
+        (["--tile"], "--tile cuts tiles of --size H W"),
+        (["--size", "32", "32", "--tile-scale", "0.5"], "--tile-scale goes with --tile"),
+        (["--size", "32", "32", "--tile", "--tile-overlap", "1"], "--tile-overlap 1.0 must lie"),
+        (["--size", "32", "32", "--tile", "--tile-scale", "0"], "--tile-scale 0.0 must be"),
+    ):
+        assert main([*base, "--out", str(tmp_path / "out"), *extra]) == 2
+        assert message in capsys.readouterr().err

@@ -14,13 +14,12 @@ from PIL import Image
 from imseg.cli import main
 from imseg.data.dataset import load_dataset
 from imseg.data.sources.hela import (
-    CROP_SEP,
-    crop_starts,
     disc_radii,
     dot_centres,
     position_discs,
     prepare_hela,
 )
+from imseg.data.tiles import TILE_SEP
 from imseg.errors import DataError
 
 H, W = 48, 64  # crop 32, overlap 0.6 -> 3 x 4 crops per image
@@ -82,20 +81,8 @@ def make_download(root: Path, n_train: int = 10, mod_position_in_test: bool = Tr
 def crops_by_source(out: Path, split: str) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for p in sorted((out / split / "images").glob("*.png")):
-        found.setdefault(p.stem.rsplit(CROP_SEP, 1)[0], []).append(p.stem)
+        found.setdefault(p.stem.rsplit(TILE_SEP, 1)[0], []).append(p.stem)
     return found
-
-
-def test_crop_starts_cover_and_end_flush():
-    assert crop_starts(48, 32, 0.6) == [0, 8, 16]
-    assert crop_starts(64, 32, 0.6) == [0, 11, 21, 32]
-    assert crop_starts(32, 32, 0.6) == [0]
-    assert crop_starts(100, 32, 0.5) == [0, 14, 27, 41, 54, 68]
-    starts = crop_starts(1000, 256, 0.6)
-    assert starts[0] == 0 and starts[-1] == 1000 - 256
-    assert max(np.diff(starts)) <= 256 * 0.4
-    with pytest.raises(ValueError):
-        crop_starts(20, 32, 0.6)
 
 
 def test_position_discs_follow_the_nearest_neighbour_rule():
@@ -142,7 +129,7 @@ def test_crop_content_matches_the_source(tmp_path):
     ds = load_dataset(out)
     split = ds.val
     stem = "val_2019-03-01_A1_1"  # a tif brightfield
-    i = split.stems.index(f"{stem}{CROP_SEP}y00016_x00011")
+    i = split.stems.index(f"{stem}{TILE_SEP}y00016_x00011")
     img = brightfield(0 + 100 * len("val"))
     assert np.array_equal(split.images[i, 0].numpy(), img[16:48, 11:43])
     lab = split.labels[i].numpy()
@@ -151,7 +138,7 @@ def test_crop_content_matches_the_source(tmp_path):
     discs = disc((H, W), 10, 10, 5) | disc((H, W), 10, 30, 5) | disc((H, W), 40, 56, 8)
     assert np.array_equal(lab[2], discs[16:48, 11:43])
     # mod_position is used as it is: the square stays a square
-    j = ds.test.stems.index(f"test_2019-03-01_A1_1{CROP_SEP}y00008_x00011")
+    j = ds.test.stems.index(f"test_2019-03-01_A1_1{TILE_SEP}y00008_x00011")
     sq = np.zeros((H, W), dtype=bool)
     sq[20:26, 20:26] = True
     assert np.array_equal(ds.test.labels[j, 2].numpy(), sq[8:40, 11:43])
@@ -175,6 +162,7 @@ def test_sixteen_bit_and_colour_brightfields(tmp_path):
     grey = int(Image.fromarray(rgb).convert("L").getpixel((0, 0)))
     assert ds.val.images[second].unique().tolist() == [grey]
     assert ds.info.wide_images == "high_byte"  # so predict reads new 16-bit images alike
+    assert ds.info.tile_scale == 1.0  # crops of the own pixels: predict cuts new images alike
 
 
 def test_same_seed_same_output_and_seed_changes_split(tmp_path):

@@ -72,6 +72,14 @@ neighbour. Without it all images must share one size. The size must be a
 multiple of 16 (the U-Net halves it four times). An image and its mask must
 always have the same size (else the pairing is likely wrong).
 
+**Tiles.** ``--tile`` cuts every image (scaled by ``--tile-scale``, default 1: its own
+pixels) into ``--size`` tiles instead of resizing it whole, for images much larger than
+the net's input whose detail resizing would lose (cells, membranes, aerial photos).
+Training tiles overlap by ``--tile-overlap`` (0.25), val and test tiles as little as
+covering the image allows, so each scored pixel counts about once. The split is made
+by source image, so the tiles of one image never lie on both sides. dataset.yaml's
+``tile_scale`` tells ``predict`` to cut new images alike (:mod:`imseg.data.tiles`).
+
 **Splits.** From the pairs of ``--images``, first ``--test-fraction`` and
 ``--val-fraction`` of all pairs (0.1 each, or 0 when the matching folder is
 given) go to test and val, then ``--labeled-fraction`` of the remaining pairs
@@ -115,6 +123,7 @@ from imseg.data.imageio import (
 from imseg.data.layout import INFO_FILE, SPLITS, DatasetInfo, finalize_counts, write_pair
 from imseg.data.palette import Palette, colors_to_ids, read_palette
 from imseg.data.splitting import split_keys
+from imseg.data.tiles import cut_pair, scaled_shape
 from imseg.errors import ConfigError, DataError, Problems
 from imseg.logs import bar_disable
 from imseg.tasks import DISK_BINARY_VOID, DISK_MULTICLASS_VOID, TASK_KINDS, Task
@@ -123,6 +132,8 @@ _PROGRESS_MIN = 20  # show progress bars from this many files on
 _PREFIXES = {"val": "val-", "test": "test-", "unlabeled": "unl-"}
 """Prefix of each explicit folder's stems when they clash with another folder's."""
 _FOLDER_NAMES = {"pool": "train", "val": "val", "test": "test", "unlabeled": "unlabeled"}
+DEFAULT_TILE_OVERLAP = 0.25
+"""Overlap of neighbouring training tiles with ``--tile`` (val and test: none)."""
 LOSSY_MASK_THRESHOLD = 128
 """JPEG masks are read as binary, foreground where the gray value is at least this."""
 LOSSY_PLATEAU = 5
@@ -194,6 +205,8 @@ def prepare_folder(
     channels: int = 3,
     mask_suffix: str | None = None,
     mask_threshold: int | None = None,
+    tile_scale: float = 0.0,
+    tile_overlap: float = DEFAULT_TILE_OVERLAP,
     overwrite: bool = False,
     progress: bool = True,
 ) -> DatasetInfo:
@@ -207,6 +220,7 @@ def prepare_folder(
     _check_args(
         val_images, val_masks, test_images, test_masks, size, labeled_fraction, val_fraction,
         test_fraction, task, classes, palette, ignore_index, channels, mask_threshold,
+        tile_scale, tile_overlap,
     )
     _check_out(out, overwrite, [images, masks, unlabeled, val_images, val_masks, test_images,
                                 test_masks])
@@ -258,6 +272,8 @@ def prepare_folder(
     _check_leaks(items, problems)
     readable = [i for i in items if i.digest]
     target = problems.attempt(_target_size, readable, size) if readable else None
+    if target is not None and tile_scale:
+        _check_tiles(readable, target, tile_scale, problems)
     scanned = [i for i in items if i.present is not None]
     plan = problems.attempt(_plan, scanned, task, classes, pal, ignore_index) if scanned else None
     for item in scanned if plan is not None else []:
@@ -291,12 +307,16 @@ def prepare_folder(
             (out / split / "masks").mkdir(parents=True, exist_ok=True)
     jobs = [(split, item) for split in SPLITS for item in splits[split]]
     for split, item in progress_bar(jobs, "writing", progress):
-        image = resize_image(read_image(item.image, channels), target)
-        label = None
-        if with_truth[split] and item.mask is not None:
-            disk = resize_mask(_to_disk(_read_mask(item.mask, how), plan), target)
-            label = plan.task.encode_mask(disk)
-        write_pair(out, split, item.stem, image, label, plan.task)
+        image = read_image(item.image, channels)
+        truth = with_truth[split] and item.mask is not None
+        mask = _to_disk(_read_mask(item.mask, how), plan) if truth else None  # type: ignore[arg-type]
+        overlap = tile_overlap if split.startswith("train") else 0.0  # scored pixels: once
+        pieces = (cut_pair(item.stem, image, mask, target, tile_scale, overlap) if tile_scale
+                  else [(item.stem, resize_image(image, target),
+                         None if mask is None else resize_mask(mask, target))])
+        for stem, piece, disk in pieces:
+            label = None if disk is None else plan.task.encode_mask(disk)
+            write_pair(out, split, stem, piece, label, plan.task)
 
     extra: dict = {} if ignore_index is None else {"ignore_index": int(ignore_index)}
     if mask_threshold is not None:
@@ -305,6 +325,9 @@ def prepare_folder(
         extra["mask_suffix"] = suffixes
     if renamed:
         extra["renamed"] = renamed
+    if tile_scale:
+        extra["tile_overlap"] = float(tile_overlap)
+        extra["tiled_images"] = {split: len(splits[split]) for split in SPLITS}
     info = DatasetInfo(
         task=plan.task.kind,
         classes=plan.classes,
@@ -314,6 +337,7 @@ def prepare_folder(
         seed=seed,
         source=str(Path(images).resolve()),
         rotate=rotate,
+        tile_scale=tile_scale,
         extra=extra,
     )
     return finalize_counts(out, info)
@@ -404,7 +428,17 @@ def add_layout_options(p: argparse.ArgumentParser) -> None:
                    help="extra images without masks (train_unlabeled); the --images folder "
                    "itself: its images without a mask")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
-                   help="resize to H W (multiples of 16)")
+                   help="resize to H W (multiples of 16); with --tile: the tile size")
+    p.add_argument("--tile", action="store_true",
+                   help="cut every image into --size tiles at its own resolution instead of "
+                   "resizing it whole (large images: cells, membranes, aerial photos); "
+                   "predict then cuts new images alike")
+    p.add_argument("--tile-scale", type=float, metavar="S",
+                   help="with --tile: scale images by S before cutting (0.5 halves them; "
+                   "default 1)")
+    p.add_argument("--tile-overlap", type=float, metavar="F",
+                   help=f"with --tile: overlap of neighbouring training tiles (default "
+                   f"{DEFAULT_TILE_OVERLAP}; val and test tiles do not overlap)")
     p.add_argument("--labeled-fraction", type=float, default=0.1,
                    help="share of the training pairs kept labeled (default 0.1)")
     p.add_argument("--val-fraction", type=float,
@@ -421,19 +455,31 @@ def add_layout_options(p: argparse.ArgumentParser) -> None:
 
 def layout_options(args: argparse.Namespace) -> dict:
     """:func:`prepare_folder` keywords from the options of :func:`add_layout_options`."""
+    for name in ("tile_scale", "tile_overlap"):
+        if getattr(args, name) is not None and not args.tile:
+            raise ConfigError(f"--{name.replace('_', '-')} goes with --tile")
+    overlap = DEFAULT_TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap
+    scale = 1.0 if args.tile_scale is None else args.tile_scale
+    if args.tile and not scale > 0:
+        raise ConfigError(f"--tile-scale {scale} must be positive")
     return dict(
         out=args.out, unlabeled=args.unlabeled, size=tuple(args.size) if args.size else None,
         labeled_fraction=args.labeled_fraction, val_fraction=args.val_fraction,
         test_fraction=args.test_fraction, seed=args.seed, rotate=args.rotate,
         channels=args.channels, overwrite=args.overwrite,
+        tile_scale=scale if args.tile else 0.0, tile_overlap=overlap,
     )
 
 
 def print_prepared(out: Path, info: DatasetInfo) -> None:
     """The closing line of a ``prepare``: task, classes, size and split counts."""
     counts = ", ".join(f"{k} {v}" for k, v in info.counts.items())
-    print(f"prepared {out}: {info.task} {info.classes}, "
-          f"{info.image_size[0]}×{info.image_size[1]}; {counts}")
+    size = f"{info.image_size[0]}×{info.image_size[1]}"
+    if info.tile_scale:
+        scale = "" if info.tile_scale == 1 else f" of the images scaled by {info.tile_scale:g}"
+        images = sum(info.extra.get("tiled_images", {}).values())
+        size += f" tiles{scale} (from {images} images)"
+    print(f"prepared {out}: {info.task} {info.classes}, {size}; {counts}")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -463,6 +509,7 @@ def _run(args: argparse.Namespace) -> int:
 def _check_args(
     val_images, val_masks, test_images, test_masks, size, labeled_fraction, val_fraction,
     test_fraction, task, classes, palette, ignore_index, channels, mask_threshold,
+    tile_scale=0.0, tile_overlap=DEFAULT_TILE_OVERLAP,
 ) -> None:
     for name, a, b in (("val", val_images, val_masks), ("test", test_images, test_masks)):
         if (a is None) != (b is None):
@@ -510,6 +557,12 @@ def _check_args(
         if clash:
             raise ConfigError(f"--mask-threshold makes binary (or multilabel) masks; it does "
                               f"not go with {clash}")
+    if not (tile_scale >= 0 and np.isfinite(tile_scale)):  # 0: resize, no tiles
+        raise ConfigError(f"--tile-scale {tile_scale} must be positive")
+    if tile_scale and size is None:
+        raise ConfigError("--tile cuts tiles of --size H W from every image; give --size")
+    if not 0.0 <= tile_overlap < 1.0:
+        raise ConfigError(f"--tile-overlap {tile_overlap} must lie in [0, 1)")
 
 
 def _check_out(out: Path, overwrite: bool, sources: list[Path | None]) -> None:
@@ -696,6 +749,17 @@ def _target_size(items: list[_Item], size: tuple[int, int] | None) -> tuple[int,
             f"{where}: the U-Net needs sides that are multiples of 16; pass e.g. --size {h} {w}"
         )
     return target
+
+
+def _check_tiles(items: list[_Item], tile: tuple[int, int], scale: float,
+                 problems: Problems) -> None:
+    """Every image must hold at least one whole tile once scaled."""
+    for item in items:
+        h, w = scaled_shape(item.size, scale)
+        if h < tile[0] or w < tile[1]:
+            at = f" at --tile-scale {scale:g} ({h}×{w})" if scale != 1 else ""
+            problems.add(f"{item.image}: {item.size[0]}×{item.size[1]} (H×W){at} is smaller "
+                         f"than the {tile[0]}×{tile[1]} tile; pass a smaller --size")
 
 
 # --------------------------------------------------------------------- the mask plan

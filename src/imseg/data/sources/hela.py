@@ -32,7 +32,6 @@ The unlabeled crops keep their masks (hidden truth for pseudo-label quality).
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +44,7 @@ from imseg.data.imageio import list_images, read_image
 from imseg.data.layout import DatasetInfo, finalize_counts, split_dirs, write_pair
 from imseg.data.sources._common import download_parser, fresh_layout, summary
 from imseg.data.splitting import split_keys
+from imseg.data.tiles import tile_name, tile_origins
 from imseg.errors import DataError, Problems
 from imseg.tasks import Task
 
@@ -57,28 +57,9 @@ MASK_THRESHOLD = 10
 BRIGHTFIELD_WIDE = "high_byte"  # 16-bit brightfield → 8 bits as OpenCV reads it
 """A mask pixel is foreground above this grey value (the reference's threshold)."""
 MIN_RADIUS, MAX_RADIUS = 3, 8
-CROP_SEP = "__"
-"""Separates the source stem from the crop position in a crop's file name."""
 
 
 # ----------------------------------------------------------------- geometry
-def crop_starts(length: int, crop: int, overlap: float) -> list[int]:
-    """Evenly spaced tile offsets along one axis, covering ``[0, length)``.
-
-    The step is at most ``crop · (1 − overlap)``; the first tile starts at 0,
-    the last ends at ``length``.
-    """
-    if not 0.0 <= overlap < 1.0:
-        raise ValueError(f"overlap must lie in [0, 1), not {overlap}")
-    if crop > length:
-        raise ValueError(f"crop {crop} larger than the image side {length}")
-    step = crop * (1.0 - overlap)
-    n = math.ceil((length - crop) / step - 1e-9) + 1
-    if n == 1:
-        return [0]
-    return [int(round(i * (length - crop) / (n - 1))) for i in range(n)]
-
-
 def dot_centres(dots: np.ndarray) -> np.ndarray:
     """Centres ``(K, 2)`` (row, col, rounded) of the 8-connected blobs of a bool mask."""
     labels, n = ndimage.label(dots, structure=np.ones((3, 3), dtype=bool))
@@ -212,12 +193,10 @@ def _write_crops(
     if h < crop or w < crop:
         raise DataError(f"{source}: {w}x{h} is smaller than the {crop} px crop")
     count = 0
-    for y in crop_starts(h, crop, overlap):
-        for x in crop_starts(w, crop, overlap):
-            name = f"{stem}{CROP_SEP}y{y:05d}_x{x:05d}"
-            write_pair(out, split, name, image[y : y + crop, x : x + crop],
-                       label[:, y : y + crop, x : x + crop], task)
-            count += 1
+    for y, x in tile_origins((h, w), (crop, crop), overlap):
+        write_pair(out, split, tile_name(stem, y, x), image[y : y + crop, x : x + crop],
+                   label[:, y : y + crop, x : x + crop], task)
+        count += 1
     return count
 
 
@@ -277,6 +256,7 @@ def prepare_hela(
         headline_classes=["alive", "dead"],  # the paper's mIoU_ad
         test_metrics=["cell_count"],
         wide_images=BRIGHTFIELD_WIDE,
+        tile_scale=1.0,  # crops of the brightfields' own pixels: predict cuts new ones alike
         extra={
             "dataset": "hela",
             "crop": crop,
