@@ -4,6 +4,7 @@ says how to use the files; a missing extra is one clear error."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import numpy as np
@@ -13,7 +14,7 @@ from PIL import Image
 from test_predict import make_run
 
 from imseg.cli import main
-from imseg.data.tiles import blend_weights
+from imseg.data.tiles import blend_weights, tile_starts
 from imseg.predict import predict_folder, run_models
 
 ort = pytest.importorskip("onnxruntime")
@@ -133,6 +134,13 @@ def test_metadata_of_models_trained_on_tiles_says_how_to_cut_images(tmp_path):
     assert "min(i + 1, n - i) / max(1, n * overlap / 2)" in meta["tiles"]["weights"]
     np.testing.assert_allclose(np.outer(axis, axis), blend_weights((n, n), overlap).numpy(),
                                rtol=1e-6)
+    # ... and so are the tiles' places
+    assert ("n = 1 if L == t, else ceil((L - t) / (t * (1 - overlap))) + 1 tiles starting at "
+            "round(i * (L - t) / (n - 1))") in meta["tiles"]["placement"]
+    for length in (32, 33, 48, 64, 100, 513):
+        k = 1 if length == n else math.ceil((length - n) / (n * (1 - overlap))) + 1
+        spelled = [0] if k == 1 else [round(i * (length - n) / (k - 1)) for i in range(k)]
+        assert spelled == tile_starts(length, n, overlap)
     plain = make_run(tmp_path / "plain")
     assert main(["export", "--run", str(plain), "--teachers", "1", "--out",
                  str(tmp_path / "o2")]) == 0

@@ -132,6 +132,11 @@ def export_metadata(models: ModelSet, entries: list[dict]) -> dict:
         },
         "tiles": None if tiling is None else {
             **asdict(tiling),
+            "placement": "scale the image (bilinear) to round(H * scale) x round(W * scale); "
+                         "mirror it out (symmetric) at its bottom and right to at least one "
+                         "tile; per axis of length L and tile side t: n = 1 if L == t, else "
+                         "ceil((L - t) / (t * (1 - overlap))) + 1 tiles starting at "
+                         "round(i * (L - t) / (n - 1)), i = 0..n-1",
             "weights": "per axis min(i + 1, n - i) / max(1, n * overlap / 2), "
                        "clipped to [0.05, 1]; a tile's weight is the product of its two "
                        "axes' (imseg.data.tiles.blend_weights)",

@@ -46,3 +46,14 @@ def test_tile_scale_round_trips_is_left_out_when_zero_and_is_checked(tmp_path):
             f"task: binary\nclasses: [fg]\nimage_size: [32, 32]\ntile_scale: {bad}\n")
         with pytest.raises(DataError, match="dataset.yaml: tile_scale must be 0"):
             read_info(tmp_path)
+
+
+def test_whole_image_scores_is_a_flag(tmp_path):
+    write_info(tmp_path, _info())
+    assert "whole_image_scores" not in (tmp_path / "dataset.yaml").read_text()
+    write_info(tmp_path, _info(whole_image_scores=True))
+    assert read_info(tmp_path).whole_image_scores is True
+    (tmp_path / "dataset.yaml").write_text(
+        "task: binary\nclasses: [fg]\nimage_size: [32, 32]\nwhole_image_scores: maybe\n")
+    with pytest.raises(DataError, match="whole_image_scores must be true or false"):
+        read_info(tmp_path)

@@ -265,3 +265,37 @@ def test_every_test_metric_name_has_an_accumulator():
     from imseg import tasks
 
     assert set(metrics.TEST_METRICS) == set(tasks.TEST_METRICS)
+
+
+def _quarters(x: torch.Tensor) -> torch.Tensor:
+    """``(N, C, 8, 8)`` → its four ``4×4`` quarters per image, image by image: tiles."""
+    n, c = x.shape[:2]
+    return x.reshape(n, c, 2, 4, 2, 4).permute(0, 2, 4, 1, 3, 5).reshape(n * 4, c, 4, 4)
+
+
+@pytest.mark.parametrize("task", [BINARY, Task("multilabel", 3), Task("multiclass", 5),
+                                  Task("multiclass", 3, headline=(1, 2))])
+def test_tiles_scored_together_score_as_their_whole_image(task: Task):
+    gen = torch.Generator().manual_seed(2)
+    pred, truth = _random_case(task, 3, gen)  # 8×8 images
+    pred[1, :, :4, :4], truth[1, :, :4, :4] = 1, 0  # a tile of only false positives
+    whole = evaluate(task, pred, truth)
+    tiles_pred, tiles_truth = _quarters(pred), _quarters(truth)
+    groups = torch.arange(3).repeat_interleave(4)
+    acc = MetricAccumulator(task)
+    for part in (slice(0, 5), slice(5, 6), slice(6, 12)):  # a group across batches
+        acc.update(tiles_pred[part], tiles_truth[part], groups[part])
+    _assert_same(whole, acc.compute())
+    per_tile = evaluate(task, tiles_pred, tiles_truth)
+    assert per_tile["n_images"] == 12 and per_tile["iou"] != pytest.approx(whole["iou"])
+
+
+def test_grouped_scores_count_each_group_once_whatever_its_ids():
+    truth = stack(TRUTH_A, EMPTY, TRUTH_A)
+    pred = stack(PRED_A, EMPTY, EMPTY)
+    acc = MetricAccumulator(BINARY)
+    acc.update(pred, truth, torch.tensor([7, 7, 3]))  # ids need not be dense or ordered
+    scores = acc.compute()
+    assert scores["n_images"] == 2
+    assert scores["iou"] == pytest.approx((1 / 3 + 0.0) / 2)  # group 7: 2 / 6; group 3: 0
+    assert acc.compute() == scores  # computing does not change what was seen

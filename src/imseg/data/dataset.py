@@ -11,6 +11,7 @@ from PIL import Image
 
 from imseg.data.imageio import read_image
 from imseg.data.layout import DatasetInfo, read_info, split_dirs
+from imseg.data.tiles import source_groups
 from imseg.errors import DataError
 from imseg.tasks import Task
 
@@ -27,6 +28,9 @@ class Split:
     images: torch.Tensor
     labels: torch.Tensor | None
     stems: list[str]
+    groups: torch.Tensor | None = None
+    """int64 ``(N,)``: images with one id are scored together, as one image (the tiles of
+    one source image, dataset.yaml ``whole_image_scores``); None: each image alone."""
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -37,11 +41,13 @@ class Split:
             self.images[idx],
             None if self.labels is None else self.labels[idx],
             [self.stems[i] for i in idx.tolist()],
+            None if self.groups is None else self.groups[idx],
         )
 
     @staticmethod
     def concat(parts: list[Split]) -> Split:
-        """Join splits; labels are kept only when every part has them."""
+        """Join splits; labels are kept only when every part has them, score groups never
+        (joined splits are trained on, not scored)."""
         parts = [p for p in parts if len(p)]
         if not parts:
             raise ValueError("nothing to concatenate")
@@ -113,6 +119,8 @@ def load_split(
         torch.from_numpy(images),
         None if labels is None else torch.from_numpy(labels),
         stems,
+        torch.tensor(source_groups(stems), dtype=torch.long) if info.whole_image_scores
+        else None,
     )
 
 

@@ -75,6 +75,11 @@ class DatasetInfo:
     """0: every source image was resized whole to ``image_size``. Above 0: the images
     are ``image_size`` tiles cut from the source images scaled by this factor (1: their
     own pixels), so ``predict`` cuts new images alike (:mod:`imseg.data.tiles`)."""
+    whole_image_scores: bool = False
+    """Score each source image's tiles together, as the whole image they were cut from
+    (val, test, pseudo-label quality), not each tile alone: a user's score is that of
+    their images, and a tile holding a sliver of an object is not an image. HeLa keeps
+    the paper's per-crop scores."""
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -101,6 +106,9 @@ class DatasetInfo:
         if not (self.tile_scale >= 0 and np.isfinite(self.tile_scale)):
             raise DataError(f"dataset.yaml: tile_scale must be 0 (resized images) or a "
                             f"positive scale, not {given!r}")
+        if not isinstance(self.whole_image_scores, bool):
+            raise DataError(f"dataset.yaml: whole_image_scores must be true or false, not "
+                            f"{self.whole_image_scores!r}")
         try:
             self.task_obj  # noqa: B018 - validates the classes against the task kind
         except ValueError as exc:
@@ -114,7 +122,8 @@ class DatasetInfo:
         """The fields as plain values; the newer optional keys only when set, so what is
         written reads in an imseg from before them."""
         data = asdict(self)
-        for key in ("headline_classes", "test_metrics", "wide_images", "tile_scale"):
+        for key in ("headline_classes", "test_metrics", "wide_images", "tile_scale",
+                    "whole_image_scores"):
             if not data[key]:
                 del data[key]
         data["image_size"] = list(self.image_size)

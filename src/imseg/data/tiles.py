@@ -13,6 +13,7 @@ bottom-right border, so the whole image is covered with about the overlap asked 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -67,6 +68,22 @@ def tile_origins(shape: tuple[int, int], tile: tuple[int, int], overlap: float
 def tile_name(stem: str, y: int, x: int) -> str:
     """A tile's file stem: its source stem and its position, sorting in reading order."""
     return f"{stem}{TILE_SEP}y{y:05d}_x{x:05d}"
+
+
+_TILE_POSITION = re.compile(re.escape(TILE_SEP) + r"y\d{5}_x\d{5}$")
+
+
+def tile_source(stem: str) -> str:
+    """The source stem a tile was cut from (:func:`tile_name`); other stems are their own."""
+    found = _TILE_POSITION.search(stem)
+    return stem[: found.start()] if found else stem
+
+
+def source_groups(stems: list[str]) -> list[int]:
+    """Per stem, the index of its source image in order of first appearance: tiles of one
+    image share an id."""
+    ids: dict[str, int] = {}
+    return [ids.setdefault(tile_source(stem), len(ids)) for stem in stems]
 
 
 def scaled_shape(shape: tuple[int, int], scale: float) -> tuple[int, int]:

@@ -162,12 +162,14 @@ class MetricAccumulator:
       where it is valid (NaN when never valid).
     * ``pixel_class_iou``: per class, dataset-level intersection / union
       (Cityscapes style; NaN where the union is 0); ``pixel_miou`` its nanmean.
-    * ``n_images``: images seen.
+    * ``n_images``: images seen (a group of images counts as one).
     """
 
     def __init__(self, task: Task, extras: Sequence[str] = ()) -> None:
         self.task = task
         self._state: dict[str, torch.Tensor] | None = None
+        self._group_counts: list[torch.Tensor] | None = None  # inter, pa, ta per group id
+        self._seen_groups: set[int] = set()
         self.n_images = 0
         self.extras = [TEST_METRICS[name]() for name in extras]
 
@@ -186,13 +188,37 @@ class MetricAccumulator:
             "union": torch.zeros(k, **i),
         }
 
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """Add a batch of predictions and targets (same shape, any batch size)."""
-        inter, pa, ta = _counts(self.task, pred, target)
+    def update(self, pred: torch.Tensor, target: torch.Tensor,
+               groups: torch.Tensor | None = None) -> None:
+        """Add a batch of predictions and targets (same shape, any batch size).
+
+        ``groups`` (int ``(N,)``): images with one id are scored as one image, their
+        counts summed (the tiles of one source image, over any number of batches); an
+        accumulator takes groups for every batch or for none."""
+        counts = _counts(self.task, pred, target)
+        if groups is None:
+            self._state = self._add(self._state, *counts)
+            self.n_images += int(target.shape[0])
+        else:
+            ids = groups.to(counts[0].device).long()
+            size = int(ids.max()) + 1
+            if self._group_counts is None:
+                self._group_counts = [torch.zeros(size, c.shape[1], dtype=torch.long,
+                                                  device=c.device) for c in counts]
+            if size > self._group_counts[0].shape[0]:
+                self._group_counts = [torch.cat([g, g.new_zeros(size - g.shape[0], g.shape[1])])
+                                      for g in self._group_counts]
+            for total, c in zip(self._group_counts, counts, strict=True):
+                total.index_add_(0, ids, c)
+            self._seen_groups.update(ids.tolist())
+        for extra in self.extras:
+            extra.update(pred, target)
+
+    def _add(self, state: dict[str, torch.Tensor] | None, inter: torch.Tensor, pa: torch.Tensor,
+             ta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``state`` with the scores of images of these counts added (a new one for None)."""
         iou, dice, valid = _scores(self.task, inter, pa, ta)
-        if self._state is None:
-            self._state = self._zeros(target.device)
-        s = self._state
+        s = state if state is not None else self._zeros(inter.device)
         dev = s["iou"].device
         # per-image means over the headline classes (row 0) and over all classes (row 1)
         rows = [headline_only(self.task, valid), valid]
@@ -210,13 +236,17 @@ class MetricAccumulator:
         }
         for key, value in batch.items():
             s[key] += value.to(dev)
-        self.n_images += int(target.shape[0])
-        for extra in self.extras:
-            extra.update(pred, target)
+        return s
 
     def compute(self) -> dict:
         """The metrics of everything seen so far (plain floats and lists)."""
-        s = self._state if self._state is not None else self._zeros(torch.device("cpu"))
+        s, n_images = self._state, self.n_images
+        if self._group_counts is not None:  # each group scored as one image, once all is seen
+            seen = torch.tensor(sorted(self._seen_groups), device=self._group_counts[0].device)
+            copy = None if s is None else {k: v.clone() for k, v in s.items()}
+            s = self._add(copy, *(g[seen] for g in self._group_counts))
+            n_images += len(seen)
+        s = s if s is not None else self._zeros(torch.device("cpu"))
         s = {key: value.cpu() for key, value in s.items()}
         class_iou = _nan_div(s["iou"], s["valid"])
         class_dice = _nan_div(s["dice"], s["valid"])
@@ -237,7 +267,7 @@ class MetricAccumulator:
             "class_dice": class_dice,
             "pixel_class_iou": pixel_class_iou,
             "pixel_miou": _nanmean(pixel_class_iou),
-            "n_images": self.n_images,
+            "n_images": n_images,
             **{k: v for extra in self.extras for k, v in extra.compute().items()},
         }
 
@@ -250,8 +280,9 @@ def _nanmean(values: list[float]) -> float:
     return _mean([v for v in values if not math.isnan(v)])
 
 
-def evaluate(task: Task, pred: torch.Tensor, target: torch.Tensor) -> dict:
+def evaluate(task: Task, pred: torch.Tensor, target: torch.Tensor,
+             groups: torch.Tensor | None = None) -> dict:
     """Metrics of one batch (see ``MetricAccumulator.compute``)."""
     acc = MetricAccumulator(task)
-    acc.update(pred, target)
+    acc.update(pred, target, groups)
     return acc.compute()

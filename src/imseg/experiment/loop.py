@@ -119,7 +119,8 @@ def pseudo_quality(ctx: RunContext, pseudo: PseudoSet, unlabeled: Split) -> dict
     truth = unlabeled.labels[pseudo.source].clone()
     if pseudo.mask is not None:
         truth.masked_fill_(pseudo.mask.expand_as(truth), VOID)
-    scores = evaluate(ctx.task, pseudo.labels, truth)
+    groups = None if unlabeled.groups is None else unlabeled.groups[pseudo.source]
+    scores = evaluate(ctx.task, pseudo.labels, truth, groups)
     out.update(pseudo_iou=scores["iou"], pseudo_dice=scores["dice"])
     return out
 

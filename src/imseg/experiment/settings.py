@@ -62,12 +62,14 @@ def flatten(data: dict, prefix: str = "") -> dict[str, object]:
 
 def data_hash(dataset: Dataset) -> str:
     """A short hash of what the data set holds: its task, classes (and headline classes),
-    size, splits and pixels."""
+    size, scoring unit, splits and pixels."""
     h = hashlib.sha256()
     info = dataset.info
     described = [info.task, info.classes, list(info.image_size), info.channels]
     if info.headline_classes:  # only then: older runs' hashes stay as they were
         described.append(info.headline_classes)
+    if info.whole_image_scores:  # scores differ: a resume must not mix them
+        described.append("whole_image_scores")
     h.update(json.dumps(described, default=str).encode())
     for split in (dataset.labeled, dataset.unlabeled, dataset.val, dataset.test):
         h.update(json.dumps(split.stems).encode())

@@ -116,8 +116,9 @@ def evaluate_grouped(model: GroupedUNet, split: Split, task: Task, device: torch
         with autocast(device, amp):
             logits = model(x)
         labels = split.labels[sl].to(device)
+        groups = None if split.groups is None else split.groups[sl]
         for acc, out in zip(accs, split_outputs(logits, model.models), strict=True):
-            acc.update(task.to_label(task.activate(out)), labels)
+            acc.update(task.to_label(task.activate(out)), labels, groups)
     return [acc.compute() for acc in accs]
 
 

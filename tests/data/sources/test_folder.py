@@ -900,6 +900,12 @@ def test_tiles_are_cut_at_the_images_own_pixels_and_split_by_image(tmp_path, cap
             assert np.array_equal(image, _image(i, size)[y : y + 32, x : x + 32])
             assert np.array_equal(mask, _blocks(i, size, (0, 255))[y : y + 32, x : x + 32])
     assert len(sources) == 10 and all(len(s) == 1 for s in sources.values())  # no leak
+    assert info.whole_image_scores  # scored as the user's images, not tile by tile
+    ds = load_dataset(out)
+    for split in (ds.labeled, ds.unlabeled, ds.val, ds.test):
+        pairs = {(int(g), _tile_origin(stem)[0]) for g, stem in zip(split.groups, split.stems,
+                                                                     strict=True)}
+        assert len(pairs) == len({g for g, _ in pairs}) == len({s for _, s in pairs})
     # training tiles overlap (64 px at 0.25: 3 per axis), scored ones as little as covering allows
     for split, per_axis in (("train_labeled", 3), ("val", 2), ("test", 2)):
         source = _tile_origin(_stems(out, split)[0])[0]

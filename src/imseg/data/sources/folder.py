@@ -78,7 +78,8 @@ the net's input whose detail resizing would lose (cells, membranes, aerial photo
 Training tiles overlap by ``--tile-overlap`` (0.25), val and test tiles as little as
 covering the image allows, so each scored pixel counts about once. The split is made
 by source image, so the tiles of one image never lie on both sides. dataset.yaml's
-``tile_scale`` tells ``predict`` to cut new images alike (:mod:`imseg.data.tiles`).
+``tile_scale`` tells ``predict`` to cut new images alike (:mod:`imseg.data.tiles`), and
+``whole_image_scores`` scores the tiles of each image together, as the whole image.
 
 **Splits.** From the pairs of ``--images``, first ``--test-fraction`` and
 ``--val-fraction`` of all pairs (0.1 each, or 0 when the matching folder is
@@ -338,6 +339,7 @@ def prepare_folder(
         source=str(Path(images).resolve()),
         rotate=rotate,
         tile_scale=tile_scale,
+        whole_image_scores=bool(tile_scale),  # a user's score is that of their images
         extra=extra,
     )
     return finalize_counts(out, info)
