@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_predict import make_run
+from test_predict import make_images, make_run
 
 from imseg.cli import main
-from imseg.data.tiles import blend_weights, tile_starts
 from imseg.predict import predict_folder, run_models
 
 ort = pytest.importorskip("onnxruntime")
@@ -121,26 +120,51 @@ def test_checkpoint_export_and_a_missing_extra(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "x").exists()
 
 
-def test_metadata_of_models_trained_on_tiles_says_how_to_cut_images(tmp_path):
-    run = make_run(tmp_path, tile_scale=1.0)
+def _starts(length: int, tile: int, overlap: float) -> list[int]:
+    """Tile offsets as metadata.json's tiles.placement spells them out."""
+    n = 1 if length == tile else math.ceil((length - tile) / (tile * (1 - overlap))) + 1
+    return [0] if n == 1 else [round(i * (length - tile) / (n - 1)) for i in range(n)]
+
+
+def _axis_weights(n: int, overlap: float) -> np.ndarray:
+    """One axis of the blend weights, as tiles.weights spells them out."""
+    return np.clip([min(i + 1, n - i) / max(1, n * overlap / 2) for i in range(n)], 0.05, 1)
+
+
+def test_following_the_tile_metadata_alone_gives_predicts_masks(tmp_path):
+    run = make_run(tmp_path, tile_scale=1.0, noise=0.05)
     out = tmp_path / "onnx"
-    assert main(["export", "--run", str(run), "--teachers", "1", "--out", str(out)]) == 0
+    assert main(["export", "--run", str(run), "--out", str(out)]) == 0
     meta = json.loads((out / "metadata.json").read_text())
-    assert meta["tiles"]["scale"] == 1.0 and meta["tiles"]["overlap"] == 0.5
-    assert "trained on tiles" in meta["input"]["size"]
-    # the weights as the metadata spells them out are the ones predict blends with
-    n, overlap = 32, meta["tiles"]["overlap"]
-    axis = np.clip([min(i + 1, n - i) / max(1, n * overlap / 2) for i in range(n)], 0.05, 1)
-    assert "min(i + 1, n - i) / max(1, n * overlap / 2)" in meta["tiles"]["weights"]
-    np.testing.assert_allclose(np.outer(axis, axis), blend_weights((n, n), overlap).numpy(),
-                               rtol=1e-6)
-    # ... and so are the tiles' places
-    assert ("n = 1 if L == t, else ceil((L - t) / (t * (1 - overlap))) + 1 tiles starting at "
-            "round(i * (L - t) / (n - 1))") in meta["tiles"]["placement"]
-    for length in (32, 33, 48, 64, 100, 513):
-        k = 1 if length == n else math.ceil((length - n) / (n * (1 - overlap))) + 1
-        spelled = [0] if k == 1 else [round(i * (length - n) / (k - 1)) for i in range(k)]
-        assert spelled == tile_starts(length, n, overlap)
+    tiles, (th, tw) = meta["tiles"], meta["image_size"]
+    assert tiles["scale"] == 1.0 and "trained on tiles" in meta["input"]["size"]
+    assert "min(i + 1, n - i) / max(1, n * overlap / 2)" in tiles["weights"]
+    assert "ceil((L - t) / (t * (1 - overlap))) + 1" in tiles["placement"]
+    assert "keep the round(H * scale) x round(W * scale) top-left part" in tiles["placement"]
+    make_images(tmp_path / "new")  # 32×32, 20×45, 50×17 (smaller than a tile), 64×40
+    predict_folder(run_models(run), tmp_path / "new", tmp_path / "pred", progress=False)
+    overlap = tiles["overlap"]
+    weights = np.outer(_axis_weights(th, overlap), _axis_weights(tw, overlap))
+    for path in sorted((tmp_path / "new").iterdir()):
+        image = np.asarray(Image.open(path).convert("RGB"))
+        h, w = image.shape[:2]
+        padded = np.pad(image, ((0, max(0, th - h)), (0, max(0, tw - w)), (0, 0)),
+                        mode="symmetric")
+        total = np.zeros((len(meta["models"]), *padded.shape[:2]))
+        norm = np.zeros(padded.shape[:2])
+        for y in _starts(padded.shape[0], th, overlap):
+            for x in _starts(padded.shape[1], tw, overlap):
+                tile = np.moveaxis(padded[y : y + th, x : x + tw], -1, 0)[None]
+                for k, model in enumerate(meta["models"]):
+                    probs = ort_probabilities(out / model["file"], tile.astype(np.float32))
+                    total[k, y : y + th, x : x + tw] += probs[0, 0].numpy() * weights
+                norm[y : y + th, x : x + tw] += weights
+        mean = (total / norm).mean(axis=0)[:h, :w]  # scale 1: the crop is all that is left
+        written = np.asarray(Image.open(tmp_path / "pred" / "masks" / f"{path.stem}.png"))
+        assert np.array_equal(written, np.where(mean > 0.5, 255, 0)), path.name
+
+
+def test_tile_metadata_is_left_out_for_models_trained_on_whole_images(tmp_path):
     plain = make_run(tmp_path / "plain")
     assert main(["export", "--run", str(plain), "--teachers", "1", "--out",
                  str(tmp_path / "o2")]) == 0

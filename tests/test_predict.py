@@ -433,5 +433,7 @@ def test_models_trained_on_tiles_cut_new_images_alike(tmp_path, capsys):
                                         r"\(.*\), not resized whole; choose another --out"):
         predict_folder(run_models(run), tmp_path / "new", out, progress=False, tiles="never")
     resized_run = make_run(tmp_path / "r")
-    with pytest.raises(DataError, match="trained on other data"):
-        checkpoint_models([run / "models/ldt/g0/c0.pt", resized_run / "models/ldt/g0/c0.pt"])
+    with pytest.raises(DataError, match=r"trained on other data .*\(binary \['fg'\] 32x32x3, "
+                                        r"tiles at scale 1 vs binary \['fg'\] 32x32x3, "
+                                        r"resized images\)"):
+        checkpoint_models([resized_run / "models/ldt/g0/c0.pt", run / "models/ldt/g0/c0.pt"])

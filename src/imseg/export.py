@@ -112,8 +112,8 @@ def export_metadata(models: ModelSet, entries: list[dict]) -> dict:
     else:
         size = ("the models were trained on tiles: scale the image by tiles.scale, cut it "
                 "into image_size tiles overlapping by tiles.overlap (as `imseg predict`); ")
-        back = ("the tiles' outputs averaged with tiles.weights, then scaled "
-                "back to the image's own size")
+        back = ("the tiles' outputs averaged with tiles.weights, cropped and scaled back "
+                "to the image's own size as tiles.placement says")
     return {
         "format": "imseg-onnx",
         "imseg_version": __version__,
@@ -132,11 +132,16 @@ def export_metadata(models: ModelSet, entries: list[dict]) -> dict:
         },
         "tiles": None if tiling is None else {
             **asdict(tiling),
-            "placement": "scale the image (bilinear) to round(H * scale) x round(W * scale); "
+            "placement": "round() is Python's: halves to even. Scale the image (Pillow's "
+                         "bilinear, which averages when shrinking) to round(H * scale) x "
+                         "round(W * scale); "
                          "mirror it out (symmetric) at its bottom and right to at least one "
                          "tile; per axis of length L and tile side t: n = 1 if L == t, else "
                          "ceil((L - t) / (t * (1 - overlap))) + 1 tiles starting at "
-                         "round(i * (L - t) / (n - 1)), i = 0..n-1",
+                         "round(i * (L - t) / (n - 1)), i = 0..n-1; after blending, keep the "
+                         "round(H * scale) x round(W * scale) top-left part (the mirrored "
+                         "rows and columns go) and scale it (bilinear, half-pixel centres) "
+                         "to H x W",
             "weights": "per axis min(i + 1, n - i) / max(1, n * overlap / 2), "
                        "clipped to [0.05, 1]; a tile's weight is the product of its two "
                        "axes' (imseg.data.tiles.blend_weights)",

@@ -222,7 +222,9 @@ def _interface(info: DatasetInfo) -> tuple:
 
 def _describe(info: DatasetInfo) -> str:
     h, w = info.image_size
-    return f"{info.task} {info.classes} {w}x{h}x{info.channels}"
+    tiles = f", tiles at scale {info.tile_scale:g}" if info.tile_scale else ", resized images"
+    wide = f", 16-bit read by {info.wide_images}" if info.wide_images else ""
+    return f"{info.task} {info.classes} {w}x{h}x{info.channels}{tiles}{wide}"
 
 
 def _scores_from_row(meta: CheckpointMeta, row: dict) -> CheckpointMeta:

@@ -11,11 +11,15 @@ from imseg.data.tiles import (
     TileCanvas,
     blend_weights,
     count_tiles,
+    crop_name,
     cut_pair,
+    first_cover,
     pad_to,
     scaled_shape,
+    source_groups,
     tile_name,
     tile_origins,
+    tile_source,
     tile_starts,
 )
 
@@ -64,6 +68,25 @@ def test_cut_pair_keeps_image_and_mask_in_step():
     assert scaled_shape((81, 81), 0.5) == (40, 40)
 
 
+@pytest.mark.parametrize("overlap", [0.0, 0.5])
+def test_first_cover_counts_every_pixel_of_an_image_once(overlap):
+    shapes = {"a": (40, 56), "b": (32, 80), "c": (70, 45)}
+    stems = [tile_name(s, y, x) for s, shape in shapes.items()
+             for y, x in tile_origins(shape, (32, 32), overlap)] + ["whole"]
+    order = np.random.default_rng(0).permutation(len(stems))  # any listing order
+    stems = [stems[i] for i in order]
+    cover = first_cover(stems, (32, 32))
+    counts = {s: np.zeros(shape, int) for s, shape in shapes.items()}
+    for stem, mask in zip(stems, cover, strict=True):
+        if stem == "whole":
+            assert mask.all()
+            continue
+        source, pos = stem.rsplit("__", 1)
+        y, x = (int(p[1:]) for p in pos.split("_"))
+        counts[source][y : y + 32, x : x + 32] += mask
+    assert all((c == 1).all() for c in counts.values())
+
+
 def test_pad_to_mirrors_small_images_out_to_one_tile():
     image = np.arange(12, dtype=np.uint8).reshape(3, 4, 1)
     padded = pad_to(image, (8, 4))
@@ -89,3 +112,12 @@ def test_canvas_reassembles_an_image_from_its_overlapping_tiles():
         batch = origins[start : start + 4]
         canvas.add(batch, torch.stack([image[:, :, y : y + 32, x : x + 32] for y, x in batch], 1))
     torch.testing.assert_close(canvas.result(), image)
+
+
+def test_pieces_name_their_source_image():
+    assert tile_source(tile_name("2019_A1__x", 16, 11)) == "2019_A1__x"  # HeLa, prepare --tile
+    assert tile_source(crop_name("d_r_1_", 1)) == "d_r_1_"  # SUIM's random crops
+    for whole in ("plain", "a__b", "val-a__y1_x2", "a__c"):
+        assert tile_source(whole) == whole
+    stems = ["b__y00000_x00000", "a", "b__y00000_x00016", "c__c0", "a__y00000_x00000", "c__c1"]
+    assert source_groups(stems) == [0, 1, 0, 2, 1, 2]

@@ -299,3 +299,8 @@ def test_grouped_scores_count_each_group_once_whatever_its_ids():
     assert scores["n_images"] == 2
     assert scores["iou"] == pytest.approx((1 / 3 + 0.0) / 2)  # group 7: 2 / 6; group 3: 0
     assert acc.compute() == scores  # computing does not change what was seen
+    acc.update(pred[:0], truth[:0], torch.tensor([], dtype=torch.long))  # an empty batch
+    assert acc.compute() == scores
+    empty = MetricAccumulator(BINARY)
+    empty.update(pred[:0], truth[:0], torch.tensor([], dtype=torch.long))
+    assert empty.compute()["n_images"] == 0

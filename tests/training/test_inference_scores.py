@@ -29,3 +29,19 @@ def test_tiles_of_one_image_are_scored_as_that_image():
     grouped = Split(images, labels, tiles.stems, torch.zeros(4, dtype=torch.long))
     whole = evaluate_model(Everywhere(), grouped, task, cpu, batch_size=3, amp=False)
     assert whole["iou"] == pytest.approx(8 / 64) and whole["n_images"] == 1
+
+
+def test_pixels_an_earlier_tile_holds_are_scored_there_only():
+    task = Task("binary", 1)
+    labels = torch.zeros(2, 1, 4, 4, dtype=torch.uint8)
+    labels[:, 0, :, :2] = 1  # two tiles sharing their left half, which is foreground
+    counted = torch.ones(2, 4, 4, dtype=torch.bool)
+    counted[1, :, :2] = False  # the second tile's share is the first one's
+    images = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+    stems = ["a__y00000_x00000", "a__y00000_x00002"]
+    both = Split(images, labels, stems, torch.zeros(2, dtype=torch.long))
+    once = Split(images, labels, stems, torch.zeros(2, dtype=torch.long), counted)
+    cpu = torch.device("cpu")
+    assert evaluate_model(Everywhere(), both, task, cpu, amp=False)["iou"] == pytest.approx(16 / 32)
+    assert evaluate_model(Everywhere(), once, task, cpu, amp=False)["iou"] == pytest.approx(8 / 24)
+    assert torch.equal(once.labels, both.labels)  # scoring leaves the labels whole

@@ -11,9 +11,9 @@ from PIL import Image
 
 from imseg.data.imageio import read_image
 from imseg.data.layout import DatasetInfo, read_info, split_dirs
-from imseg.data.tiles import source_groups
+from imseg.data.tiles import first_cover, source_groups
 from imseg.errors import DataError
-from imseg.tasks import Task
+from imseg.tasks import VOID, Task
 
 
 @dataclass
@@ -31,9 +31,23 @@ class Split:
     groups: torch.Tensor | None = None
     """int64 ``(N,)``: images with one id are scored together, as one image (the tiles of
     one source image, dataset.yaml ``whole_image_scores``); None: each image alone."""
+    counted: torch.Tensor | None = None
+    """bool ``(N, H, W)``: the pixels a whole-image score counts in this tile (val and
+    test tiles that overlap an earlier one of their image: not the shared ones); None:
+    all."""
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    def scored(self, sl: slice) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Labels and score groups of images ``sl`` as a score counts them: a pixel that
+        an earlier tile of the same image holds too is VOID here (the labels themselves
+        stay whole, for what learns from them)."""
+        assert self.labels is not None
+        labels = self.labels[sl]
+        if self.counted is not None:
+            labels = labels.masked_fill(~self.counted[sl][:, None], VOID)
+        return labels, None if self.groups is None else self.groups[sl]
 
     def subset(self, index: torch.Tensor | list[int]) -> Split:
         idx = torch.as_tensor(index, dtype=torch.long)
@@ -42,12 +56,13 @@ class Split:
             None if self.labels is None else self.labels[idx],
             [self.stems[i] for i in idx.tolist()],
             None if self.groups is None else self.groups[idx],
+            None if self.counted is None else self.counted[idx],
         )
 
     @staticmethod
     def concat(parts: list[Split]) -> Split:
-        """Join splits; labels are kept only when every part has them, score groups never
-        (joined splits are trained on, not scored)."""
+        """Join splits; labels are kept only when every part has them, and so are score
+        groups (found again from the stems: the parts' ids would collide)."""
         parts = [p for p in parts if len(p)]
         if not parts:
             raise ValueError("nothing to concatenate")
@@ -56,10 +71,13 @@ class Split:
             if all(p.labels is not None for p in parts)
             else None
         )
+        stems = [s for p in parts for s in p.stems]
+        grouped = all(p.groups is not None for p in parts)
         return Split(
             torch.cat([p.images for p in parts]),
             labels,
-            [s for p in parts for s in p.stems],
+            stems,
+            torch.tensor(source_groups(stems), dtype=torch.long) if grouped else None,
         )
 
 
@@ -115,11 +133,13 @@ def load_split(
             if problem:
                 raise DataError(f"{mpath}: {problem}")
             labels[i] = task.encode_mask(mask)
+    whole = info.whole_image_scores
     return Split(
         torch.from_numpy(images),
         None if labels is None else torch.from_numpy(labels),
         stems,
-        torch.tensor(source_groups(stems), dtype=torch.long) if info.whole_image_scores
+        torch.tensor(source_groups(stems), dtype=torch.long) if whole else None,
+        torch.from_numpy(first_cover(stems, (h, w))) if whole and split in ("val", "test")
         else None,
     )
 

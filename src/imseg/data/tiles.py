@@ -37,8 +37,8 @@ class Tiling:
     overlap: float = PREDICT_OVERLAP
 
     def describe(self) -> str:
-        scaled = "their own pixels" if self.scale == 1 else f"scaled by {self.scale:g}"
-        return f"tiles of the images at {scaled}, overlapping by {self.overlap:g}"
+        scaled = "at their own pixels" if self.scale == 1 else f"scaled by {self.scale:g}"
+        return f"tiles of the images {scaled}, overlapping by {self.overlap:g}"
 
 
 def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
@@ -70,12 +70,18 @@ def tile_name(stem: str, y: int, x: int) -> str:
     return f"{stem}{TILE_SEP}y{y:05d}_x{x:05d}"
 
 
-_TILE_POSITION = re.compile(re.escape(TILE_SEP) + r"y\d{5}_x\d{5}$")
+def crop_name(stem: str, index: int) -> str:
+    """The file stem of a source image's ``index``-th seeded random crop (SUIM)."""
+    return f"{stem}{TILE_SEP}c{index}"
+
+
+_PIECE = re.compile(re.escape(TILE_SEP) + r"(y\d{5}_x\d{5}|c\d+)$")
 
 
 def tile_source(stem: str) -> str:
-    """The source stem a tile was cut from (:func:`tile_name`); other stems are their own."""
-    found = _TILE_POSITION.search(stem)
+    """The source stem a tile or crop was cut from (:func:`tile_name`, :func:`crop_name`);
+    other stems are their own. Pieces of one source must stay on one side of a split."""
+    found = _PIECE.search(stem)
     return stem[: found.start()] if found else stem
 
 
@@ -123,6 +129,25 @@ def cut_pair(stem: str, image: np.ndarray, mask: np.ndarray | None, tile: tuple[
                None if mask is None else mask[y : y + th, x : x + tw])
 
 
+def first_cover(stems: list[str], tile: tuple[int, int]) -> np.ndarray:
+    """Bool ``(N, tile_h, tile_w)``: per tile, the pixels no earlier tile of the same
+    source image holds (reading order, as :func:`tile_name` sorts), so a whole image's
+    score counts each of its pixels once; a stem that is no tile is all True."""
+    th, tw = tile
+    out = np.ones((len(stems), th, tw), bool)
+    earlier: dict[str, list[tuple[int, int]]] = {}
+    for i in sorted(range(len(stems)), key=lambda i: stems[i]):
+        found = _PIECE.search(stems[i])
+        if found is None or not found.group(1).startswith("y"):
+            continue
+        y, x = (int(part[1:]) for part in found.group(1).split("_"))
+        for ey, ex in earlier.setdefault(stems[i][: found.start()], []):
+            oy, ox = max(ey - y, 0), max(ex - x, 0)  # the earlier tile, in this tile's frame
+            out[i, oy : max(ey + th - y, 0), ox : max(ex + tw - x, 0)] = False
+        earlier[stems[i][: found.start()]].append((y, x))
+    return out
+
+
 def pad_to(image: np.ndarray, tile: tuple[int, int]) -> np.ndarray:
     """An ``H×W×C`` image mirrored out at its bottom and right to at least one tile."""
     ph, pw = max(0, tile[0] - image.shape[0]), max(0, tile[1] - image.shape[1])
@@ -134,10 +159,11 @@ def pad_to(image: np.ndarray, tile: tuple[int, int]) -> np.ndarray:
 def blend_weights(tile: tuple[int, int], overlap: float) -> torch.Tensor:
     """``(H, W)`` weights of a tile's output when overlapping tiles are averaged.
 
-    A net sees less context near a tile's border, so there its output counts less: the
-    weight rises linearly over the overlap's width from a small floor at the border to 1
-    (at overlap 0 every pixel counts fully; the floor keeps the image border, which only
-    one tile's edge covers, defined).
+    A net sees less context near a tile's border, so there its output counts less: along
+    each axis the weight rises linearly from the border over half the overlap's width
+    (``ramp = n · overlap / 2`` pixels; ``1 / ramp`` at the border pixel) to 1, and never
+    falls below 0.05 (at overlap 0 every pixel counts fully; a weight above 0 keeps the
+    image border, which only one tile's edge covers, defined).
     """
     axes = []
     for n in tile:

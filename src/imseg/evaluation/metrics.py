@@ -199,7 +199,7 @@ class MetricAccumulator:
         if groups is None:
             self._state = self._add(self._state, *counts)
             self.n_images += int(target.shape[0])
-        else:
+        elif len(groups):
             ids = groups.to(counts[0].device).long()
             size = int(ids.max()) + 1
             if self._group_counts is None:

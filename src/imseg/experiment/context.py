@@ -16,6 +16,7 @@ from imseg.config import Config, build_config
 from imseg.data.dataset import Dataset, Split, load_dataset
 from imseg.data.layout import write_info
 from imseg.data.splitting import seeded_permutation
+from imseg.data.tiles import tile_source
 from imseg.errors import ConfigError, DataError
 from imseg.experiment.settings import check_settings, previous_values, settings_of
 from imseg.logs import log, log_to_run_folder, note_failure_in_run_log, stop_run_log
@@ -90,7 +91,9 @@ class RunContext:
         Run 0 uses the prepared split. Later runs draw a new labeled part of the
         same size, seeded by the run, from labeled ∪ unlabeled when the unlabeled
         truth is known (the paper's "different labeled splits"); otherwise only
-        the seeds differ.
+        the seeds differ. Tiles (HeLa's crops, ``prepare --tile``) are drawn by the
+        image they were cut from, as the prepared split is, so no image has tiles on
+        both sides.
         """
         if run not in self._run_splits:
             ds = self.dataset
@@ -98,11 +101,13 @@ class RunContext:
                 self._run_splits[run] = (ds.labeled, ds.unlabeled)
             else:
                 pool = Split.concat([ds.labeled, ds.unlabeled])
-                order = seeded_permutation(pool.stems, ds.info.seed + run)
-                index = {s: i for i, s in enumerate(pool.stems)}
-                n = len(ds.labeled)
-                labeled = pool.subset(sorted(index[s] for s in order[:n]))
-                unlabeled = pool.subset(sorted(index[s] for s in order[n:]))
+                sources = list(dict.fromkeys(tile_source(s) for s in pool.stems))
+                order = seeded_permutation(sources, ds.info.seed + run)
+                n = len({tile_source(s) for s in ds.labeled.stems})
+                chosen = set(order[:n])
+                picked = [tile_source(s) in chosen for s in pool.stems]
+                labeled = pool.subset([i for i, p in enumerate(picked) if p])
+                unlabeled = pool.subset([i for i, p in enumerate(picked) if not p])
                 self._run_splits[run] = (labeled, unlabeled)
         return self._run_splits[run]
 

@@ -115,8 +115,8 @@ def evaluate_grouped(model: GroupedUNet, split: Split, task: Task, device: torch
         x = to_input(stack_inputs([split.images[sl]] * model.models), device)
         with autocast(device, amp):
             logits = model(x)
-        labels = split.labels[sl].to(device)
-        groups = None if split.groups is None else split.groups[sl]
+        labels, groups = split.scored(sl)
+        labels = labels.to(device)
         for acc, out in zip(accs, split_outputs(logits, model.models), strict=True):
             acc.update(task.to_label(task.activate(out)), labels, groups)
     return [acc.compute() for acc in accs]

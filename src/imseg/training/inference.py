@@ -238,6 +238,6 @@ def evaluate_model(
         return {}
     acc = task.metric(test)
     for sl, probs in predict_batches([model], split.images, task, device, batch_size, amp):
-        acc.update(task.to_label(probs[0]), split.labels[sl].to(device),
-                   None if split.groups is None else split.groups[sl])
+        labels, groups = split.scored(sl)
+        acc.update(task.to_label(probs[0]), labels.to(device), groups)
     return acc.compute()

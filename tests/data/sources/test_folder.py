@@ -940,3 +940,28 @@ def test_tile_options_need_each_other(tmp_path, capsys):
     ):
         assert main([*base, "--out", str(tmp_path / "out"), *extra]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_each_val_and_test_pixel_is_scored_in_one_tile_only(tmp_path):
+    src = tmp_path / "src"
+    for folder, first in (("train", 0), ("val", 10), ("test", 20)):
+        for i in range(first, first + 3):  # 48×80: tiles at 0, 16 and 0, 24, 48 overlap
+            _save(src / folder / "images" / f"im{i:02d}.png", _image(i, (48, 80)))
+            _save(src / folder / "masks" / f"im{i:02d}.png", _blocks(i, (48, 80), (0, 255)))
+    out = tmp_path / "out"
+    prepare_folder(images=src / "train" / "images", masks=src / "train" / "masks", out=out,
+                   val_images=src / "val" / "images", val_masks=src / "val" / "masks",
+                   test_images=src / "test" / "images", test_masks=src / "test" / "masks",
+                   size=(32, 32), tile_scale=1.0, labeled_fraction=0.5)
+    ds = load_dataset(out)
+    for split in (ds.val, ds.test):
+        assert not (split.labels == VOID).any()  # the masks stay whole (EvalNet learns on them)
+        labels, groups = split.scored(slice(0, len(split)))
+        counts: dict[str, np.ndarray] = {}
+        for stem, label in zip(split.stems, labels, strict=True):
+            source, y, x = _tile_origin(stem)
+            counts.setdefault(source, np.zeros((48, 80), int))[y : y + 32, x : x + 32] += (
+                label[0] != VOID).numpy()
+        assert len(counts) == 3 and all((c == 1).all() for c in counts.values())
+        assert groups is not None and len(set(groups.tolist())) == 3
+    assert ds.labeled.counted is None and ds.unlabeled.counted is None

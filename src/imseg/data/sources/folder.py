@@ -76,7 +76,8 @@ always have the same size (else the pairing is likely wrong).
 pixels) into ``--size`` tiles instead of resizing it whole, for images much larger than
 the net's input whose detail resizing would lose (cells, membranes, aerial photos).
 Training tiles overlap by ``--tile-overlap`` (0.25), val and test tiles as little as
-covering the image allows, so each scored pixel counts about once. The split is made
+covering the image allows (where they still overlap, a pixel is scored in the first tile
+that holds it: :func:`imseg.data.tiles.first_cover`). The split is made
 by source image, so the tiles of one image never lie on both sides. dataset.yaml's
 ``tile_scale`` tells ``predict`` to cut new images alike (:mod:`imseg.data.tiles`), and
 ``whole_image_scores`` scores the tiles of each image together, as the whole image.
@@ -311,7 +312,7 @@ def prepare_folder(
         image = read_image(item.image, channels)
         truth = with_truth[split] and item.mask is not None
         mask = _to_disk(_read_mask(item.mask, how), plan) if truth else None  # type: ignore[arg-type]
-        overlap = tile_overlap if split.startswith("train") else 0.0  # scored pixels: once
+        overlap = tile_overlap if split.startswith("train") else 0.0
         pieces = (cut_pair(item.stem, image, mask, target, tile_scale, overlap) if tile_scale
                   else [(item.stem, resize_image(image, target),
                          None if mask is None else resize_mask(mask, target))])

@@ -46,6 +46,7 @@ from imseg.data.sources._common import (
     summary,
 )
 from imseg.data.splitting import split_keys
+from imseg.data.tiles import TILE_SEP, crop_name
 from imseg.errors import DataError, Problems
 from imseg.tasks import Task
 
@@ -64,7 +65,7 @@ CLASSES = [name for _, name, _ in PALETTE]
 COLORS = [rgb for _, _, rgb in PALETTE]
 OFF_PALETTE = (64, 191)
 """A channel value in this range is far from both 0 and 255: the pixel is off-palette."""
-CROP_SEP = "__c"
+CROP_SEP = f"{TILE_SEP}c"  # crop_name's: a crop's stem ends in __c<index>
 MAX_LISTED = 50
 """File names listed per report entry in dataset.yaml (the counts are always complete)."""
 
@@ -225,7 +226,7 @@ def prepare_suim(
                 for j, (y, x, side) in enumerate(random_crops(h, w, crops, min_crop, max_crop, rng)):
                     img = resize_image(image[y : y + side, x : x + side], (size, size))
                     lab = resize_mask(ids[y : y + side, x : x + side], (size, size))
-                    write_pair(out, split, f"{stem}{CROP_SEP}{j}", img, (lab + 1)[None], task)
+                    write_pair(out, split, crop_name(stem, j), img, (lab + 1)[None], task)
     info = DatasetInfo(
         task="multiclass",
         classes=list(CLASSES),
