@@ -25,7 +25,7 @@ from imseg.data.imageio import resize_image, resize_mask
 PREDICT_OVERLAP = 0.5
 """Overlap of the tiles a new image is cut into for prediction."""
 TILE_SEP = "__"
-"""Separates the source stem from the tile position in a tile's file name."""
+"""Separates the source stem from a tile's position (or a crop's index) in its name."""
 
 
 @dataclass(frozen=True)
