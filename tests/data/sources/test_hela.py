@@ -215,3 +215,21 @@ def test_a_trained_model_reports_mIoU_ad_and_the_cell_count_error(tmp_path):
     assert float(row["test_iou"]) == pytest.approx(sum(details["class_iou"][:2]) / 2, abs=1e-6)
     assert details["iou_all"] == pytest.approx(sum(details["class_iou"]) / 3)
     assert {"count_error", "count_error_alive", "count_error_dead"} <= details.keys()
+
+
+def test_a_hela_model_predicts_whole_brightfields_in_crops_as_it_was_trained(tmp_path, capsys):
+    make_download(tmp_path / "dl", n_train=3)
+    prepare_hela(tmp_path / "dl", tmp_path / "hela", crop=32, seed=1)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "benchmark": {"candidates": 1, "keep": 1}}))
+    assert main(["train", "--data", str(tmp_path / "hela"), "--out", str(tmp_path / "run"),
+                 "--config", str(config), "--no-progress"]) == 0
+    new = tmp_path / "dl" / "original_data" / "test" / "brightfield"
+    capsys.readouterr()
+    assert main(["predict", "--run", str(tmp_path / "run"), "--images", str(new), "--out",
+                 str(tmp_path / "pred"), "--no-progress"]) == 0
+    assert "input: tiles of the images at their own pixels" in capsys.readouterr().out
+    masks = sorted((tmp_path / "pred" / "masks").glob("*.png"))
+    assert len(masks) == 2
+    for path in masks:  # alive, dead, position at the brightfield's own size
+        assert np.asarray(Image.open(path)).shape == (H, W, 3)
