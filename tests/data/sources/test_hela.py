@@ -203,13 +203,19 @@ def test_cli(tmp_path, capsys):
     assert "train_labeled 12" in text and "train_unlabeled 24" in text
 
 
-def test_a_trained_model_reports_mIoU_ad_and_the_cell_count_error(tmp_path):
+def _trained(tmp_path: Path) -> Path:
+    """A run folder with one tiny model trained on a prepared fake HeLa download."""
     make_download(tmp_path / "dl", n_train=3)
     prepare_hela(tmp_path / "dl", tmp_path / "hela", crop=32, seed=1)
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({**TINY, "benchmark": {"candidates": 1, "keep": 1}}))
     assert main(["train", "--data", str(tmp_path / "hela"), "--out", str(tmp_path / "run"),
                  "--config", str(config), "--no-progress"]) == 0
+    return tmp_path / "run"
+
+
+def test_a_trained_model_reports_mIoU_ad_and_the_cell_count_error(tmp_path):
+    _trained(tmp_path)
     (row,) = read_rows(tmp_path / "run" / "results.csv")
     details = json.loads(row["test_details"])
     assert float(row["test_iou"]) == pytest.approx(sum(details["class_iou"][:2]) / 2, abs=1e-6)
@@ -218,15 +224,10 @@ def test_a_trained_model_reports_mIoU_ad_and_the_cell_count_error(tmp_path):
 
 
 def test_a_hela_model_predicts_whole_brightfields_in_crops_as_it_was_trained(tmp_path, capsys):
-    make_download(tmp_path / "dl", n_train=3)
-    prepare_hela(tmp_path / "dl", tmp_path / "hela", crop=32, seed=1)
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump({**TINY, "benchmark": {"candidates": 1, "keep": 1}}))
-    assert main(["train", "--data", str(tmp_path / "hela"), "--out", str(tmp_path / "run"),
-                 "--config", str(config), "--no-progress"]) == 0
+    run = _trained(tmp_path)
     new = tmp_path / "dl" / "original_data" / "test" / "brightfield"
     capsys.readouterr()
-    assert main(["predict", "--run", str(tmp_path / "run"), "--images", str(new), "--out",
+    assert main(["predict", "--run", str(run), "--images", str(new), "--out",
                  str(tmp_path / "pred"), "--no-progress"]) == 0
     assert "input: tiles of the images at their own pixels" in capsys.readouterr().out
     masks = sorted((tmp_path / "pred" / "masks").glob("*.png"))
