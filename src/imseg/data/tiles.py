@@ -141,10 +141,11 @@ def first_cover(stems: list[str], tile: tuple[int, int]) -> np.ndarray:
         if found is None or not found.group(1).startswith("y"):
             continue
         y, x = (int(part[1:]) for part in found.group(1).split("_"))
-        for ey, ex in earlier.setdefault(stems[i][: found.start()], []):
+        before = earlier.setdefault(stems[i][: found.start()], [])
+        for ey, ex in before:
             oy, ox = max(ey - y, 0), max(ex - x, 0)  # the earlier tile, in this tile's frame
             out[i, oy : max(ey + th - y, 0), ox : max(ex + tw - x, 0)] = False
-        earlier[stems[i][: found.start()]].append((y, x))
+        before.append((y, x))
     return out
 
 

@@ -101,11 +101,11 @@ class RunContext:
                 self._run_splits[run] = (ds.labeled, ds.unlabeled)
             else:
                 pool = Split.concat([ds.labeled, ds.unlabeled])
-                sources = list(dict.fromkeys(tile_source(s) for s in pool.stems))
-                order = seeded_permutation(sources, ds.info.seed + run)
-                n = len({tile_source(s) for s in ds.labeled.stems})
+                source_of = [tile_source(s) for s in pool.stems]
+                order = seeded_permutation(list(dict.fromkeys(source_of)), ds.info.seed + run)
+                n = len(set(source_of[: len(ds.labeled)]))  # the pool starts with them
                 chosen = set(order[:n])
-                picked = [tile_source(s) in chosen for s in pool.stems]
+                picked = [source in chosen for source in source_of]
                 labeled = pool.subset([i for i, p in enumerate(picked) if p])
                 unlabeled = pool.subset([i for i, p in enumerate(picked) if not p])
                 self._run_splits[run] = (labeled, unlabeled)

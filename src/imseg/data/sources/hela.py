@@ -44,7 +44,7 @@ from imseg.data.imageio import list_images, read_image
 from imseg.data.layout import DatasetInfo, finalize_counts, split_dirs, write_pair
 from imseg.data.sources._common import download_parser, fresh_layout, summary
 from imseg.data.splitting import split_keys
-from imseg.data.tiles import tile_name, tile_origins
+from imseg.data.tiles import cut_pair
 from imseg.errors import DataError, Problems
 from imseg.tasks import Task
 
@@ -193,9 +193,9 @@ def _write_crops(
     if h < crop or w < crop:
         raise DataError(f"{source}: {w}x{h} is smaller than the {crop} px crop")
     count = 0
-    for y, x in tile_origins((h, w), (crop, crop), overlap):
-        write_pair(out, split, tile_name(stem, y, x), image[y : y + crop, x : x + crop],
-                   label[:, y : y + crop, x : x + crop], task)
+    for name, piece, channels_last in cut_pair(stem, image, np.moveaxis(label, 0, -1),
+                                               (crop, crop), 1.0, overlap):
+        write_pair(out, split, name, piece, np.moveaxis(channels_last, -1, 0), task)
         count += 1
     return count
 
