@@ -3,12 +3,14 @@ dropout, and the per-kind pseudo-label rule."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 from imseg.config import Config, TrainConfig
 from imseg.data.augment import AugmentParams
 from imseg.data.dataset import Split
+from imseg.errors import ConfigError
 from imseg.models.unet import TinyUNet
 from imseg.tasks import VOID, Task
 from imseg.training.trainers import TRAINERS, TrainingSetup
@@ -153,23 +155,19 @@ class Spy(TinyUNet):
         super().__init__(3, 1, alpha=0.25)
         self.calls: list[tuple[str, int]] = []
 
-    def forward(self, x):
-        self.calls.append(("plain", x.shape[0]))
-        return super().forward(x)
-
-    def forward_perturbed(self, x, dropout):
-        self.calls.append(("perturbed", x.shape[0]))
-        return super().forward_perturbed(x, dropout)
+    def forward(self, x, feature_dropout=None):
+        self.calls.append(("plain" if feature_dropout is None else "perturbed", x.shape[0]))
+        return super().forward(x, feature_dropout)
 
 
 def test_feature_dropout_only_in_its_stream():
     model = TinyUNet(3, 2, alpha=0.25).eval()
     x = torch.randint(0, 256, (3, 3, 16, 16)).float()
     torch.manual_seed(0)
-    clean, perturbed = model.forward_perturbed(x, 0.5)
+    clean, perturbed = forward_perturbed(model, x, 0.5)
     assert torch.allclose(clean, model(x), atol=1e-5)  # the clean half is the plain forward
     assert not torch.allclose(perturbed, clean, atol=1e-3)
-    same, also = model.forward_perturbed(x, 0.0)
+    same, also = forward_perturbed(model, x, 0.0)
     assert torch.allclose(same, also)
     # in UniMatch's step: one perturbed pass over labeled + weak, plain passes for strong views
     st = setup(BINARY)
@@ -183,34 +181,25 @@ def test_feature_dropout_only_in_its_stream():
     assert spy.calls == [("plain", 4), ("plain", 2)]
 
 
-class ListEncoder(nn.Module):
-    def forward(self, x):
-        return [x, x * 2]
+def test_a_model_without_the_perturbed_stream_is_one_clear_error():
+    with pytest.raises(ConfigError, match="feature_dropout"):
+        forward_perturbed(nn.Conv2d(3, 1, 1), torch.zeros(1, 3, 8, 8), 0.5)
 
 
-class EncoderModel(nn.Module):
-    """Shaped like imseg.models.encoders.EncoderNet: ``self.net.encoder`` gives feature lists."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Module()
-        self.net.encoder = ListEncoder()
-
-    def forward(self, x):
-        first, second = self.net.encoder(x)
-        return first + second
-
-
-def test_feature_dropout_hook_for_encoder_models_is_removed_after_use():
-    model = EncoderModel()
-    x = torch.ones(2, 4, 8, 8)
-    torch.manual_seed(0)
-    clean, perturbed = forward_perturbed(model, x, 0.5)
-    assert torch.equal(clean, 3 * x)
-    # each feature's channels dropped (0) or kept and scaled by 1 / (1 - 0.5): 2·x + 4·x
-    assert set(perturbed.unique().tolist()) <= {0.0, 2.0, 4.0, 6.0}
-    assert not torch.equal(perturbed, clean)
-    assert model(x).shape[0] == 2  # no hook left behind
+def test_a_compiled_model_gives_each_stream_its_own_graph():
+    """The perturbed stream is an argument of forward, not a hook added around a step, so a
+    compiled model never reuses the plain graph for it (or the other way round)."""
+    model = TinyUNet(3, 1, alpha=0.25).eval()
+    compiled = torch.compile(model, backend="eager")
+    x = torch.randint(0, 256, (2, 3, 16, 16)).float()
+    torch.manual_seed(1)
+    eager = forward_perturbed(model, x, 0.5)
+    torch.manual_seed(1)
+    for _ in range(2):  # plain, perturbed, plain, perturbed: each call its own stream
+        assert compiled(x).shape[0] == 2
+        torch.manual_seed(1)
+        got = forward_perturbed(compiled, x, 0.5)
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(got, eager, strict=True))
 
 
 def test_online_epoch_trains_every_task_kind_and_ignores_void():

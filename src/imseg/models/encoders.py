@@ -33,6 +33,7 @@ from torch import nn
 
 from imseg.config import TINY_UNET
 from imseg.errors import ConfigError, DataError
+from imseg.models.perturb import smp_forward_perturbed
 from imseg.models.unet import check_image
 
 INSTALL_HINT = 'pip install "imseg[models]"'
@@ -132,8 +133,9 @@ class EncoderNet(nn.Module):
         self.register_buffer("mean", torch.tensor(stats[0]).view(1, -1, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(stats[1]).view(1, -1, 1, 1) * 255.0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, out_channels, H, W)`` in float32 for images in 0..255."""
+    def forward(self, x: torch.Tensor, feature_dropout: float | None = None) -> torch.Tensor:
+        """Logits ``(N, out_channels, H, W)`` in float32 for images in 0..255; with
+        ``feature_dropout``, ``2N`` of them (:mod:`imseg.models.perturb`)."""
         check_image(x, self.in_channels)
         h, w = x.shape[-2:]
         x = x.to(self.mean.dtype)
@@ -142,7 +144,8 @@ class EncoderNet(nn.Module):
         x = (x - self.mean) / self.std
         # always padded (maybe by 0): an ONNX trace then keeps the padding shape-dependent
         x = F.pad(x, (0, (-w) % self.divisor, 0, (-h) % self.divisor))
-        logits = self.net(x)
+        logits = self.net(x) if feature_dropout is None else \
+            smp_forward_perturbed(self.net, x, feature_dropout)
         if logits.shape[-2:] != x.shape[-2:]:  # a decoder that stops short of full size
             logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear",
                                    align_corners=False)

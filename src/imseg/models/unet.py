@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imseg.models.perturb import doubled_with_dropout
+
 KERAS_BN_MOMENTUM = 0.01
 """Keras' BatchNormalization momentum 0.99 in PyTorch's convention (1 - 0.99)."""
 
@@ -200,9 +202,13 @@ class TinyUNet(nn.Module):
         self.head = nn.Conv2d(f16, out_channels, 1, bias=True)
         init_keras_style(self, generator)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for a batch of images in 0..255."""
-        return self.decode(self.encode(x))
+    def forward(self, x: torch.Tensor, feature_dropout: float | None = None) -> torch.Tensor:
+        """Logits for a batch of images in 0..255; with ``feature_dropout``, ``2N`` of them:
+        the clean ones, then UniMatch's perturbed stream (:mod:`imseg.models.perturb`)."""
+        features = self.encode(x)
+        if feature_dropout is not None:
+            features = doubled_with_dropout(features, feature_dropout)
+        return self.decode(features)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The encoder's features: the four skips, then the bottleneck's output."""
@@ -227,14 +233,6 @@ class TinyUNet(nn.Module):
         for decoder, skip in zip(self.decoders, reversed(skips), strict=True):
             x = decoder(x, skip)
         return float32_head(self.head, x)
-
-    def forward_perturbed(self, x: torch.Tensor, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(logits, perturbed logits)`` from one encoder pass: the second decodes every
-        encoder feature after channel dropout (UniMatch's feature perturbation stream)."""
-        features = self.encode(x)
-        both = [torch.cat((f, F.dropout2d(f, dropout, training=True))) for f in features]
-        clean, perturbed = self.decode(both).chunk(2)
-        return clean, perturbed
 
 
 def count_parameters(model: nn.Module, keras_style: bool = True) -> int:

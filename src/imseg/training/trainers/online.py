@@ -13,18 +13,18 @@ UniMatch, an unsupervised loss is summed over confident pixels and divided by al
 pixels, so a batch with few confident pixels pulls little.
 
 UniMatch adds a second strong view and a feature-perturbation stream: the weak
-view decoded after channel dropout on the encoder features, trained towards the
-same pseudo labels. Loss = labeled + 0.25·strong1 + 0.25·strong2 + 0.5·feature
+view decoded after channel dropout on the encoder features (inside the model's forward,
+:mod:`imseg.models.perturb`), trained towards the same pseudo labels. Loss = labeled + 0.25·strong1 + 0.25·strong2 + 0.5·feature
 (UniMatch halves the sum as well, which AdamW's scale invariance makes moot).
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
@@ -182,26 +182,15 @@ def forward_perturbed(model: nn.Module, x: torch.Tensor,
                       dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``(logits, logits with channel dropout on the encoder features)`` in one encoder pass.
 
-    The tiny U-Net offers ``forward_perturbed``; a net with an ``encoder`` returning a list
-    of features (smp models inside :class:`imseg.models.encoders.EncoderNet`) gets the
-    dropout through a temporary hook on that encoder.
+    Both come from the model's own forward (``feature_dropout``, :mod:`imseg.models.perturb`:
+    the tiny U-Net and smp models of every family), called through ``model`` so DDP and
+    ``torch.compile`` see an ordinary call.
     """
     net = unwrap(model)
-    if hasattr(net, "forward_perturbed"):
-        return net.forward_perturbed(x, dropout)
-    encoder = getattr(getattr(net, "net", net), "encoder", None)
-    if encoder is None:
-        raise ConfigError(f"the unimatch trainer's feature perturbation needs a model with an "
-                          f"encoder; {type(net).__name__} has none")
-
-    def perturb(_module, _inputs, features):
-        return [torch.cat((f, F.dropout2d(f, dropout, training=True))) for f in features]
-
-    handle = encoder.register_forward_hook(perturb)
-    try:
-        clean, perturbed = model(x).chunk(2)
-    finally:
-        handle.remove()
+    if "feature_dropout" not in inspect.signature(net.forward).parameters:
+        raise ConfigError(f"the unimatch trainer's feature perturbation needs a model whose "
+                          f"forward takes feature_dropout; {type(net).__name__} does not")
+    clean, perturbed = model(x, feature_dropout=dropout).chunk(2)
     return clean, perturbed
 
 
@@ -278,7 +267,7 @@ class OnlineEpochs:
         return loss
 
     def strong_views(self, u: torch.Tensor, target: torch.Tensor, confident: torch.Tensor):
-        """One strong view per strong weight, each CutMixed with the next image of the batch,
+        """One strong view per strong weight, each CutMixed with the previous image of the batch,
         its pseudo label and confidence mask mixed with the same box."""
         t, g = self.trainer, self.generator
         n, _, h, w = u.shape
