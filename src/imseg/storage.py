@@ -17,17 +17,40 @@ import torch
 from imseg.errors import StorageError
 
 
-def storage_error(path: Path, exc: OSError) -> StorageError:
-    """One readable message for an OSError while writing ``path``."""
+class WriteFailed(StorageError):
+    """A StorageError that keeps the path and the OSError, so a caller that knows more
+    (``prepare``: the old set is untouched) can restate it with its own advice."""
+
+    def __init__(self, message: str, path: Path, cause: OSError):
+        super().__init__(message)
+        self.path = Path(path)
+        self.cause = cause
+
+
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_REMEDIES = {
+    **dict.fromkeys(FULL_ERRNOS, "free some space (or use another --out)"),
+    **dict.fromkeys((errno.EACCES, errno.EPERM, errno.EROFS), "choose a writable --out"),
+    errno.ENAMETOOLONG: "use shorter file names (most file systems allow 255 bytes a name, "
+                        "4096 a path) or a shorter --out path",
+}
+
+
+def storage_error(path: Path, exc: OSError, outcome: str | None = None) -> WriteFailed:
+    """One readable message for an OSError while writing ``path``: the path, the cause
+    and what to do. ``outcome`` says what the failure left (then the advice is to run
+    the same command again); by default a full disk is said to resume."""
     code = exc.errno
     name = errno.errorcode.get(code, "?") if code is not None else "?"
     reason = exc.strerror or str(exc)
-    hint = ""
-    if code in (errno.ENOSPC, errno.EDQUOT):
-        hint = "; free some space (or use another --out), then run the same command to resume"
-    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
-        hint = "; choose a writable --out"
-    return StorageError(f"cannot write {path}: {reason} (errno {code} {name}){hint}")
+    remedy = _REMEDIES.get(code, "")  # type: ignore[arg-type]
+    if outcome is not None:
+        hint = f"; {outcome}" + (f"; {remedy}, then run the same command again" if remedy else "")
+    elif code in FULL_ERRNOS:
+        hint = f"; {remedy}, then run the same command to resume"
+    else:
+        hint = f"; {remedy}" if remedy else ""
+    return WriteFailed(f"cannot write {path}: {reason} (errno {code} {name}){hint}", path, exc)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -60,13 +83,28 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def save_png(path: Path, array: np.ndarray) -> None:
-    """An ``H×W`` or ``H×W×C`` uint8 array as a PNG file, atomically."""
+def png_bytes(array: np.ndarray) -> bytes:
+    """An ``H×W`` or ``H×W×C`` uint8 array encoded as PNG."""
     from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_png(path: Path, array: np.ndarray) -> None:
+    """An ``H×W`` or ``H×W×C`` uint8 array as a PNG file, atomically."""
+    atomic_write_bytes(path, png_bytes(array))
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    """A PNG written in place, for files inside a folder that is itself swapped in whole
+    (a prepared set): no temporary name per file, whose extra length could pass the
+    name limit; an OSError still becomes a StorageError naming ``path``."""
+    try:
+        Path(path).write_bytes(png_bytes(array))
+    except OSError as exc:
+        raise storage_error(path, exc) from None
 
 
 def file_digest(path: Path) -> str:

@@ -1,11 +1,25 @@
-"""dataset.yaml: the newer keys (headline classes, tile scale) are checked, written only when set."""
+"""The prepared layout: dataset.yaml's newer keys (headline classes, tile scale) are checked
+and written only when set; a new set is swapped in whole, or not at all."""
 
 from __future__ import annotations
 
+import errno
+import os
+from pathlib import Path
+
 import pytest
 
-from imseg.data.layout import DatasetInfo, read_info, write_info
-from imseg.errors import DataError
+from imseg.data.layout import (
+    INFO_FILE,
+    PARTIAL,
+    SPLITS,
+    DatasetInfo,
+    check_out,
+    read_info,
+    staged_layout,
+    write_info,
+)
+from imseg.errors import DataError, StorageError
 
 
 def _info(**changes) -> DatasetInfo:
@@ -57,3 +71,67 @@ def test_whole_image_scores_is_a_flag(tmp_path):
         "task: binary\nclasses: [fg]\nimage_size: [32, 32]\nwhole_image_scores: maybe\n")
     with pytest.raises(DataError, match="whole_image_scores must be true or false"):
         read_info(tmp_path)
+
+
+# ------------------------------------------------------------- a set swapped in whole
+def _set(root: Path, tag: str) -> None:
+    """A stand-in prepared set: one file per split, and dataset.yaml, all saying ``tag``."""
+    for split in SPLITS:
+        (root / split / "images").mkdir(parents=True, exist_ok=True)
+        (root / split / "images" / "a.png").write_text(tag)
+    (root / INFO_FILE).write_text(tag)
+
+
+def _files(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): p.read_text()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_staged_set_replaces_only_the_old_set(tmp_path):
+    out = tmp_path / "out"
+    _set(out, "old")
+    (out / "notes.txt").write_text("mine")
+    with staged_layout(out) as staging:
+        assert staging.parent == out and staging.name.startswith(PARTIAL)
+        _set(staging, "new")
+    assert _files(out) == {**{f"{s}/images/a.png": "new" for s in SPLITS},
+                           INFO_FILE: "new", "notes.txt": "mine"}
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, DataError])
+def test_a_block_that_stops_leaves_the_old_set_and_no_partial_folder(tmp_path, stop):
+    out = tmp_path / "out"
+    _set(out, "old")
+    before = _files(out)
+    with pytest.raises(stop), staged_layout(out) as staging:
+        _set(staging, "new")
+        raise stop("stopped")
+    assert _files(out) == before and sorted(p.name for p in out.iterdir()) == sorted(
+        [*SPLITS, INFO_FILE])
+
+
+def test_a_swap_that_fails_half_way_is_undone(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    _set(out, "old")
+    before = _files(out)
+    real, moves = os.replace, []
+
+    def replace(source, target):
+        moves.append(source)
+        if len(moves) == 7:  # the old set is aside, two new splits are in
+            raise OSError(errno.EIO, "Input/output error", str(source))
+        real(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(StorageError, match=f"{out} is as it was"), \
+            staged_layout(out) as staging:
+        _set(staging, "new")
+    assert _files(out) == before and not list(out.glob(f"{PARTIAL}*"))
+
+
+def test_an_old_set_that_a_cut_short_swap_moved_aside_is_never_deleted(tmp_path):
+    out = tmp_path / "out"
+    _set(out / f"{PARTIAL}999999999-0bad" / "replaced", "old")  # no such process
+    with pytest.raises(DataError, match="earlier data set"):
+        check_out(out, overwrite=True)
+    assert _files(out / f"{PARTIAL}999999999-0bad" / "replaced")[INFO_FILE] == "old"

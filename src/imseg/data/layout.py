@@ -14,16 +14,26 @@ multiclass class ids with 255 void).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import yaml
-from PIL import Image
 
 from imseg.data.imageio import WIDE_RULES
-from imseg.errors import DataError
-from imseg.storage import atomic_write_text
+from imseg.errors import DataError, StorageError
+from imseg.storage import (
+    FULL_ERRNOS,
+    WriteFailed,
+    atomic_write_text,
+    storage_error,
+    write_png,
+)
 from imseg.tasks import TASK_KINDS, Task, task_from_info
 
 SPLITS: tuple[str, ...] = ("train_labeled", "train_unlabeled", "val", "test")
@@ -181,10 +191,10 @@ def write_pair(
     """
     images, masks = split_dirs(root, split)
     images.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(image.squeeze())).save(images / f"{stem}.png")
+    write_png(images / f"{stem}.png", image.squeeze())
     if label is not None:
         masks.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.ascontiguousarray(task.decode_mask(label))).save(masks / f"{stem}.png")
+        write_png(masks / f"{stem}.png", task.decode_mask(label))
 
 
 def count_split(root: Path, split: str) -> int:
@@ -198,3 +208,150 @@ def finalize_counts(root: Path, info: DatasetInfo) -> DatasetInfo:
     info.counts = {split: count_split(root, split) for split in SPLITS}
     write_info(root, info)
     return info
+
+
+# ----------------------------------------------------------- writing a whole set safely
+PARTIAL = ".imseg-partial-"
+"""Name start of the folder inside ``--out`` that a new set is written into before it
+is swapped in: ``.imseg-partial-<process id>-<random>``. One whose process is gone
+(a killed ``prepare``) is removed by the next ``prepare`` into that ``--out``."""
+_REPLACED = "replaced"
+"""Where the old set waits inside the partial folder while the new one moves in."""
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an ``--out`` that is a file, that holds anything but without ``--overwrite``,
+    or that another running ``prepare`` writes into; remove what a killed one left."""
+    out = Path(out)
+    try:
+        kind = "folder" if out.is_dir() else "other" if out.exists() else ""
+    except OSError as exc:  # a path too long for the system: the remedy is in the message
+        raise storage_error(out, exc) from None
+    if kind == "other":
+        raise DataError(f"{out}: --out exists and is not a folder")
+    if not kind:
+        return
+    clear_left_over(out)
+    if not overwrite and any(not p.name.startswith(PARTIAL) for p in out.iterdir()):
+        raise DataError(f"{out}: --out is not empty; choose a new folder or pass --overwrite "
+                        f"(which replaces only the split folders and {INFO_FILE} there)")
+
+
+def clear_left_over(out: Path) -> None:
+    """Remove the partial folders that killed ``prepare`` runs left in ``out``; refuse an
+    ``out`` that a running one writes into."""
+    for folder in Path(out).glob(f"{PARTIAL}*"):
+        pid = _writer_pid(folder.name)
+        if _alive(pid):
+            raise DataError(f"{out}: another imseg prepare (process {pid}) is writing a data "
+                            "set here; wait for it to end or choose another --out")
+        if _holds_old_set(folder):  # a swap cut short: never delete the old set
+            raise DataError(f"{folder / _REPLACED}: holds (parts of) the earlier data set of "
+                            f"{out}, moved aside by a prepare stopped while it swapped sets; "
+                            "move them back into --out or delete them, then run the command "
+                            "again")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_layout(out: Path) -> Iterator[Path]:
+    """An empty folder to write a whole prepared set into; when the block ends without
+    error, its split folders and dataset.yaml replace those of ``out`` (anything else in
+    ``out`` stays); on any error it is removed and ``out`` is left as it was.
+
+    The folder lies inside ``out``, so the swap is a few renames on one file system
+    (whatever the parent's permissions, even when ``out`` is a mount point). A write
+    that fails becomes one StorageError naming the file as it would lie in ``out``.
+    """
+    out = Path(out)
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        staging = out / f"{PARTIAL}{os.getpid()}-{secrets.token_hex(4)}"
+        staging.mkdir()
+    except OSError as exc:
+        raise storage_error(out, exc) from None
+    swapped = False
+    try:
+        yield staging
+        _swap_in(staging, out)
+        swapped = True
+    except WriteFailed as exc:
+        raise _restated(exc, staging, out, created) from None
+    except OSError as exc:  # e.g. a folder that cannot be made; else not a write of ours
+        if not Path(exc.filename or out).is_relative_to(staging):
+            raise
+        raise _restated(storage_error(Path(exc.filename), exc), staging, out, created) from None
+    finally:
+        if swapped or not _holds_old_set(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+        if created and not swapped:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only when empty: nothing was there before
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Move ``out``'s set aside and the staged one in, dataset.yaml last (a set is whole
+    when its dataset.yaml is there); on any error or interrupt, move everything back."""
+    aside = staging / _REPLACED
+    aside.mkdir()
+    names = [INFO_FILE, *SPLITS]
+    moves = [(out / n, aside / n) for n in names if os.path.lexists(out / n)]
+    moves += [(staging / n, out / n) for n in reversed(names) if (staging / n).exists()]
+    done: list[tuple[Path, Path]] = []
+    try:
+        for source, target in moves:
+            os.replace(source, target)
+            done.append((source, target))
+    except BaseException as exc:
+        for source, target in reversed(done):
+            with contextlib.suppress(OSError):
+                os.replace(target, source)
+        if isinstance(exc, OSError):
+            raise storage_error(Path(exc.filename or out), exc) from None
+        raise
+
+
+def _holds_old_set(staging: Path) -> bool:
+    """Whether parts of the old set still wait in the partial folder (a swap that could
+    not be undone): then it is kept, not removed."""
+    aside = staging / _REPLACED
+    return aside.is_dir() and any(aside.iterdir())
+
+
+def _restated(exc: WriteFailed, staging: Path, out: Path, created: bool) -> StorageError:
+    """A failed write, named as the file would lie in ``out``, saying what was left."""
+    cause, path = exc.cause, exc.path
+    if path.is_relative_to(staging):
+        path = out / path.relative_to(staging)
+    if created:
+        outcome = f"nothing was written ({out} was not created)"
+    elif _holds_old_set(staging):
+        outcome = f"the old set could not be put back: its parts are in {staging / _REPLACED}"
+    else:
+        outcome = f"{out} is as it was (the partly written new set was removed)"
+        if cause.errno in FULL_ERRNOS:
+            outcome += "; until it is whole, the new set needs room beside the old one"
+    return storage_error(path, cause, outcome)
+
+
+def _writer_pid(name: str) -> int:
+    """The process id in a partial folder's name (0 when there is none)."""
+    head = name[len(PARTIAL):].split("-", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` (another than this one) still runs. POSIX only: elsewhere
+    signal 0 is no probe, and a partial folder is taken as left over."""
+    if pid <= 0 or pid == os.getpid() or os.name != "posix":
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    except (OverflowError, OSError):
+        return False
+    return True

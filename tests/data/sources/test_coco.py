@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from prepare_faults import fill_disk, snapshot
 
 from imseg.cli import main
 from imseg.data.layout import read_info
@@ -19,7 +20,7 @@ from imseg.data.sources.coco import (
     segmentation_mask,
 )
 from imseg.data.sources.folder import prepare_folder
-from imseg.errors import DataError
+from imseg.errors import DataError, StorageError
 
 # masks and their compressed RLE strings as pycocotools 2.0 encodes them
 RLE_SMALL = "5160L2ON12ON12ON12ON500001"
@@ -291,3 +292,27 @@ def test_drawn_masks_are_cut_into_tiles_as_folder_masks_are(tmp_path, capsys):
         y, x = (int(p[1:]) for p in pos.split("_"))
         want = _expected(int(stem.split("_")[1]))[y : y + 16, x : x + 16]
         assert np.array_equal(np.asarray(Image.open(path)), want), path.name
+
+
+def test_overwrite_failing_part_way_keeps_the_old_set(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    prepare_coco(images=_coco_set(tmp_path / "a", n=10) / "images",
+                 annotations=tmp_path / "a" / "ann.json", out=out)
+    (out / "notes.txt").write_text("mine")
+    before = snapshot(out)
+    new = _coco_set(tmp_path / "b", n=8)
+    fill_disk(monkeypatch, 8 + 4)  # the 8 drawn masks, then 4 of the set
+    with pytest.raises(StorageError, match="No space left on device") as err:
+        prepare_coco(images=new / "images", annotations=new / "ann.json", out=out,
+                     size=(16, 16), overwrite=True)
+    assert f"{out} is as it was" in str(err.value)
+    assert snapshot(out) == before
+
+
+def test_a_full_temporary_folder_while_drawing_is_one_message(tmp_path, monkeypatch):
+    src = _coco_set(tmp_path / "src", n=6)
+    fill_disk(monkeypatch, 2)
+    with pytest.raises(StorageError, match="nothing was written to .*TMPDIR") as err:
+        prepare_coco(images=src / "images", annotations=src / "ann.json", out=tmp_path / "out")
+    assert "imseg-drawn-masks-" in str(err.value) and ".png: No space left" in str(err.value)
+    assert not (tmp_path / "out").exists()

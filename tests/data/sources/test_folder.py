@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from prepare_faults import fill_disk, snapshot
 
 from imseg.cli import main
 from imseg.data.dataset import Split, load_dataset, read_mask
@@ -965,3 +968,161 @@ def test_each_val_and_test_pixel_is_scored_in_one_tile_only(tmp_path):
         assert len(counts) == 3 and all((c == 1).all() for c in counts.values())
         assert groups is not None and len(set(groups.tolist())) == 3
     assert ds.labeled.counted is None and ds.unlabeled.counted is None
+
+
+# ------------------------------------------------- failures while writing lose nothing
+def _cli(src: Path, out: Path, *flags: str) -> int:
+    return main(["prepare", "folder", "--images", str(src / "images"), "--masks",
+                 str(src / "masks"), "--out", str(out), *flags])
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("imseg: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_overwrite_on_a_full_disk_keeps_the_old_set_and_the_users_files(
+        tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    _prep(_binary_set(tmp_path / "a", n=10), out)
+    (out / "notes.txt").write_text("mine")
+    before = snapshot(out)
+    new = _binary_set(tmp_path / "b", n=8, size=(16, 16))
+    fill_disk(monkeypatch, 5)
+    assert _cli(new, out, "--overwrite") == 2
+    line = _error_line(capsys)
+    assert f"cannot write {out}/" in line and ".png: No space left on device" in line
+    assert "errno 28 ENOSPC" in line and f"{out} is as it was" in line
+    assert "resume" not in line and "run the same command again" in line
+    assert snapshot(out) == before  # old set, notes and nothing half-written
+    monkeypatch.undo()  # space freed: the advice works
+    assert _cli(new, out, "--overwrite") == 0
+    assert read_info(out).image_size == (16, 16) and (out / "notes.txt").read_text() == "mine"
+    assert sum(len(_stems(out, s)) for s in SPLITS) == 8
+
+
+def test_a_full_disk_on_a_new_out_leaves_nothing_and_the_same_command_works(
+        tmp_path, capsys, monkeypatch):
+    src, out = _binary_set(tmp_path / "src", n=10), tmp_path / "new" / "out"
+    fill_disk(monkeypatch, 3)
+    assert _cli(src, out) == 2
+    assert "nothing was written" in _error_line(capsys)
+    assert not out.exists()
+    monkeypatch.undo()
+    assert _cli(src, out) == 0 and sum(read_info(out).counts.values()) == 10
+
+
+def test_a_name_too_long_once_prefixed_is_refused_before_the_old_set_is_touched(
+        tmp_path):
+    out = tmp_path / "out"
+    _prep(_binary_set(tmp_path / "a", n=10), out)
+    before = snapshot(out)
+    src = _binary_set(tmp_path / "b", n=6)
+    long = "x" * 251  # fits alone; "val-" + it + ".png" passes 255 bytes
+    for folder in ("images", "masks"):
+        shutil.copy(src / folder / "im00.png", src / folder / f"{long}.png")
+        _save(src / "val" / folder / f"{long}.png", (_image(99) if folder == "images"
+                                                     else _blocks(99, values=(0, 255))))
+    with pytest.raises(DataError, match="shorten the file name") as err:
+        _prep(src, out, val_images=src / "val" / "images", val_masks=src / "val" / "masks",
+              overwrite=True)
+    assert f"{src / 'val' / 'images' / long}.png" in str(err.value)
+    assert "prefix" in str(err.value) and "259 bytes" in str(err.value)
+    assert snapshot(out) == before
+
+
+def test_a_path_longer_than_the_system_allows_is_one_line(tmp_path, capsys):
+    src = _binary_set(tmp_path / "src", n=10)
+    out = tmp_path.joinpath(*["d" * 200] * 25)  # over 4096 bytes
+    assert _cli(src, out) == 2
+    line = _error_line(capsys)
+    assert "ENAMETOOLONG" in line and "shorter" in line and "d" * 200 in line
+
+
+def test_what_a_killed_prepare_left_is_cleared_by_the_next(tmp_path):
+    gone = _dead_pid()
+    out = tmp_path / "out"
+    left = out / f".imseg-partial-{gone}-0bad" / "train_labeled" / "images"
+    left.mkdir(parents=True)
+    (left / "half.png").write_bytes(b"\x89PNG half")
+    info = _prep(_binary_set(tmp_path / "src", n=10), out)  # no --overwrite needed
+    assert sum(info.counts.values()) == 10
+    assert sorted(p.name for p in out.iterdir()) == sorted([*SPLITS, "dataset.yaml"])
+
+
+def test_an_out_another_prepare_is_writing_is_refused(tmp_path):
+    out = tmp_path / "out"
+    (out / f".imseg-partial-{os.getppid()}-beef").mkdir(parents=True)
+    with pytest.raises(DataError, match=f"another imseg prepare \\(process {os.getppid()}\\)"):
+        _prep(_binary_set(tmp_path / "src", n=10), out, overwrite=True)
+    assert (out / f".imseg-partial-{os.getppid()}-beef").is_dir()
+
+
+def test_an_out_that_is_a_file_is_refused(tmp_path):
+    out = tmp_path / "out"
+    out.write_text("keep")
+    with pytest.raises(DataError, match="not a folder"):
+        _prep(_binary_set(tmp_path / "src", n=10), out, overwrite=True)
+    assert out.read_text() == "keep"
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
+                    reason="needs POSIX permissions that bind the user")
+def test_an_out_in_a_read_only_folder_is_one_line(tmp_path, capsys):
+    src = _binary_set(tmp_path / "src", n=10)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        assert _cli(src, locked / "out") == 2
+        line = _error_line(capsys)
+    finally:
+        locked.chmod(0o755)
+    assert f"cannot write {locked / 'out'}" in line and "choose a writable --out" in line
+
+
+def _dead_pid() -> int:
+    """The id of a process that has ended."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+# ---------------------------------------------- the odd masks of a binary set are named
+def _binary_set_with_odd_mask(tmp_path) -> Path:
+    src = _binary_set(tmp_path / "src", n=12, fg=255)
+    _save(src / "masks" / "im07.png", _blocks(7, values=(0, 1, 2, 255)))
+    return src
+
+
+def test_a_few_odd_masks_in_a_binary_set_are_named_not_a_clean_one(tmp_path):
+    src = _binary_set_with_odd_mask(tmp_path)
+    with pytest.raises(DataError) as err:
+        _prep(src, tmp_path / "out")
+    text = str(err.value)
+    assert "11 of the 12 masks are binary 0/255" in text
+    assert "im07.png: values [1, 2] besides 0/255" in text
+    assert "im00.png" not in text and "--ignore-index" not in text
+    with pytest.raises(DataError) as err:
+        _prep(src, tmp_path / "out", task="binary")
+    assert "im07.png" in str(err.value) and "im00.png" not in str(err.value)
+
+
+def test_ignore_index_that_is_the_foreground_of_most_masks_is_refused(tmp_path):
+    src = _binary_set_with_odd_mask(tmp_path)
+    with pytest.raises(DataError, match="every object pixel void in 11 of the 12") as err:
+        _prep(src, tmp_path / "out", ignore_index=255)
+    assert "im07.png" in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_few_masks_with_255_in_a_01_set_may_mark_void(tmp_path):
+    src = _binary_set(tmp_path / "src", n=12, fg=1)
+    _save(src / "masks" / "im03.png", _blocks(3, values=(0, 1, 255)))
+    with pytest.raises(DataError, match="im03.png: values \\[255\\] besides 0/1") as err:
+        _prep(src, tmp_path / "out")
+    assert "--ignore-index 255 if it marks void" in str(err.value)
+    info = _prep(src, tmp_path / "out", ignore_index=255)  # the hint works as it says
+    assert info.task == "binary" and info.extra["ignore_index"] == 255

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from prepare_faults import fill_disk, snapshot
 
 from imseg.data.dataset import load_dataset, load_split
 from imseg.data.sources import isic2018
 from imseg.data.sources._common import split_fraction
 from imseg.data.sources.isic2018 import PARTS, prepare_isic2018
-from imseg.errors import DataError
+from imseg.errors import DataError, StorageError
 
 # Mask of image k: the left `cols` of 60 columns hold `hi`, the rest `lo` (40×60).
 # Binarised with > 127 and resized to 32 columns by nearest neighbour, the
@@ -206,3 +207,18 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "train_labeled 2" in printed and "train_unlabeled 8" in printed
     data = yaml.safe_load((out / "dataset.yaml").read_text())
     assert data["seed"] == 5 and data["image_size"] == [32, 32]
+
+
+def test_a_failed_rerun_leaves_the_earlier_set_as_it_was(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    source = make_download(tmp_path / "src", as_zip=False)
+    out = tmp_path / "out"
+    prepare_isic2018(source, out, 32, seed=42)
+    before = snapshot(out)
+    fill_disk(monkeypatch, after=5)  # the disk fills while the new set is written
+    with pytest.raises(StorageError, match="No space left"):
+        prepare_isic2018(source, out, 32, seed=3)
+    assert snapshot(out) == before  # nothing half-written, nothing of the old set lost
+    monkeypatch.undo()
+    prepare_isic2018(source, out, 32, seed=3)  # once there is room, the same call works
+    assert snapshot(out) != before and not list(out.glob(".imseg-partial-*"))

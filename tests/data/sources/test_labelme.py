@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from prepare_faults import fill_disk, snapshot
 
 from imseg.cli import main
 from imseg.data.layout import read_info
 from imseg.data.sources.labelme import prepare_labelme
-from imseg.errors import DataError
+from imseg.errors import DataError, StorageError
 from imseg.tasks import DISK_MULTICLASS_VOID
 
 
@@ -174,3 +175,16 @@ def test_ignore_shapes_are_void_even_when_labels_txt_leaves_it_out(tmp_path):
     assert info.extra["ignore_index"] == 255
     for k, mask in _written(tmp_path / "o").items():
         assert np.array_equal(mask, _expected(k, bug=1, leaf=2, void=DISK_MULTICLASS_VOID))
+
+
+def test_overwrite_failing_part_way_keeps_the_old_set(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    prepare_labelme(images=_labelme_set(tmp_path / "a") / "images", out=out)
+    (out / "notes.txt").write_text("mine")
+    before = snapshot(out)
+    new = _labelme_set(tmp_path / "b", n=8)
+    fill_disk(monkeypatch, 8 + 4)  # the 8 drawn masks, then 4 of the set
+    with pytest.raises(StorageError, match="No space left on device") as err:
+        prepare_labelme(images=new / "images", out=out, size=(16, 16), overwrite=True)
+    assert f"{out} is as it was" in str(err.value)
+    assert snapshot(out) == before

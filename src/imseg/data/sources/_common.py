@@ -10,18 +10,26 @@ Bad input files are gathered into one error by :class:`imseg.errors.Problems`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import math
-import shutil
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from imseg.data.layout import INFO_FILE, SPLITS, DatasetInfo, split_dirs, write_pair
+from imseg.data.layout import (
+    INFO_FILE,
+    SPLITS,
+    DatasetInfo,
+    clear_left_over,
+    split_dirs,
+    staged_layout,
+    write_pair,
+)
 from imseg.data.splitting import split_keys
 from imseg.errors import DataError
 from imseg.tasks import Task
@@ -155,31 +163,30 @@ def split_fraction(
     return split_keys(keys, {first: count / n if n else 0.0}, seed, rest)
 
 
-def fresh_layout(out: Path) -> None:
-    """Make ``out`` ready for a new prepared data set, replacing an earlier one.
+@contextlib.contextmanager
+def fresh_layout(out: Path) -> Iterator[Path]:
+    """A folder to write a new prepared data set into; it replaces an earlier one in
+    ``out`` only when the block ends without error (:func:`imseg.data.layout.staged_layout`:
+    a failure or a kill leaves the earlier set as it was).
 
-    Only what a prepared layout holds is removed (its split folders and
-    dataset.yaml), so a rerun with another seed leaves no stale files; a folder
-    holding anything else is refused rather than touched.
+    Only what a prepared layout holds is replaced (its split folders and dataset.yaml), so
+    a rerun with another seed leaves no stale files; a folder holding anything else is
+    refused rather than touched.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder")
-    if not out.exists():
-        out.mkdir(parents=True)
-        return
-    ours = set(SPLITS) | {INFO_FILE, INFO_FILE + ".tmp"}
-    other = sorted(p.name for p in out.iterdir() if p.name not in ours)
-    if other:
-        raise DataError(
-            f"{out}: holds other files ({', '.join(other[:5])}); "
-            "choose an empty folder or an earlier prepared data set to replace"
-        )
-    for name in SPLITS:
-        if (out / name).is_dir():
-            shutil.rmtree(out / name)
-    for name in (INFO_FILE, INFO_FILE + ".tmp"):
-        (out / name).unlink(missing_ok=True)
+    if out.is_dir():
+        clear_left_over(out)  # what a killed prepare left
+        ours = set(SPLITS) | {INFO_FILE, INFO_FILE + ".tmp"}
+        other = sorted(p.name for p in out.iterdir() if p.name not in ours)
+        if other:
+            raise DataError(
+                f"{out}: holds other files ({', '.join(other[:5])}); "
+                "choose an empty folder or an earlier prepared data set to replace"
+            )
+    with staged_layout(out) as root:
+        yield root
 
 
 Loader = Callable[[str], tuple[np.ndarray, np.ndarray | None]]

@@ -209,32 +209,32 @@ def prepare_cityscapes(
                              "train_labeled", "train_unlabeled"),
             **split_fraction(list(pairs["val"]), 0.5, seed, "val", "test"),
         }
-        fresh_layout(out)
-        for split, keys in plan.items():
-            official = "train" if split.startswith("train") else "val"
-            load = _loader(images, masks, pairs[official], lut, size, task)
-            write_split(out, split, keys, load, task, desc=f"cityscapes {split}")
+        with fresh_layout(out) as root:  # the old set stays until the new one is whole
+            for split, keys in plan.items():
+                official = "train" if split.startswith("train") else "val"
+                load = _loader(images, masks, pairs[official], lut, size, task)
+                write_split(root, split, keys, load, task, desc=f"cityscapes {split}")
+            info = DatasetInfo(
+                task="multiclass",
+                classes=[lab.name for lab in labels],
+                image_size=size,
+                colors=[lab.color for lab in labels],
+                seed=seed,
+                source="cityscapes",
+                rotate=False,
+                extra={
+                    "labels": "trainIds" if train_ids else "labelIds",
+                    "scale": scale,
+                    "labeled_fraction": labeled_fraction,
+                    "limit": limit,
+                    "source_dir": str(source),
+                },
+            )
+            return finalize_counts(root, info)
     finally:
         for part in (images, masks):
             if part is not None:
                 part.close()
-    info = DatasetInfo(
-        task="multiclass",
-        classes=[lab.name for lab in labels],
-        image_size=size,
-        colors=[lab.color for lab in labels],
-        seed=seed,
-        source="cityscapes",
-        rotate=False,
-        extra={
-            "labels": "trainIds" if train_ids else "labelIds",
-            "scale": scale,
-            "labeled_fraction": labeled_fraction,
-            "limit": limit,
-            "source_dir": str(source),
-        },
-    )
-    return finalize_counts(out, info)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

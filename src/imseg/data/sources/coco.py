@@ -39,7 +39,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from imseg.data.imageio import list_images, orientation_hint, upright_size
 from imseg.data.layout import DatasetInfo
@@ -53,6 +52,7 @@ from imseg.data.sources.folder import (
     progress_bar,
 )
 from imseg.errors import ConfigError, DataError, Problems
+from imseg.storage import write_png
 
 BACKGROUND_NAMES = ("background", "_background_")
 """Category names that mean class 0: their annotations are drawn as background."""
@@ -266,7 +266,7 @@ def _draw_masks(data: dict, source: Path, images: Path, ids: dict[int, int], des
             ann = data["annotations"][n]
             value = ids[_coco_id(ann["category_id"])]  # type: ignore[index]
             mask[segmentation_mask(ann["segmentation"], height, width)] = value
-        Image.fromarray(mask).save(dest / f"{path.stem}.png")
+        write_png(dest / f"{path.stem}.png", mask)
 
 
 # ------------------------------------------------------------------ segmentations

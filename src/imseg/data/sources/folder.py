@@ -93,17 +93,21 @@ on file listing order.
 
 **Safety.** Every input file is read and checked before anything is written;
 the problems found (a missing partner, an unreadable file, wrong sizes or mask
-values, leaked images) are listed together in one DataError naming the files
-(the first 20, then a count). A non-empty ``--out`` is
+values, leaked images, prepared names too long for the file system) are listed
+together in one DataError naming the files (the first 20, then a count). When
+most masks are binary ``0/fg`` and a few are not, those few are named; a void
+value that is most masks' foreground is refused. A non-empty ``--out`` is
 refused unless ``--overwrite`` (which replaces only the split folders and
-dataset.yaml there).
+dataset.yaml there). The new set is written beside the old one and swapped in
+only when complete (:func:`imseg.data.layout.staged_layout`): a failure while
+writing leaves ``--out`` as it was.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import shutil
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,12 +126,20 @@ from imseg.data.imageio import (
     resize_image,
     resize_mask,
 )
-from imseg.data.layout import INFO_FILE, SPLITS, DatasetInfo, finalize_counts, write_pair
+from imseg.data.layout import (
+    SPLITS,
+    DatasetInfo,
+    check_out,
+    finalize_counts,
+    staged_layout,
+    write_pair,
+)
 from imseg.data.palette import Palette, colors_to_ids, read_palette
 from imseg.data.splitting import split_keys
-from imseg.data.tiles import cut_pair, scaled_shape
+from imseg.data.tiles import cut_pair, scaled_shape, tile_name
 from imseg.errors import ConfigError, DataError, Problems
 from imseg.logs import bar_disable
+from imseg.storage import WriteFailed, storage_error
 from imseg.tasks import DISK_BINARY_VOID, DISK_MULTICLASS_VOID, TASK_KINDS, Task
 
 _PROGRESS_MIN = 20  # show progress bars from this many files on
@@ -246,6 +258,7 @@ def prepare_folder(
         found = problems.attempt(list_images, Path(unlabeled)) or {}
         items += [_Item(s, p, None, "unlabeled") for s, p in found.items()]
     renamed = _unique_stems(items, problems)
+    _check_name_lengths(items, out, bool(tile_scale), problems)
 
     if task is None and mask_threshold is not None:
         task = "binary"
@@ -295,31 +308,6 @@ def prepare_folder(
     assert target is not None and plan is not None  # no problems: every file was read
 
     splits = _assign(items, labeled_fraction, val_fraction, test_fraction, seed)
-    with_truth = {
-        "train_labeled": True,
-        "val": True,
-        "test": True,
-        "train_unlabeled": all(i.mask is not None for i in splits["train_unlabeled"]),
-    }
-
-    _clear(out)
-    for split in SPLITS:
-        (out / split / "images").mkdir(parents=True, exist_ok=True)
-        if with_truth[split]:
-            (out / split / "masks").mkdir(parents=True, exist_ok=True)
-    jobs = [(split, item) for split in SPLITS for item in splits[split]]
-    for split, item in progress_bar(jobs, "writing", progress):
-        image = read_image(item.image, channels)
-        truth = with_truth[split] and item.mask is not None
-        mask = _to_disk(_read_mask(item.mask, how), plan) if truth else None  # type: ignore[arg-type]
-        overlap = tile_overlap if split.startswith("train") else 0.0
-        pieces = (cut_pair(item.stem, image, mask, target, tile_scale, overlap) if tile_scale
-                  else [(item.stem, resize_image(image, target),
-                         None if mask is None else resize_mask(mask, target))])
-        for stem, piece, disk in pieces:
-            label = None if disk is None else plan.task.encode_mask(disk)
-            write_pair(out, split, stem, piece, label, plan.task)
-
     extra: dict = {} if ignore_index is None else {"ignore_index": int(ignore_index)}
     if mask_threshold is not None:
         extra["mask_threshold"] = int(mask_threshold)
@@ -343,7 +331,35 @@ def prepare_folder(
         whole_image_scores=bool(tile_scale),  # a user's score is that of their images
         extra=extra,
     )
-    return finalize_counts(out, info)
+    with staged_layout(out) as staging:  # the old set stays until the new one is whole
+        _write_splits(staging, splits, how, plan, info, tile_overlap, progress)
+        return finalize_counts(staging, info)
+
+
+def _write_splits(root: Path, splits: dict[str, list[_Item]], how: _MaskRead, plan: _Plan,
+                  info: DatasetInfo, tile_overlap: float, progress: bool) -> None:
+    """Write every split's images (resized to ``info.image_size`` or cut into tiles of it)
+    and masks under ``root``; ``train_unlabeled`` gets masks only when every one of its
+    images has one (so the split is either fully scored or not)."""
+    size, tile_scale = info.image_size, info.tile_scale
+    with_truth = {split: split != "train_unlabeled"
+                  or all(i.mask is not None for i in splits[split]) for split in SPLITS}
+    for split in SPLITS:
+        (root / split / "images").mkdir(parents=True, exist_ok=True)
+        if with_truth[split]:
+            (root / split / "masks").mkdir(parents=True, exist_ok=True)
+    jobs = [(split, item) for split in SPLITS for item in splits[split]]
+    for split, item in progress_bar(jobs, "writing", progress):
+        image = read_image(item.image, info.channels)
+        truth = with_truth[split] and item.mask is not None
+        mask = _to_disk(_read_mask(item.mask, how), plan) if truth else None  # type: ignore[arg-type]
+        overlap = tile_overlap if split.startswith("train") else 0.0
+        pieces = (cut_pair(item.stem, image, mask, size, tile_scale, overlap) if tile_scale
+                  else [(item.stem, resize_image(image, size),
+                         None if mask is None else resize_mask(mask, size))])
+        for stem, piece, disk in pieces:
+            label = None if disk is None else plan.task.encode_mask(disk)
+            write_pair(root, split, stem, piece, label, plan.task)
 
 
 def prepare_drawn(
@@ -368,9 +384,14 @@ def prepare_drawn(
     problems = Problems()
     with tempfile.TemporaryDirectory(prefix="imseg-drawn-masks-") as tmp:
         masks = {split: Path(tmp) / split for split in images}
-        for split, dest in masks.items():
-            dest.mkdir()
-            draw(split, dest, problems)
+        try:
+            for split, dest in masks.items():
+                dest.mkdir()
+                draw(split, dest, problems)
+        except WriteFailed as exc:
+            raise storage_error(exc.path, exc.cause, f"nothing was written to {options['out']} "
+                                "(masks are drawn in a temporary folder first: TMPDIR sets "
+                                "where)") from None
         problems.raise_any()
         try:
             return prepare_folder(
@@ -569,10 +590,7 @@ def _check_args(
 
 
 def _check_out(out: Path, overwrite: bool, sources: list[Path | None]) -> None:
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: --out exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise DataError(f"{out}: --out is not empty; choose a new folder or pass --overwrite")
+    check_out(out, overwrite)
     if overwrite:
         doomed = [(out / s).resolve() for s in SPLITS]
         for src in sources:
@@ -681,6 +699,35 @@ def _unique_stems(items: list[_Item], problems: Problems) -> dict[str, str]:
     return renamed
 
 
+def _check_name_lengths(items: list[_Item], out: Path, tiled: bool,
+                        problems: Problems) -> None:
+    """Record each prepared file name longer than the file system of ``out`` allows, so
+    it is refused before anything is written, naming its source file (a name grows by
+    the prefix of a clashing folder, ``val-``, and by a tile's position)."""
+    limit = _name_max(out)
+    grows = len(tile_name("", 0, 0)) if tiled else 0
+    for item in items:
+        name = f"{item.stem}.png"
+        size = len(os.fsencode(name)) + grows
+        if size > limit:
+            how = "its prepared name" + (" (with the prefix of its folder)"
+                                         if item.stem != item.image.stem else "")
+            problems.add(f"{item.image}: {how} takes {size} bytes, more than the {limit} a "
+                         f"file name may take in {out}; shorten the file name")
+
+
+def _name_max(out: Path) -> int:
+    """The longest file name (bytes) the file system holding ``out`` allows (255 when
+    it does not say)."""
+    folder = Path(out).absolute()
+    while not os.path.exists(folder) and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):  # AttributeError: no pathconf (Windows)
+        return 255
+
+
 def _scan(item: _Item, how: _MaskRead, channels: int, problems: Problems) -> None:
     """Read an item fully and record its size, pixel hash and mask values.
 
@@ -775,6 +822,8 @@ def _plan(
 ) -> _Plan:
     """Decide the task, classes and value mapping from all masks at once."""
     scanned = [i for i in items if i.present is not None]
+    if task is None and palette is None and ignore is not None:
+        _check_void_is_not_foreground(scanned, ignore)
     if palette is not None:
         kind = "multiclass"
     elif task is not None:
@@ -797,6 +846,60 @@ def _plan(
     return _binary_plan(scanned, kind, classes, ignore)
 
 
+def _usual(fg: int, ignore: int | None) -> np.ndarray:
+    """The values of a binary ``0/fg`` mask (and the void value), as a 256-long mask."""
+    usual = np.zeros(256, bool)
+    usual[[0, fg]] = True
+    if ignore is not None:
+        usual[ignore] = True
+    return usual
+
+
+def _binary_majority(items: list[_Item], ignore: int | None) -> int | None:
+    """The foreground value (255 or 1) of a set whose masks are mostly binary ``0/fg``
+    (more than half of them, some with foreground), or None: then the masks with other
+    values are the odd ones out, to be named, not a clean mask."""
+    for fg in (255, 1):
+        clean = [i for i in items if not _odd_values(i, fg, ignore).size]
+        if 2 * len(clean) > len(items) and any(i.present[0, fg] for i in clean):  # type: ignore[index]
+            return fg
+    return None
+
+
+def _odd_values(item: _Item, fg: int, ignore: int | None) -> np.ndarray:
+    """The values of a single-channel mask besides ``0/fg`` (and void)."""
+    return np.flatnonzero(item.present[0] & ~_usual(fg, ignore))  # type: ignore[index]
+
+
+def _raise_odd_masks(items: list[_Item], fg: int, ignore: int | None, advice: str) -> None:
+    """One error naming every mask with values besides ``0/fg`` (the odd ones out), and
+    ``advice``: what they are not, and what to do."""
+    problems = Problems()
+    for item in items:
+        extra = _odd_values(item, fg, ignore)
+        if extra.size:
+            problems.add(f"{item.mask}: values {extra[:8].tolist()} besides 0/{fg}")
+    odd = len(problems.messages)
+    problems.raise_any(f"{len(items) - odd} of the {len(items)} masks are binary 0/{fg}, but "
+                       f"the {odd} below hold other values; {advice}:")
+
+
+def _check_void_is_not_foreground(items: list[_Item], ignore: int) -> None:
+    """Refuse a void value that is the foreground of most masks (binary 0/255 masks with
+    ``--ignore-index 255`` would be all void): a set is never ruined by a flag unsaid."""
+    gray = [i for i in items if i.present.shape[0] == 1]  # type: ignore[union-attr]
+    if not gray or _binary_majority(gray, None) != ignore:
+        return
+    odd = [str(i.mask) for i in gray if _odd_values(i, ignore, None).size]
+    named = ", ".join(odd[:5]) + (f" and {len(odd) - 5} more" if len(odd) > 5 else "")
+    raise DataError(
+        f"--ignore-index {ignore} would make every object pixel void in {len(gray) - len(odd)} "
+        f"of the {len(gray)} masks: they hold only 0 and {ignore}, binary masks whose "
+        f"foreground is {ignore}; drop --ignore-index (or pass --task when {ignore} does mark "
+        "void pixels)" + (f". The masks with other values: {named}" if odd else "")
+    )
+
+
 def _union(items: list[_Item], n_channels: int, ignore: int | None) -> set[int]:
     seen = np.zeros(256, bool)
     for item in items:
@@ -815,6 +918,11 @@ def _binary_plan(
     else:
         n, names = 1, classes or ["foreground"]
     seen = _union(items, n, ignore)
+    if 1 in seen and 255 in seen and kind == "binary":
+        fg = _binary_majority(items, ignore)
+        if fg is not None:
+            _raise_odd_masks(items, fg, ignore, "masks must use one foreground value: fix "
+                             "or remove them")
     if 1 in seen and 255 in seen:
         with1 = next(i for i in items if i.present[:n, 1].any())  # type: ignore[index]
         with255 = next(i for i in items if i.present[:n, 255].any())  # type: ignore[index]
@@ -873,6 +981,13 @@ def _multiclass_plan(
         top = max(seen) if seen else 0
         n = max(int(rank[top]) + 1, 2)
         if n > 254:
+            fg = _binary_majority(items, ignore)
+            if fg is not None:
+                void = f", pass --ignore-index {top} if it marks void pixels" if fg != top else ""
+                _raise_odd_masks(items, fg, ignore, f"read as class ids, value {top} "
+                                 f"would make {n} classes; fix or remove them{void}, or pass "
+                                 "--mask-threshold T to read every mask as binary (values "
+                                 "from T on are foreground, the others background)")
             where = next(i for i in items if i.present[0, top])  # type: ignore[index]
             raise DataError(
                 f"{where.mask}: value {top} would make {n} classes (at most 254); pass "
@@ -1029,11 +1144,3 @@ def _assign(
     if not keys["val"]:
         raise ConfigError("no validation images: pass --val-fraction > 0 or --val-images")
     return {split: [by_stem[s] for s in sorted(stems)] for split, stems in keys.items()}
-
-
-def _clear(out: Path) -> None:
-    """Remove what an earlier prepare wrote (only the split folders and dataset.yaml)."""
-    for split in SPLITS:
-        if (out / split).exists():
-            shutil.rmtree(out / split)
-    (out / INFO_FILE).unlink(missing_ok=True)

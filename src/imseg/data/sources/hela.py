@@ -233,45 +233,45 @@ def prepare_hela(
         "val": ("val", sorted(parts["val"].brightfield)),
         "test": ("test", sorted(parts["test"].brightfield)),
     }
-    fresh_layout(out)
-    task = Task("multilabel", len(CLASSES))
-    crops: dict[str, int] = {}
-    for split, (part_name, stems) in plan.items():
-        part = parts[part_name]
-        split_dirs(out, split)[0].mkdir(parents=True, exist_ok=True)
-        crops[split] = 0
-        for stem in tqdm(stems, desc=f"hela {split}", unit="img", disable=None):
-            image, label = part.load(stem)
-            crops[split] += _write_crops(out, split, stem, image, label, crop, overlap, task,
-                                         part.brightfield[stem])
-    info = DatasetInfo(
-        task="multilabel",
-        classes=list(CLASSES),
-        image_size=(crop, crop),
-        channels=1,
-        colors=list(COLORS),
-        seed=seed,
-        source=str(Path(source).resolve()),
-        rotate=True,
-        headline_classes=["alive", "dead"],  # the paper's mIoU_ad
-        test_metrics=["cell_count"],
-        wide_images=BRIGHTFIELD_WIDE,
-        tile_scale=1.0,  # crops of the brightfields' own pixels: predict cuts new ones alike
-        extra={
-            "dataset": "hela",
-            "crop": crop,
-            "overlap": overlap,
-            "labeled_fraction": labeled_fraction,
-            "labeled_by": "source image",
-            "position": {
-                name: parts[name].position_kind for name in SOURCE_SPLITS
+    with fresh_layout(out) as root:  # the old set stays until the new one is whole
+        task = Task("multilabel", len(CLASSES))
+        crops: dict[str, int] = {}
+        for split, (part_name, stems) in plan.items():
+            part = parts[part_name]
+            split_dirs(root, split)[0].mkdir(parents=True, exist_ok=True)
+            crops[split] = 0
+            for stem in tqdm(stems, desc=f"hela {split}", unit="img", disable=None):
+                image, label = part.load(stem)
+                crops[split] += _write_crops(root, split, stem, image, label, crop, overlap, task,
+                                             part.brightfield[stem])
+        info = DatasetInfo(
+            task="multilabel",
+            classes=list(CLASSES),
+            image_size=(crop, crop),
+            channels=1,
+            colors=list(COLORS),
+            seed=seed,
+            source=str(Path(source).resolve()),
+            rotate=True,
+            headline_classes=["alive", "dead"],  # the paper's mIoU_ad
+            test_metrics=["cell_count"],
+            wide_images=BRIGHTFIELD_WIDE,
+            tile_scale=1.0,  # crops of the brightfields' own pixels: predict cuts new ones alike
+            extra={
+                "dataset": "hela",
+                "crop": crop,
+                "overlap": overlap,
+                "labeled_fraction": labeled_fraction,
+                "labeled_by": "source image",
+                "position": {
+                    name: parts[name].position_kind for name in SOURCE_SPLITS
+                },
+                "disc_radius": f"floor(nearest-centre distance / 4) clipped to "
+                               f"[{MIN_RADIUS}, {MAX_RADIUS}] (raw dots only)",
+                "source_images": {split: stems for split, (_, stems) in plan.items()},
             },
-            "disc_radius": f"floor(nearest-centre distance / 4) clipped to "
-                           f"[{MIN_RADIUS}, {MAX_RADIUS}] (raw dots only)",
-            "source_images": {split: stems for split, (_, stems) in plan.items()},
-        },
-    )
-    return finalize_counts(out, info)
+        )
+        return finalize_counts(root, info)
 
 
 # ---------------------------------------------------------------------- CLI

@@ -113,25 +113,25 @@ def prepare_isic2018(
             list(pairs["train"]), labeled_fraction, seed, "train_labeled", "train_unlabeled"
         )
         plan = {**train, "val": sorted(pairs["val"]), "test": sorted(pairs["test"])}
-        fresh_layout(out)
-        for split, stems in plan.items():
-            official = split if split in ("val", "test") else "train"
-            load = _loader(*parts[official], pairs[official], size)
-            write_split(out, split, stems, load, TASK, desc=f"isic2018 {split}")
+        with fresh_layout(out) as root:  # the old set stays until the new one is whole
+            for split, stems in plan.items():
+                official = split if split in ("val", "test") else "train"
+                load = _loader(*parts[official], pairs[official], size)
+                write_split(root, split, stems, load, TASK, desc=f"isic2018 {split}")
+            info = DatasetInfo(
+                task="binary",
+                classes=["lesion"],
+                image_size=(size, size),
+                seed=seed,
+                source="isic2018",
+                rotate=True,
+                extra={"labeled_fraction": labeled_fraction, "limit": limit, "source_dir": str(source)},
+            )
+            return finalize_counts(root, info)
     finally:
         for image_part, mask_part in parts.values():
             image_part.close()
             mask_part.close()
-    info = DatasetInfo(
-        task="binary",
-        classes=["lesion"],
-        image_size=(size, size),
-        seed=seed,
-        source="isic2018",
-        rotate=True,
-        extra={"labeled_fraction": labeled_fraction, "limit": limit, "source_dir": str(source)},
-    )
-    return finalize_counts(out, info)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -46,6 +46,7 @@ from imseg.data.sources.folder import (
     progress_bar,
 )
 from imseg.errors import DataError, Problems
+from imseg.storage import write_png
 
 VOID_LABEL = "__ignore__"
 BACKGROUND_LABELS = ("_background_", "background")  # class 0, as LabelMe's labels.txt says
@@ -86,7 +87,7 @@ def prepare_labelme(*, images: Path, out: Path, annotations: Path | None = None,
             drawn[image] = path
             mask = _draw(path, doc, image, ids, void, skipped, problems)
             if mask is not None:
-                Image.fromarray(mask).save(dest / f"{image.stem}.png")
+                write_png(dest / f"{image.stem}.png", mask)
 
     binary = len(names) == 2
     info = prepare_drawn(

@@ -214,41 +214,41 @@ def prepare_suim(
             "val": (train_val, tv_images, tv_masks, first["val"]),
             "test": (test, te_images, te_masks, sorted(te_images)),
         }
-        fresh_layout(out)
-        task = Task("multiclass", len(CLASSES))
-        report = _Report()
-        for split, (part, images, masks, stems) in plan.items():
-            split_dirs(out, split)[0].mkdir(parents=True, exist_ok=True)
-            for stem in tqdm(stems, desc=f"suim {split}", unit="img", disable=None):
-                image, ids = _load(part, images[stem], masks[stem], report)
-                rng = image_rng(seed, stem)
-                h, w = ids.shape
-                for j, (y, x, side) in enumerate(random_crops(h, w, crops, min_crop, max_crop, rng)):
-                    img = resize_image(image[y : y + side, x : x + side], (size, size))
-                    lab = resize_mask(ids[y : y + side, x : x + side], (size, size))
-                    write_pair(out, split, crop_name(stem, j), img, (lab + 1)[None], task)
-    info = DatasetInfo(
-        task="multiclass",
-        classes=list(CLASSES),
-        image_size=(size, size),
-        channels=3,
-        colors=list(COLORS),
-        seed=seed,
-        source=str(Path(source).resolve()),
-        rotate=False,
-        extra={
-            "dataset": "suim",
-            "class_codes": {name: f"{code} {i:03b}" for i, (code, name, _) in enumerate(PALETTE)},
-            "crops_per_image": crops,
-            "min_crop": min_crop,
-            "max_crop": max_crop,
-            "labeled_fraction": labeled_fraction,
-            "val_fraction": val_fraction,
-            "source_images": {split: plan[split][3] for split in plan},
-            **report.as_dict(),
-        },
-    )
-    return finalize_counts(out, info)
+        with fresh_layout(out) as root:  # the old set stays until the new one is whole
+            task = Task("multiclass", len(CLASSES))
+            report = _Report()
+            for split, (part, images, masks, stems) in plan.items():
+                split_dirs(root, split)[0].mkdir(parents=True, exist_ok=True)
+                for stem in tqdm(stems, desc=f"suim {split}", unit="img", disable=None):
+                    image, ids = _load(part, images[stem], masks[stem], report)
+                    rng = image_rng(seed, stem)
+                    h, w = ids.shape
+                    for j, (y, x, side) in enumerate(random_crops(h, w, crops, min_crop, max_crop, rng)):
+                        img = resize_image(image[y : y + side, x : x + side], (size, size))
+                        lab = resize_mask(ids[y : y + side, x : x + side], (size, size))
+                        write_pair(root, split, crop_name(stem, j), img, (lab + 1)[None], task)
+            info = DatasetInfo(
+                task="multiclass",
+                classes=list(CLASSES),
+                image_size=(size, size),
+                channels=3,
+                colors=list(COLORS),
+                seed=seed,
+                source=str(Path(source).resolve()),
+                rotate=False,
+                extra={
+                    "dataset": "suim",
+                    "class_codes": {name: f"{code} {i:03b}" for i, (code, name, _) in enumerate(PALETTE)},
+                    "crops_per_image": crops,
+                    "min_crop": min_crop,
+                    "max_crop": max_crop,
+                    "labeled_fraction": labeled_fraction,
+                    "val_fraction": val_fraction,
+                    "source_images": {split: plan[split][3] for split in plan},
+                    **report.as_dict(),
+                },
+            )
+            return finalize_counts(root, info)
 
 
 def _ceil_split(
