@@ -13,11 +13,20 @@ Every run writes its resolved config to ``RUN/config.yaml``.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from imseg.errors import ConfigError
 
@@ -30,6 +39,21 @@ class Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+
+MIN_ALPHA = 1 / 16
+"""The narrowest width multiplier: the U-Nets' (and EvalNet's) first layer has 16·alpha
+filters, truncated, and needs at least one."""
+
+
+def _wide_enough(alpha: float) -> float:
+    if not (math.isfinite(alpha) and alpha >= MIN_ALPHA):
+        raise ValueError(f"must be a number of at least {MIN_ALPHA} (1/16): the first layer has "
+                         f"16·alpha filters and needs at least one; got {alpha}")
+    return alpha
+
+
+Alpha = Annotated[float, AfterValidator(_wide_enough)]
+"""A width multiplier (train.alpha, evalnet.alpha, ssl.noise.student_alphas)."""
 
 AutoMode = Literal["auto", "always", "never"]
 """A speed option's modes: ``auto`` where it is measured to pay, ``always``, ``never``."""
@@ -48,6 +72,10 @@ def amp_mode(amp: AmpMode | bool) -> AmpMode:
 class TrainConfig(Section):
     """Training one model (docs/method.md §3)."""
 
+    FINE_TUNING: ClassVar[tuple[str, ...]] = ("encoder_lr_factor", "encoder_bn", "warmup_epochs")
+    """Settings read only for a net whose encoder starts from pretrained weights
+    (``model.weights`` not none): a net from scratch does not depend on them."""
+
     epochs: int = Field(50, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(0.003, gt=0)
@@ -55,7 +83,7 @@ class TrainConfig(Section):
     steps_per_epoch: int | None = Field(
         None, ge=1, description="None: N // batch_size (at least 1), as the reference"
     )
-    alpha: float = Field(1.0, gt=0, description="U-Net width multiplier (16·alpha base filters)")
+    alpha: Alpha = Field(1.0, description="U-Net width multiplier (16·alpha base filters)")
     bn_momentum: float = Field(
         0.01, gt=0, le=1,
         description="BatchNorm running-stat momentum (torch convention; Keras' 0.99 = 0.01)",
@@ -104,6 +132,29 @@ class TrainConfig(Section):
         200, ge=1,
         description="precise: batches of batch_size the statistics pool at most (one pass "
                     "over the training set when that is shorter)",
+    )
+    # Defaults measured on dsb2018 (README, "Fine-tuning"): frozen statistics gained in
+    # each of 3 paired LDT models; the rate factor and a warm-up made no difference there
+    # (0.1 kept, as UniMatch's 10x for the head; no warm-up).
+    encoder_lr_factor: float = Field(
+        0.1, gt=0,
+        description="fine-tuning (only where model.weights is not none): the pretrained "
+                    "encoder's learning rate is lr times this, the new decoder and head keep lr "
+                    "(UniMatch: 10x for the head)",
+    )
+    encoder_bn: Literal["train", "frozen"] = Field(
+        "frozen",
+        description="fine-tuning (only where model.weights is not none): the pretrained "
+                    "encoder's BatchNorm layers: train = as the decoder's (batch statistics in "
+                    "training, evaluation statistics per bn_stats: running or precise); frozen "
+                    "= normalise with the pretrained statistics in training too and keep them "
+                    "(for small batches; their scale and shift still learn)",
+    )
+    warmup_epochs: int = Field(
+        0, ge=0,
+        description="fine-tuning (only where model.weights is not none): the learning rates "
+                    "rise linearly over this many epochs (epoch e of k at e/(k+1) of the rate); "
+                    "0: none",
     )
     fuse: AutoMode = Field(
         "auto",
@@ -155,7 +206,7 @@ class NoiseSchedule(Section):
     beta_ranges: list[tuple[float, float]] = [
         (-5, 5), (-10, 10), (-15, 15), (-20, 20), (-25, 25)
     ]
-    student_alphas: list[float] = Field(
+    student_alphas: list[Alpha] = Field(
         [1.0, 1.25, 1.5, 1.75, 2.0], description="growing students: alpha per generation"
     )
 
@@ -189,7 +240,7 @@ class SSLConfig(Section):
 
     approaches: list[str] = ["im"]
     generations: int = Field(5, ge=1)
-    teachers: list[int] = [2, 3, 4]
+    teachers: list[Annotated[int, Field(ge=1)]] = [2, 3, 4]
     runs: int = Field(3, ge=1)
     students: int = Field(5, ge=1)
     pseudo_batch_size: int = Field(64, ge=1)
@@ -213,7 +264,7 @@ class SSLConfig(Section):
 class EvalNetConfig(Section):
     """EvalNet (docs/method.md §2, §6)."""
 
-    alpha: float = Field(1.0, gt=0)
+    alpha: Alpha = 1.0
     count: int = Field(5, ge=1, description="EvalNets trained")
     keep: int = Field(3, ge=1)
     epochs: int = Field(30, ge=1)
@@ -252,8 +303,9 @@ class ModelConfig(Section):
     weights: str = Field(
         "none",
         description="what the encoder starts from: none (random), imagenet (its standard "
-                    "pretrained weights, downloaded once into the Hugging Face cache) or a "
-                    "local file (a state dict of the encoder)",
+                    "pretrained weights: from an installed package where one ships them, "
+                    "imseg[pretrained], else downloaded once into the Hugging Face cache) or a "
+                    "local file (a state dict of the encoder, by name or mapped by order)",
     )
     options: dict[str, Any] = Field(
         default_factory=dict,
@@ -311,6 +363,14 @@ def _tiny_unet_takes_no_encoder(data: dict) -> None:
                          "(growing students: ssl.noise.student_alphas)")
 
 
+class LogConfig(Section):
+    """What a run writes for watching it (changes no number)."""
+
+    tensorboard: bool = Field(
+        True, description="TensorBoard event files under RUN/tensorboard (needs "
+                          "pip install \"imseg[tensorboard]\"; skipped with a note without it)")
+
+
 class Config(Section):
     """Everything a run needs besides the data."""
 
@@ -322,6 +382,7 @@ class Config(Section):
     ssl: SSLConfig = SSLConfig()
     evalnet: EvalNetConfig = EvalNetConfig()
     model: ModelConfig = ModelConfig()
+    log: LogConfig = LogConfig()
     recipes: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="extra or overriding approach recipes"
     )
@@ -396,7 +457,8 @@ def _format_error(exc: ValidationError, source: str) -> str:
     lines = [f"invalid configuration ({source}):"]
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix(
+            "Value error, ")
         lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)
 

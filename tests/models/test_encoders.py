@@ -5,6 +5,7 @@ rebuild the net alone, a DINOv2-style ViT with DPT, and one clear error without 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 import pytest
 import torch
@@ -18,12 +19,6 @@ from imseg.storage import save_checkpoint
 
 INFO = DatasetInfo(task="binary", classes=["fg"], image_size=(64, 64), channels=1,
                    colors=[(255, 0, 0)], rotate=False, extra={})
-
-
-@pytest.fixture
-def smp():
-    pytest.importorskip("timm")
-    return pytest.importorskip("segmentation_models_pytorch")
 
 
 def unet(in_channels: int = 3, out_channels: int = 1, weights: str = "none",
@@ -265,3 +260,52 @@ def test_an_smp_model_trains_in_bfloat16_autocast_and_channels_last(smp, monkeyp
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = model.eval()(images[:2].float().contiguous(memory_format=torch.channels_last))
     assert out.shape == (2, 1, 64, 64) and torch.isfinite(out.float()).all()
+
+
+# ------------------------------------------------------------------------------ the zoo
+ZOO = [  # (arch, encoder, options): a sample of the smp / timm families the README offers
+    ("Unet", "resnet18", {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}),
+    ("Unet", "timm-tf_efficientnet_lite0", {}),
+    ("FPN", "efficientnet-b0", {}),
+    ("Segformer", "mit_b0", {}),
+    ("DeepLabV3Plus", "tu-resnet10t", {}),
+]
+
+
+@pytest.mark.parametrize("arch, encoder, options", ZOO, ids=[f"{a}-{e}" for a, e, _ in ZOO])
+def test_every_family_trains_with_precise_statistics_predicts_and_exports(
+        smp, tmp_path, arch, encoder, options):
+    """One training step, precise BatchNorm statistics (the default), a checkpoint that
+    predicts as the trained net, and an ONNX export (issue 24: EfficientNets kept an
+    unused classifier-side BatchNorm layer, so precise statistics stopped the run)."""
+    from imseg.config import TrainConfig
+    from imseg.data.dataset import Split
+    from imseg.tasks import Task
+    from imseg.training.batchnorm import bn_layers
+    from imseg.training.fit import fit
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (6, 1, 64, 64), generator=gen, dtype=torch.uint8)
+    labels = (images > 128).to(torch.uint8)
+    train, val = Split(images[:4], labels[:4], list("abcd")), Split(images[4:], labels[4:], ["e", "f"])
+    spec = ModelSpec(1, 1, kind="smp", arch=arch, encoder=encoder, options=options)
+    torch.manual_seed(0)
+    model = spec.build(pretrained=True)
+    stats_before = {id(m): m.running_var.clone() for m in bn_layers(model)}
+    cfg = TrainConfig(epochs=1, batch_size=4, amp="never", channels_last=False, bn_stats="precise")
+    result = fit(model, Task("binary", 1), train, val, cfg, torch.device("cpu"), gen,
+                 progress=False)
+    # every parameter took part (DDP refuses parameters without gradients) and every
+    # BatchNorm layer got statistics
+    assert all(p.grad is not None for p in model.parameters())
+    assert all(not torch.equal(m.running_var, stats_before[id(m)]) for m in bn_layers(model))
+    save_checkpoint(tmp_path / "c0.pt", checkpoint_payload(spec, result.state, INFO))
+    loaded = read_checkpoint(tmp_path / "c0.pt")[0].eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(val.images.float()), model.eval()(val.images.float()))
+    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
+        from imseg.export import export_onnx
+        from imseg.predict import checkpoint_models
+
+        meta = export_onnx(checkpoint_models([tmp_path / "c0.pt"]), tmp_path / "onnx")
+        assert meta["models"][0]["runtime_max_abs_diff"] < 1e-3

@@ -21,6 +21,7 @@ from imseg.training import distributed
 from imseg.training.batchnorm import (
     bn_layers,
     derived_generator,
+    freeze_statistics,
     recompute_bn_stats,
     stats_batches,
 )
@@ -75,6 +76,44 @@ def test_running_stats_become_the_pooled_mean_and_unbiased_variance_of_each_laye
         assert torch.allclose(layer.running_mean.double(), mean, rtol=1e-5, atol=1e-6)
         assert torch.allclose(layer.running_var.double(), var, rtol=1e-5, atol=1e-6)
         assert int(layer.num_batches_tracked) == 1  # the statistics pass is no training step
+
+
+def test_a_layer_no_forward_reaches_keeps_its_statistics_and_the_others_are_recomputed():
+    """A BatchNorm layer outside the forward (smp keeps EfficientNet's classifier-side bn2)
+    does not stop the statistics pass: it affects no output (issue 24)."""
+    model = _model()
+    model.unused = torch.nn.BatchNorm2d(5)
+    before = model.unused.running_var.clone()
+    images = _split(8, 1).images
+    batches = stats_batches(8, 4, 200, torch.Generator().manual_seed(0))
+    updated = recompute_bn_stats(model.train(), batches, lambda rows: model(images[rows].float()))
+    assert updated == 14  # the U-Net's layers, not the unused one
+    assert torch.equal(model.unused.running_var, before)
+    assert all(not torch.equal(layer.running_var, torch.ones_like(layer.running_var))
+               for layer in bn_layers(model) if layer is not model.unused)
+
+
+def test_frozen_layers_normalise_with_and_keep_their_statistics():
+    """``train.encoder_bn: frozen``: eval-mode normalisation in training, untouched by
+    training steps and by the precise statistics pass."""
+    model = _model()
+    frozen = bn_layers(model)[:3]
+    for layer in frozen:
+        layer.running_mean.fill_(0.5)
+    freeze_statistics(frozen)
+    assert bn_layers(model) == [m for m in bn_layers(model, frozen=True) if m not in frozen]
+    images = _split(8, 1).images
+    with torch.no_grad():
+        model.train()(images.float())  # a training-mode forward
+    batches = stats_batches(8, 4, 200, torch.Generator().manual_seed(0))
+    updated = recompute_bn_stats(model.train(), batches, lambda rows: model(images[rows].float()))
+    assert updated == 11
+    assert all((layer.running_mean == 0.5).all() for layer in frozen)
+    assert all(layer.training for layer in frozen)  # the mode is the model's; the forward's is eval
+    seen = []
+    frozen[0].register_forward_hook(lambda m, args, out: seen.append(m.training))
+    model(images[:2].float())
+    assert seen == [False]
 
 
 def test_statistics_batches_are_capped_and_sharded():

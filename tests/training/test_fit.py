@@ -89,3 +89,72 @@ def test_compile_modes(monkeypatch):
     assert compiled(net, cfg, torch.device("cpu")) is net and seen == []  # CUDA only
     compiled(net, cfg, torch.device("cuda"))
     assert seen == ["reduce-overhead"]
+
+
+# ------------------------------------------------------------------------ fine-tuning
+class _Pretrained(torch.nn.Module):
+    """An encoder-decoder net as an encoder model presents itself to fit: its
+    ``pretrained_encoder`` is the encoder when that started from pretrained weights."""
+
+    def __init__(self, pretrained: bool) -> None:
+        super().__init__()
+        self.encoder = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1),
+                                           torch.nn.BatchNorm2d(4))
+        self.decoder = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=1),
+                                           torch.nn.BatchNorm2d(4), torch.nn.Conv2d(4, 1, 1))
+        self.pretrained = pretrained
+
+    @property
+    def pretrained_encoder(self):
+        return self.encoder if self.pretrained else None
+
+    def forward(self, x):
+        return self.decoder(self.encoder(x / 255.0))
+
+
+def _fit_recording_rates(model, cfg_fields, epochs=4):
+    """fit with a custom epoch that records each group's rate; returns them per epoch."""
+    images = torch.randint(0, 256, (8, 3, 16, 16), generator=torch.Generator().manual_seed(0),
+                           dtype=torch.uint8)
+    split = Split(images, (images[:, :1] > 128).to(torch.uint8), [str(i) for i in range(8)])
+    cfg = TrainConfig(epochs=epochs, batch_size=4, amp="never", channels_last=False,
+                      **cfg_fields)
+    batches = Batches(split, 4, torch.device("cpu"), torch.Generator().manual_seed(1))
+    rates = []
+
+    def epoch_fn(net, optimizer, _epoch):
+        rates.append([group["lr"] for group in optimizer.param_groups])
+        return run_epoch(net, optimizer, batches,
+                         lambda x, y: torch.nn.functional.mse_loss(net(x.float()), y.float()))
+
+    from imseg.tasks import Task
+
+    fit(model, Task("binary", 1), split, split, cfg, torch.device("cpu"),
+        torch.Generator().manual_seed(2), epoch_fn=epoch_fn, progress=False)
+    return rates
+
+
+def test_a_pretrained_encoder_learns_slower_after_a_warm_up():
+    rates = _fit_recording_rates(_Pretrained(True), {"lr": 0.01, "encoder_lr_factor": 0.1,
+                                                     "warmup_epochs": 2})
+    full = [0.001, 0.01]  # the encoder's group, then the decoder's
+    expected = [[r / 3 for r in full], [2 * r / 3 for r in full], full, full]
+    assert [pytest.approx(r) for r in expected] == rates
+
+
+def test_a_net_from_scratch_trains_on_one_rate_as_before():
+    assert _fit_recording_rates(_Pretrained(False), {"lr": 0.01}) == [[0.01]] * 4
+    assert _fit_recording_rates(build_unet(3, 1, 0.25), {"lr": 0.01}) == [[0.01]] * 4
+
+
+@pytest.mark.parametrize("encoder_bn", ["train", "frozen"])
+def test_frozen_encoder_batchnorm_keeps_its_pretrained_statistics(encoder_bn):
+    model = _Pretrained(True)
+    encoder_bn_layer, decoder_bn_layer = model.encoder[1], model.decoder[1]
+    encoder_bn_layer.running_mean.fill_(0.25)
+    before = model.decoder[1].running_mean.clone()
+    _fit_recording_rates(model, {"encoder_bn": encoder_bn, "bn_stats": "precise"}, epochs=2)
+    kept = bool((encoder_bn_layer.running_mean == 0.25).all())
+    assert kept == (encoder_bn == "frozen")
+    assert not torch.equal(decoder_bn_layer.running_mean, before)  # the decoder's: recomputed
+    assert not torch.equal(encoder_bn_layer.weight, torch.ones(4))  # its scale still learns

@@ -32,6 +32,7 @@ from imseg.data.layout import DatasetInfo
 from imseg.errors import DataError
 from imseg.models.encoders import build_encoder_net, default_encoder
 from imseg.models.unet import KERAS_BN_MOMENTUM, build_unet
+from imseg.models.weights import weights_source
 from imseg.tasks import VOID, Task
 
 FORMAT = "imseg-segmentation"
@@ -56,6 +57,8 @@ class ModelSpec:
     encoder: str | None = None
     weights: str = "none"
     options: dict = field(default_factory=dict, hash=False)
+    weights_source: str = ""
+    """Where ``weights`` came from (a file and its digest, a package), for the record."""
 
     @classmethod
     def from_config(cls, model: ModelConfig, in_channels: int, out_channels: int,
@@ -64,9 +67,10 @@ class ModelSpec:
         width, ``encoder`` replaces the section's (a growing student's)."""
         if model.arch == TINY_UNET:
             return cls(in_channels, out_channels, alpha, bn_momentum)
-        return cls(in_channels, out_channels, kind=SMP, arch=model.arch,
-                   encoder=encoder or model.encoder or default_encoder(model.arch),
-                   weights=model.weights, options=dict(model.options))
+        encoder = encoder or model.encoder or default_encoder(model.arch)
+        return cls(in_channels, out_channels, kind=SMP, arch=model.arch, encoder=encoder,
+                   weights=model.weights, options=dict(model.options),
+                   weights_source=weights_source(encoder, model.weights))
 
     def build(self, pretrained: bool = False) -> nn.Module:
         """The net with fresh weights; ``pretrained`` loads the encoder weights ``weights``
@@ -90,7 +94,7 @@ class ModelSpec:
 SMP = "smp"
 _COMMON = ("kind", "in_channels", "out_channels")
 _FIELDS = {"unet": (*_COMMON, "alpha", "bn_momentum"),
-           SMP: (*_COMMON, "arch", "encoder", "weights", "options")}
+           SMP: (*_COMMON, "arch", "encoder", "weights", "options", "weights_source")}
 _REQUIRED = {"unet": ("in_channels", "out_channels", "alpha"),
              SMP: ("in_channels", "out_channels", "arch", "encoder")}
 

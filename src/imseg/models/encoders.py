@@ -11,7 +11,13 @@ stage, labeler, ``predict`` and ``export`` use it as they use the tiny U-Net:
   encoders); other counts go to smp's ``in_channels``;
 * **sizes**: the input is padded (zeros after normalisation, i.e. the mean
   colour) to a multiple of what the net needs (:func:`input_divisor`) and the
-  logits are cropped back.
+  logits are cropped back;
+* **unused parts**: modules with weights that no forward reaches (the classifier-side
+  ``conv_head``/``bn2`` smp keeps in EfficientNets, the stages an ``encoder_depth`` below
+  5 leaves out) are removed (:func:`prune_unused`): they would hold BatchNorm layers
+  without statistics and parameters without gradients (DDP refuses those).
+
+Encoder weights from files and installed packages: :mod:`imseg.models.weights`.
 
 smp and timm are imported only here and only when such a model is asked for;
 without them the error names the extra to install.
@@ -24,6 +30,7 @@ import importlib
 import importlib.util
 import inspect
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +42,19 @@ from imseg.config import TINY_UNET
 from imseg.errors import ConfigError, DataError
 from imseg.models.perturb import smp_forward_perturbed
 from imseg.models.unet import check_image
+from imseg.models.weights import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PACKAGED,
+    installed_weights,
+    load_encoder_file,
+)
+
+log = logging.getLogger("imseg.models")
 
 INSTALL_HINT = 'pip install "imseg[models]"'
 
 NO_WEIGHTS, PRETRAINED = "none", "imagenet"
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 """A ``weights`` value with one of these endings (or a folder separator) is a file path."""
@@ -121,13 +134,21 @@ class EncoderNet(nn.Module):
     """An smp model behind the tiny U-Net's interface: images in 0..255 → logits, any size."""
 
     def __init__(self, net: nn.Module, in_channels: int, out_channels: int,
-                 mean: tuple[float, ...], std: tuple[float, ...], divisor: int) -> None:
+                 mean: tuple[float, ...], std: tuple[float, ...], divisor: int,
+                 weights: str = NO_WEIGHTS, pruned: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.net = net
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.divisor = divisor
         """Height and width are padded to a multiple of this before ``net`` sees them."""
+        self.weights = weights
+        """What the encoder started from (none, imagenet or a file), also when rebuilt
+        from a checkpoint: fine-tuning settings apply to a pretrained encoder."""
+        self.pruned = pruned
+        """Modules removed as unused (``net.encoder.conv_head``, ...); their tensors in
+        checkpoints written before they were removed are skipped on loading."""
+        self.register_load_state_dict_pre_hook(_skip_pruned)
         stats = channel_stats(mean, std, net_channels(in_channels))
         # in 0..255 units, so forward needs one subtraction and one division
         self.register_buffer("mean", torch.tensor(stats[0]).view(1, -1, 1, 1) * 255.0)
@@ -150,6 +171,18 @@ class EncoderNet(nn.Module):
             logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear",
                                    align_corners=False)
         return logits[..., :h, :w].float()
+
+    @property
+    def pretrained_encoder(self) -> nn.Module | None:
+        """The encoder when it started from pretrained weights, else None."""
+        return None if self.weights == NO_WEIGHTS else self.net.encoder
+
+
+def _skip_pruned(module: EncoderNet, state_dict: dict, prefix: str, *_args: Any) -> None:
+    """Drop a state dict's tensors of modules this net removed as unused."""
+    dead = tuple(f"{prefix}{name}." for name in module.pruned)
+    for key in [k for k in state_dict if k.startswith(dead)] if dead else []:
+        del state_dict[key]
 
 
 def net_channels(in_channels: int) -> int:
@@ -190,7 +223,9 @@ def build_encoder_net(arch: str, encoder: str, weights: str, options: dict[str, 
     """The smp ``arch`` with ``encoder`` wrapped as an :class:`EncoderNet`.
 
     ``pretrained``: load the encoder weights ``weights`` names (a new model); False
-    when a checkpoint's state dict follows, which holds them already (no download).
+    when a checkpoint's state dict follows, which holds them already (no download, no
+    package). ``imagenet`` comes from an installed package where one ships the
+    encoder's weights (:data:`imseg.models.weights.PACKAGED`), else from the Hub.
     """
     smp = require_smp()
     try:
@@ -200,7 +235,8 @@ def build_encoder_net(arch: str, encoder: str, weights: str, options: dict[str, 
     kwargs = dict(options)
     if arch == "DPT":
         kwargs.setdefault("dynamic_img_size", True)  # a ViT at the data's size, not 224/518
-    download = pretrained and weights == PRETRAINED
+    packaged = installed_weights(encoder) if pretrained and weights == PRETRAINED else None
+    download = pretrained and weights == PRETRAINED and packaged is None
 
     def create(smp_weights: str | bool | None, channels: int, **extra: Any) -> nn.Module:
         try:
@@ -221,21 +257,31 @@ def build_encoder_net(arch: str, encoder: str, weights: str, options: dict[str, 
     channels = net_channels(in_channels)
     if pretrained and is_weight_file(weights):
         net = _net_from_file(create, Path(weights), encoder, channels)
+    elif packaged is not None:
+        net = _net_from_file(create, packaged.file(), encoder, channels, packaged.label)
     elif download:
         net = create(True if encoder.startswith("tu-") else PRETRAINED, channels)
     else:
         net = create(None, channels)
+    pruned = prune_unused(net, channels)
     mean, std = pixel_stats(encoder, weights)
-    return EncoderNet(net, in_channels, out_channels, mean, std, input_divisor(net))
+    return EncoderNet(net, in_channels, out_channels, mean, std, input_divisor(net),
+                      weights, pruned)
 
 
-def _net_from_file(create, file: Path, encoder: str, channels: int) -> nn.Module:
-    """A net whose encoder starts from a local file: loaded here (:func:`load_encoder_file`),
-    or, for a ``tu-`` encoder whose file is its timm model's own, by timm (which renames
-    to its feature extractor's names and adapts patch size and input channels)."""
+def _net_from_file(create, file: Path, encoder: str, channels: int,
+                   label: str | None = None) -> nn.Module:
+    """A net whose encoder starts from a local file: loaded here (:func:`load_encoder_file`;
+    the file may lack the tensors of unused parts), or, for a ``tu-`` encoder whose file
+    is its timm model's own, by timm (which renames to its feature extractor's names and
+    adapts patch size and input channels)."""
     net = create(None, 3)
+    unused = unused_modules(net, 3)[0]
+    optional = frozenset(k for k in net.encoder.state_dict()
+                         if k.startswith(tuple(f"{name.removeprefix('encoder.')}."
+                                               for name in unused if name.startswith("encoder."))))
     try:
-        load_encoder_file(net.encoder, file, encoder)
+        load_encoder_file(net.encoder, file, encoder, optional, label)
     except DataError:
         if not encoder.startswith("tu-"):
             raise
@@ -251,6 +297,72 @@ def _net_from_file(create, file: Path, encoder: str, channels: int) -> nn.Module
     return net
 
 
+# ------------------------------------------------------------------------------ unused parts
+def unused_modules(net: nn.Module, channels: int) -> tuple[list[str], torch.Tensor | None]:
+    """The top-most modules holding tensors that a forward of a zero image (eval mode)
+    never calls, and that forward's output; ``([], None)`` when the probe cannot run
+    (an architecture that needs larger images: nothing is removed then)."""
+    called: set[nn.Module] = set()
+    hooks = [m.register_forward_pre_hook(lambda m, _args: called.add(m)) for m in net.modules()]
+    try:
+        output = _probe(net, channels)
+    except Exception:  # noqa: BLE001 - any failure only means: remove nothing
+        return [], None
+    finally:
+        for hook in hooks:
+            hook.remove()
+    dead = [name for name, module in net.named_modules()
+            if name and _holds_tensors(module) and not any(m in called for m in module.modules())]
+    return [n for n in dead if not any(n.startswith(f"{d}.") for d in dead)], output
+
+
+def prune_unused(net: nn.Module, channels: int) -> tuple[str, ...]:
+    """Replace the modules :func:`unused_modules` finds by ``nn.Identity``, kept only when
+    the probe's output stays the same to the bit; returns their names under an
+    :class:`EncoderNet` (``net.encoder.conv_head``, ...)."""
+    dead, before = unused_modules(net, channels)
+    if not dead:
+        return ()
+    removed = {name: _swap(net, name, nn.Identity()) for name in dead}
+    try:
+        same = torch.equal(_probe(net, channels), before)
+    except Exception:  # noqa: BLE001 - a module used without being called: keep them all
+        same = False
+    if not same:
+        for name, module in removed.items():
+            _swap(net, name, module)
+        return ()
+    log.debug("removed unused modules: %s", ", ".join(dead))
+    return tuple(f"net.{name}" for name in dead)
+
+
+@torch.no_grad()
+def _probe(net: nn.Module, channels: int) -> torch.Tensor:
+    """``net``'s eval-mode output for one zero image of twice its input divisor; the
+    modules' train/eval modes are restored after."""
+    modes = [(m, m.training) for m in net.modules()]
+    net.eval()
+    try:
+        size = 2 * input_divisor(net)
+        return net(torch.zeros(1, channels, size, size))
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+def _holds_tensors(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters()) or any(True for _ in module.buffers())
+
+
+def _swap(net: nn.Module, name: str, new: nn.Module) -> nn.Module:
+    """Put ``new`` in place of the submodule ``name``; returns the old one."""
+    parent_name, _, leaf = name.rpartition(".")
+    parent = net.get_submodule(parent_name)
+    old = getattr(parent, leaf)
+    setattr(parent, leaf, new)
+    return old
+
+
 def _is_download_error(exc: BaseException) -> bool:
     """Whether an exception comes from fetching weights (no network, no cache entry)."""
     module = type(exc).__module__.split(".")[0]
@@ -260,10 +372,14 @@ def _is_download_error(exc: BaseException) -> bool:
 
 def pixel_stats(encoder: str, weights: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Mean and std (in 0..1) the encoder's pretrained weights expect; ImageNet's for
-    ``weights: none``. Never downloads: timm's settings ship with timm, smp's come with
-    the weights into the Hugging Face cache (ImageNet's when they are not there)."""
+    ``weights: none``. Never downloads: a package's settings are listed with it, timm's
+    ship with timm, smp's come with the weights into the Hugging Face cache (else those
+    of the encoder's package entry, else ImageNet's)."""
     if weights == NO_WEIGHTS:
         return IMAGENET_MEAN, IMAGENET_STD
+    packaged = installed_weights(encoder)
+    if weights == PRETRAINED and packaged is not None:
+        return packaged.mean, packaged.std
     if encoder.startswith("tu-"):
         import timm
 
@@ -274,7 +390,9 @@ def pixel_stats(encoder: str, weights: str) -> tuple[tuple[float, ...], tuple[fl
         if cfg is not None and cfg.mean and cfg.std:
             return tuple(cfg.mean), tuple(cfg.std)
         return IMAGENET_MEAN, IMAGENET_STD
-    return _cached_smp_stats(encoder) or (IMAGENET_MEAN, IMAGENET_STD)
+    known = PACKAGED.get(encoder)  # a file of the same weights: the package's settings
+    return _cached_smp_stats(encoder) or ((known.mean, known.std) if known else None) or \
+        (IMAGENET_MEAN, IMAGENET_STD)
 
 
 def _cached_smp_stats(encoder: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
@@ -292,69 +410,3 @@ def _cached_smp_stats(encoder: str) -> tuple[tuple[float, ...], tuple[float, ...
         return None
     scale = 1.0 / float(cfg.get("input_range", [0, 1])[1])  # settings in 0..255 → 0..1
     return (tuple(m * scale for m in cfg["mean"]), tuple(s * scale for s in cfg["std"]))
-
-
-# ------------------------------------------------------------------------------ weight files
-_PREFIXES = ("", "encoder.", "net.encoder.", "module.", "module.encoder.", "backbone.")
-"""Prefixes a saved encoder's names may carry (a whole smp model, an imseg checkpoint, ...)."""
-
-_HEAD_NAMES = ("fc.", "head.", "classifier.", "last_linear.", "fc_norm.", "head_drop.")
-"""Classifier parts of an ImageNet network that its encoder leaves out."""
-
-
-def load_encoder_file(encoder: nn.Module, path: Path, name: str) -> None:
-    """Load a local weight file into ``encoder``: a state dict of the encoder itself, of a
-    whole smp model or imseg checkpoint (``encoder.`` / ``net.encoder.`` names), or of
-    the timm model behind a ``tu-`` encoder; a classifier head is ignored. DataError
-    unless every encoder tensor is found with its shape and nothing else is left over
-    (a deeper network of the same family would otherwise fill a shallower one)."""
-    state = read_state_dict(path)
-    own = encoder.state_dict()
-    renamings = [(strip, add) for strip in _PREFIXES for add in ("", "model.")]
-
-    def renamed(strip: str, add: str) -> dict[str, torch.Tensor]:
-        return {add + k[len(strip):]: v for k, v in state.items() if k.startswith(strip)}
-
-    picked = max((renamed(*r) for r in renamings), key=lambda d: len(own.keys() & d.keys()))
-    missing = [k for k in own if k not in picked]
-    if missing:
-        raise DataError(f"{path}: not weights of encoder {name}: {len(missing)} of its "
-                        f"{len(own)} tensors are missing (e.g. {missing[0]})")
-    extra = [k for k in picked if k not in own
-             and not k.removeprefix("model.").startswith(_HEAD_NAMES)]
-    if extra:
-        raise DataError(f"{path}: not weights of encoder {name}: {len(extra)} tensors are "
-                        f"not the encoder's (e.g. {extra[0]})")
-    wrong = [k for k in own if picked[k].shape != own[k].shape]
-    if wrong:
-        raise DataError(f"{path}: not weights of encoder {name}: {wrong[0]} has shape "
-                        f"{tuple(picked[wrong[0]].shape)}, the encoder's {tuple(own[wrong[0]].shape)}")
-    encoder.load_state_dict({k: picked[k] for k in own})
-
-
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a ``.safetensors`` file or a torch-saved state dict / checkpoint."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: model.weights file not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj: Any = load_file(str(path))
-        else:  # plain data only: a weight file cannot run code
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch and safetensors raise many kinds
-        raise DataError(f"{path}: cannot read weights ({type(exc).__name__})") from None
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(obj, dict) and _tensors(obj.get(key)):
-            obj = obj[key]
-            break
-    if not _tensors(obj):
-        raise DataError(f"{path}: holds no state dict (names → tensors)")
-    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-
-
-def _tensors(obj: object) -> bool:
-    return isinstance(obj, dict) and any(isinstance(v, torch.Tensor) for v in obj.values())
-

@@ -18,7 +18,10 @@ pooled statistics of every BatchNorm layer's inputs over up to
   counts are all-reduced, so every process ends with the same statistics;
 * the batches come from their own generator, derived from the model's seed
   without drawing from it, so the training batch order is the same as with
-  ``running``.
+  ``running``;
+* a layer no batch reaches (a library's unused classifier part) affects no output
+  and keeps its statistics; a frozen layer (:func:`freeze_statistics`, a pretrained
+  encoder's with ``train.encoder_bn: frozen``) keeps its statistics too.
 """
 
 from __future__ import annotations
@@ -56,10 +59,29 @@ def one_value_batches_explained():
             "tiny U-Net, 32x for most encoders)") from err
 
 
-def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    """The BatchNorm layers of ``model`` that keep running statistics."""
+FROZEN = "imseg_frozen_statistics"
+"""Attribute that marks a BatchNorm layer as frozen (:func:`freeze_statistics`)."""
+
+
+def bn_layers(model: nn.Module, frozen: bool = False) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of ``model`` that keep running statistics; frozen ones only
+    with ``frozen=True``."""
     return [m for m in model.modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
+            and (frozen or not getattr(m, FROZEN, False))]
+
+
+def freeze_statistics(layers: Iterable[nn.modules.batchnorm._BatchNorm]) -> None:
+    """Make ``layers`` normalise with their running statistics and keep them, also while
+    the model trains (their affine parameters still learn); idempotent."""
+    for layer in layers:
+        if not getattr(layer, FROZEN, False):
+            setattr(layer, FROZEN, True)
+            layer.register_forward_pre_hook(_normalise_as_in_eval)
+
+
+def _normalise_as_in_eval(layer: nn.Module, _args: object) -> None:
+    layer.training = False
 
 
 def derived_generator(generator: torch.Generator) -> torch.Generator:
@@ -101,14 +123,26 @@ class _Moments:
         part = torch.cat([count, xf.sum(dims).double(), xf.square().sum(dims).double()])
         self.total = part if self.total is None else self.total + part
 
-    def store(self, layer: nn.modules.batchnorm._BatchNorm, total: torch.Tensor) -> None:
-        """Write the pooled mean and unbiased variance into ``layer``'s buffers."""
+    def sums(self, layer: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
+        """The pooled sums; zeros (a count of 0) for a layer no batch reached."""
+        if self.total is not None:
+            return self.total
+        return torch.zeros(2 * layer.num_features + 1, dtype=torch.float64,
+                           device=layer.running_mean.device)
+
+    @staticmethod
+    def store(layer: nn.modules.batchnorm._BatchNorm, total: torch.Tensor) -> bool:
+        """Write the pooled mean and unbiased variance into ``layer``'s buffers; False
+        (nothing written) when no process's batch reached it."""
         c = layer.num_features
         n, sums, squares = total[0], total[1 : c + 1], total[c + 1 :]
+        if n == 0:
+            return False
         mean = sums / n
         var = ((squares - n * mean.square()) / (n - 1).clamp_min(1)).clamp_min(0)
         layer.running_mean.copy_(mean.to(layer.running_mean.dtype))
         layer.running_var.copy_(var.to(layer.running_var.dtype))
+        return True
 
 
 @contextmanager
@@ -133,7 +167,8 @@ def _batch_statistics_mode(model: nn.Module, layers: list[nn.modules.batchnorm._
 def recompute_bn_stats(model: nn.Module, batches: Iterable[Batch],
                        forward: Callable[[Batch], object]) -> int:
     """Set every BatchNorm layer's running mean and variance to the pooled statistics of
-    its inputs over ``forward(batch)`` for each batch; returns the layers updated.
+    its inputs over ``forward(batch)`` for each batch; returns the layers updated (those
+    a batch reached; frozen ones are left out).
 
     ``forward`` runs the model on one batch (it knows the model's inputs). Under
     torchrun every process must pass the same number of batches.
@@ -151,12 +186,8 @@ def recompute_bn_stats(model: nn.Module, batches: Iterable[Batch],
     finally:
         for hook in hooks:
             hook.remove()
-    if any(acc.total is None for acc in moments):
-        raise ValueError("precise BatchNorm statistics: no batch reached every BatchNorm layer")
-    flat = torch.cat([acc.total for acc in moments])  # type: ignore[misc]
+    flat = torch.cat([acc.sums(layer) for layer, acc in zip(layers, moments, strict=True)])
     if distributed.active():
         dist.all_reduce(flat)
-    for layer, acc, total in zip(layers, moments, flat.split([2 * m.num_features + 1
-                                                               for m in layers]), strict=True):
-        acc.store(layer, total)
-    return len(layers)
+    totals = flat.split([2 * m.num_features + 1 for m in layers])
+    return sum(_Moments.store(layer, total) for layer, total in zip(layers, totals, strict=True))

@@ -1,4 +1,10 @@
-"""Train one model: AdamW, fixed steps per epoch, best epoch by validation score."""
+"""Train one model: AdamW, fixed steps per epoch, best epoch by validation score.
+
+A net whose encoder starts from pretrained weights (``model.weights`` not none) is
+fine-tuned: its encoder learns at ``train.encoder_lr_factor`` times the rate, its
+BatchNorm layers may be frozen (``train.encoder_bn``), and the rates warm up over
+``train.warmup_epochs``. A net from scratch trains as before, on one rate.
+"""
 
 from __future__ import annotations
 
@@ -17,12 +23,15 @@ from imseg.logs import bar_disable
 from imseg.tasks import Task
 from imseg.training import distributed
 from imseg.training.batchnorm import (
+    bn_layers,
     derived_generator,
+    freeze_statistics,
     one_value_batches_explained,
     recompute_bn_stats,
     stats_batches,
 )
 from imseg.training.inference import autocast, evaluate_model, to_input
+from imseg.training.tensorboard import EpochHook, EpochLog, learning_rate
 
 EpochFn = Callable[[nn.Module, torch.optim.Optimizer, int], float]
 """A custom epoch: ``(model, optimizer, epoch) -> mean loss`` (a trainer's, e.g. the
@@ -101,8 +110,41 @@ def compiled(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Mod
     return model if mode is None or device.type != "cuda" else torch.compile(model, mode=mode)
 
 
+def pretrained_encoder(model: nn.Module) -> nn.Module | None:
+    """The encoder of a net whose encoder started from pretrained weights (an encoder
+    model's), else None (the tiny U-Net, a net from scratch)."""
+    return getattr(model, "pretrained_encoder", None)
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    """AdamW at ``cfg.lr``; a pretrained encoder's parameters at ``encoder_lr_factor`` of it."""
+    encoder = pretrained_encoder(model)
+    if encoder is None:
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    in_encoder = {id(p) for p in encoder.parameters()}
+    groups = [{"params": [p for p in model.parameters() if id(p) in in_encoder],
+               "lr": cfg.lr * cfg.encoder_lr_factor},
+              {"params": [p for p in model.parameters() if id(p) not in in_encoder]}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def prepare_finetuning(model: nn.Module, cfg: TrainConfig) -> int:
+    """Freeze a pretrained encoder's BatchNorm statistics when ``train.encoder_bn`` asks;
+    returns the epochs of warm-up this model gets (0 from scratch)."""
+    encoder = pretrained_encoder(model)
+    if encoder is None:
+        return 0
+    if cfg.encoder_bn == "frozen":
+        freeze_statistics(bn_layers(encoder))
+    return cfg.warmup_epochs
+
+
+def warm_up(optimizer: torch.optim.Optimizer, epoch: int, warmup_epochs: int) -> None:
+    """Set each group's rate for ``epoch`` (1-based): its full rate times e/(k+1) in the
+    first k epochs, the full rate after."""
+    factor = min(1.0, epoch / (warmup_epochs + 1))
+    for group in optimizer.param_groups:
+        group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
 
 
 def supervised_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Batches,
@@ -164,6 +206,7 @@ def fit(
     epoch_fn: EpochFn | None = None,
     desc: str = "train",
     progress: bool = True,
+    on_epoch: EpochHook | None = None,
 ) -> FitResult:
     """Train ``model`` and return the weights of its best validation epoch.
 
@@ -172,7 +215,8 @@ def fit(
     the model trains with DDP (see :mod:`imseg.training.distributed`); a custom
     epoch then sees the DDP model but is not sharded. With ``cfg.bn_stats ==
     "precise"`` the BatchNorm statistics are recomputed over ``train`` before each
-    validation, so the kept best-epoch weights carry them.
+    validation, so the kept best-epoch weights carry them. ``on_epoch`` hears each
+    epoch's loss, scores and learning rate (TensorBoard: :mod:`imseg.training.tensorboard`).
     """
     start = time.perf_counter()
     model.to(device)
@@ -180,6 +224,7 @@ def fit(
         model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
     step_model = compiled(distributed.wrap(model, device, cfg.sync_bn), cfg, device)
+    warmup_epochs = prepare_finetuning(model, cfg)  # after wrap: it may swap in SyncBatchNorm
     batches = None if epoch_fn else Batches(train, cfg.batch_size, device, generator,
                                             cfg.steps_per_epoch, distributed.shard())
     bn_generator = derived_generator(generator) if cfg.bn_stats == "precise" else None
@@ -188,6 +233,8 @@ def fit(
     history: list[float] = []
     bar = tqdm(range(1, n_epochs + 1), desc=desc, leave=False, disable=bar_disable(progress))
     for epoch in bar:
+        if warmup_epochs:
+            warm_up(optimizer, epoch, warmup_epochs)
         with one_value_batches_explained():
             if epoch_fn is None:
                 loss = supervised_epoch(step_model, optimizer, batches, task, cfg, device)
@@ -204,6 +251,8 @@ def fit(
             best_score, best_epoch, best_val = score, epoch, scores
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         bar.set_postfix(loss=f"{loss:.4f}", val=f"{score:.3f}", best=f"{best_score:.3f}")
+        if on_epoch is not None:
+            on_epoch(EpochLog(epoch, loss, scores, learning_rate(optimizer)))
     assert best_state is not None
     model.load_state_dict(best_state)
     return FitResult(best_state, best_val, best_epoch, history,
