@@ -4,6 +4,7 @@ a run whose data folder is gone, and given checkpoints."""
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import shutil
 from dataclasses import replace
@@ -29,7 +30,7 @@ from imseg.predict import (
     run_models,
     stage_models,
 )
-from imseg.results import ResultsTable
+from imseg.results import ResultsTable, checkpoint_name
 from imseg.storage import save_checkpoint
 from imseg.tasks import Task
 
@@ -72,12 +73,12 @@ def make_run(tmp_path: Path, task: str = "binary", seeds: tuple[int, ...] = (1, 
               ("ssl", "im", 2, 1, [0.70, 0.60, 0.65], [0.10, 0.20, 0.30])]
     for stage, approach, n, gen, vals, tests in stages:
         for c, (v, t) in enumerate(zip(vals, tests, strict=True)):
-            ckpt = f"models/{approach}/g{gen}/c{c}.pt"
+            key = {"stage": stage, "approach": approach, "run": 0, "n_teachers": n,
+                   "generation": gen, "candidate": c}
+            ckpt = checkpoint_name(key)
             save_model(run / ckpt, info, seeds[c % len(seeds)], old_format, noise,
                        val={"iou": v}, test={"iou": t})
-            table.add({"stage": stage, "approach": approach, "run": 0, "n_teachers": n,
-                       "generation": gen, "candidate": c, "val_iou": v, "test_iou": t,
-                       "checkpoint": ckpt})
+            table.add({**key, "val_iou": v, "test_iou": t, "checkpoint": ckpt})
     return run
 
 
@@ -159,9 +160,8 @@ def test_cli_and_clear_errors(tmp_path, capsys):
         run_models(tmp_path / "nowhere")
     with pytest.raises(DataError, match="folder not found"):
         predict_folder(run_models(run), tmp_path / "missing", out, progress=False)
-    (run / "models/im/g1/c0.pt").unlink()
-    with pytest.raises(DataError, match="checkpoint not found"):
-        run_models(run)
+    (run / "models/im/r0_n2_g1/c0.pt").unlink()  # a lost model is left out, with a warning
+    assert [m.path.name for m in run_models(run).metas] == ["c2.pt", "c1.pt"]
     assert main(["predict", "--run", str(run), "--images", str(tmp_path / "new"),
                  "--out", str(out), "--generation", "7", "--no-progress"]) == 2
     assert "no trained models" in capsys.readouterr().err
@@ -191,13 +191,13 @@ def test_old_checkpoints_fall_back_to_the_runs_dataset_yaml(tmp_path):
     with pytest.raises(DataError, match="predate the data set's metadata"):
         run_models(run)
     with pytest.raises(DataError, match="use --run"):
-        checkpoint_models([run / "models/im/g1/c0.pt"])
+        checkpoint_models([run / "models/im/r0_n2_g1/c0.pt"])
 
 
 def test_given_checkpoints_predict_like_the_run_and_one_model_has_no_im(tmp_path, capsys):
     run = make_run(tmp_path, "multiclass")
     make_images(tmp_path / "new")
-    best = run / "models/im/g1/c0.pt"  # val 0.70: the stage's top model
+    best = run / "models/im/r0_n2_g1/c0.pt"  # val 0.70: the stage's top model
     predict_folder(run_models(run, teachers=1), tmp_path / "new", tmp_path / "r", progress=False)
     assert main(["predict", "--checkpoint", str(best), "--images", str(tmp_path / "new"),
                  "--out", str(tmp_path / "c"), "--no-progress"]) == 0
@@ -208,7 +208,7 @@ def test_given_checkpoints_predict_like_the_run_and_one_model_has_no_im(tmp_path
     assert not (tmp_path / "c" / "inconsistency").exists()
     assert not (tmp_path / "c" / "uncertainty.csv").exists()
     # two checkpoints: the same outputs as the run's two best
-    two = [best, run / "models/im/g1/c2.pt"]
+    two = [best, run / "models/im/r0_n2_g1/c2.pt"]
     predict_folder(run_models(run, teachers=2), tmp_path / "new", tmp_path / "r2", progress=False)
     predict_folder(checkpoint_models(two), tmp_path / "new", tmp_path / "c2", progress=False)
     assert read_uncertainty(tmp_path / "r2") == read_uncertainty(tmp_path / "c2")
@@ -219,8 +219,8 @@ def test_checkpoints_of_other_data_and_wrong_options_are_refused(tmp_path, capsy
     multiclass = make_run(tmp_path / "m", "multiclass")
     make_images(tmp_path / "new")
     with pytest.raises(DataError, match="trained on other data"):
-        checkpoint_models([binary / "models/ldt/g0/c0.pt", multiclass / "models/ldt/g0/c0.pt"])
-    ckpt = str(binary / "models/ldt/g0/c0.pt")
+        checkpoint_models([binary / "models/ldt/r0_g0/c0.pt", multiclass / "models/ldt/r0_g0/c0.pt"])
+    ckpt = str(binary / "models/ldt/r0_g0/c0.pt")
     images = ["--images", str(tmp_path / "new"), "--out", str(tmp_path / "o")]
     assert main(["predict", "--checkpoint", ckpt, "--teachers", "2", *images]) == 2
     assert "--teachers chooses models of a run" in capsys.readouterr().err
@@ -436,4 +436,51 @@ def test_models_trained_on_tiles_cut_new_images_alike(tmp_path, capsys):
     with pytest.raises(DataError, match=r"trained on other data .*\(binary \['fg'\] 32x32x3, "
                                         r"tiles at scale 1 vs binary \['fg'\] 32x32x3, "
                                         r"resized images\)"):
-        checkpoint_models([resized_run / "models/ldt/g0/c0.pt", run / "models/ldt/g0/c0.pt"])
+        checkpoint_models([resized_run / "models/ldt/r0_g0/c0.pt", run / "models/ldt/r0_g0/c0.pt"])
+
+
+def test_a_full_disk_names_the_file_and_a_rerun_resumes(tmp_path, monkeypatch, capsys):
+    import imseg.predict as predict_module
+    from imseg.storage import atomic_write
+
+    run = make_run(tmp_path)
+    make_images(tmp_path / "new")
+    args = ["predict", "--run", str(run), "--images", str(tmp_path / "new"), "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    real, written = predict_module.save_png, []
+
+    def fill_up(path, array):
+        if len(written) == 7:  # img2's overlay: the disk is full
+
+            def no_space(tmp):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+
+            atomic_write(path, no_space)
+        written.append(path)
+        real(path, array)
+
+    monkeypatch.setattr(predict_module, "save_png", fill_up)
+    out = tmp_path / "pred"
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {out / 'overlays' / 'img2.png'}: No space left on device (errno 28 " \
+           "ENOSPC); free some space (or use another --out), then run the same command to " \
+           "resume" in err and "Traceback" not in err
+    assert not list((out / "overlays").glob(".*"))  # no half-written file
+    monkeypatch.setattr(predict_module, "save_png", real)
+    assert main([*args, "--out", str(out)]) == 0
+    assert (out / "uncertainty.csv").read_text() == (tmp_path / "whole" / "uncertainty.csv").read_text()
+
+
+def test_predict_skips_rows_without_their_model_and_names_a_damaged_table(tmp_path, capsys):
+    run = make_run(tmp_path)
+    make_images(tmp_path / "new")
+    rows = ResultsTable(run / "results.csv").rows
+    ResultsTable(run / "results.csv").merge([{**rows[2], "candidate": 7, "val_iou": 0.99}])
+    # ^ a pasted row claiming the best val score, naming im c0's checkpoint
+    assert [m.path.name for m in run_models(run, teachers=1).metas] == ["c0.pt"]  # val 0.70
+    with (run / "results.csv").open("a") as fh:
+        fh.write('x,1,2,"unterminated\n')
+    assert main(["predict", "--run", str(run), "--images", str(tmp_path / "new"), "--out",
+                 str(tmp_path / "pred"), "--no-progress"]) == 2
+    assert "results.csv line 8: damaged" in capsys.readouterr().err

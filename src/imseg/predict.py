@@ -70,6 +70,8 @@ from imseg.data.tiles import (
 )
 from imseg.errors import DataError, Problems
 from imseg.evaluation.visualize import overlay
+from imseg.experiment.settings import mixed_settings_note
+from imseg.experiment.stages import read_run_checkpoint
 from imseg.logs import bar_disable, log
 from imseg.models.checkpoint import CheckpointMeta, read_checkpoint
 from imseg.pseudo.inconsistency import agreement
@@ -154,20 +156,40 @@ def run_models(run_dir: Path, approach: str | None = None, generation: int | Non
     rows = ResultsTable(results).rows
     stage = best_stage(rows, approach, generation)
     chosen = stage_models(rows, *stage, max(1, teachers))
-    loaded = [read_checkpoint(run_dir / r["checkpoint"]) for r in chosen]
+    mixed = mixed_settings_note(run_dir, chosen)
+    if mixed:
+        log.warning(f"{run_dir} {stage[0]} g{stage[1]}: {mixed}")
+    loaded = [read_run_checkpoint(run_dir / r["checkpoint"], r) for r in chosen]
     metas = [_scores_from_row(meta, row) for (_, meta), row in zip(loaded, chosen, strict=True)]
     info = shared_info(metas, lambda: run_info(run_dir))
     return ModelSet([model for model, _ in loaded], metas, info, stage)
 
 
 def checkpoint_models(paths: list[Path]) -> ModelSet:
-    """The models of the given checkpoint files, which must agree on their data."""
+    """The models of the given checkpoint files, which must agree on their data; a folder
+    stands for the ``.pt`` files in it (``imseg export --format checkpoint``'s)."""
     if not paths:
         raise DataError("no checkpoints given")
-    loaded = [read_checkpoint(Path(p)) for p in paths]
+    loaded = [read_checkpoint(p) for p in checkpoint_files(paths)]
     metas = [meta for _, meta in loaded]
     info = shared_info(metas)
     return ModelSet([model for model, _ in loaded], metas, info)
+
+
+def checkpoint_files(paths: list[Path]) -> list[Path]:
+    """``paths`` with each folder replaced by its ``.pt`` files (by name); a folder without
+    any is a DataError naming it."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = sorted(path.glob("*.pt"))
+        if not found:
+            raise DataError(f"{path}: a folder without checkpoints (.pt files); name them, or "
+                            "the folder imseg export --format checkpoint wrote")
+        files.extend(found)
+    return files
 
 
 def shared_info(metas: list[CheckpointMeta],

@@ -91,3 +91,32 @@ def test_prepare_folder_and_train_on_real_nuclei(tmp_path):
     (row,) = _rows(run)
     assert row["stage"] == "ldt" and int(row["n_train_pairs"]) == info["counts"]["train_labeled"]
     assert row["test_iou"] != ""
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--alpha", "0.001"], "train.alpha: must be a number of at least 0.0625 (1/16): the first "
+                           "layer has 16·alpha filters and needs at least one; got 0.001"),
+    (["--alpha", "nan"], "train.alpha: must be a number of at least 0.0625"),
+    (["--run", "-1"], "--run -1: runs are numbered from 0"),
+    (["--set", "ssl.noise.student_alphas=[1, 0.01]"], "ssl.noise.student_alphas.1: must be"),
+    (["--set", "ssl.teachers=[0]"], "ssl.teachers.0: Input should be greater than or equal to 1"),
+])
+def test_out_of_range_numbers_are_one_line_errors(binary_data, tmp_path, capsys, flags, message):
+    args = ["train", "--data", str(binary_data), "--out", str(tmp_path / "run"), *TINY_FLAGS]
+    assert main([*args, *flags]) == 2  # later flags win
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "results.csv").exists()
+
+
+def test_a_damaged_results_file_is_one_error(binary_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--data", str(binary_data), "--out", str(run), "--candidates", "1",
+            *TINY_FLAGS]
+    assert main(args) == 0
+    with (run / "results.csv").open("a") as fh:
+        fh.write('x,1,2,"unterminated\n')
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "results.csv line 3: damaged (fewer cells than the header has); repair or delete that "
+        "line (the model of a deleted line is trained again when the run resumes)")

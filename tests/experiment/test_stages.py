@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from conftest import TINY
 
 from imseg.config import build_config
+from imseg.csvrows import format_cell
+from imseg.errors import DataError
 from imseg.experiment import stages
 from imseg.experiment.context import RunContext
-from imseg.experiment.stages import Place, load_model, train_stage
+from imseg.experiment.stages import Place, load_model, load_models, train_stage
+from imseg.results import COLUMNS, checkpoint_name
 
 SCORE_TOLERANCE = 0.05
 """float32 Adam amplifies rounding on near-zero gradients (tests/training/test_fused.py
@@ -68,3 +73,71 @@ def test_a_fused_stage_resumes_only_its_unfinished_models(binary_data, tmp_path,
     for a, b in zip(rows[1:], whole[1:], strict=True):
         assert a["seed"] == b["seed"]
         assert abs(a["val_iou"] - b["val_iou"]) < SCORE_TOLERANCE
+
+
+def _reopen(data, run_dir, ctx: RunContext) -> RunContext:
+    """The run folder opened again, as a resumed command does."""
+    ctx.close()
+    return RunContext.open(data, run_dir, ctx.config, progress=False)
+
+
+def _student_of(ctx: RunContext) -> None:
+    """An IM student of the stage's models (its checkpoint a copy: only its row matters)."""
+    row = {"stage": "ssl", "approach": "im", "run": 0, "n_teachers": 2, "generation": 1,
+           "candidate": 0}
+    path = ctx.run_dir / checkpoint_name(row)
+    path.parent.mkdir(parents=True)
+    shutil.copy(ctx.run_dir / "models/ldt/r0_g0/c0.pt", path)
+    ctx.results.add({**row, "val_iou": 0.5, "checkpoint": checkpoint_name(row)})
+
+
+def test_a_deleted_checkpoint_trains_exactly_that_model_again(binary_data, tmp_path):
+    run = tmp_path / "run"
+    ctx, before = _stage(binary_data, run, "never", count=2)
+    _student_of(ctx)
+    (run / "models/ldt/r0_g0/c1.pt").unlink()
+    ctx, after = _stage(binary_data, run, "never", count=2, ctx=_reopen(binary_data, run, ctx))
+    assert {k: format_cell(v) for k, v in after[0].items()} == \
+        {k: format_cell(v) for k, v in before[0].items()}  # kept as written
+    assert after[1]["seed"] == before[1]["seed"]
+    assert after[1]["val_iou"] == pytest.approx(before[1]["val_iou"], abs=1e-6)  # the same one
+    assert (run / "models/ldt/r0_g0/c1.pt").is_file()
+    assert len(ctx.results.rows) == 3 and not ctx.results.unmatched
+
+
+def test_a_model_trained_again_differently_stops_while_students_learned_from_it(
+        binary_data, tmp_path):
+    run = tmp_path / "run"
+    ctx, _ = _stage(binary_data, run, "never", count=2)
+    _student_of(ctx)
+    ctx.close()
+    text = (run / "results.csv").read_text()  # as if c1 had scored 0.99 before it was lost
+    rows = text.splitlines()
+    cells = rows[2].split(",")
+    cells[COLUMNS.index("val_iou")] = "0.99"
+    (run / "results.csv").write_text("\n".join([*rows[:2], ",".join(cells), *rows[3:]]) + "\n")
+    (run / "models/ldt/r0_g0/c1.pt").unlink()
+    ctx = RunContext.open(binary_data, run, ctx.config, progress=False)
+    with pytest.raises(DataError, match=r"ldt r0 c1 was trained again .*missing.* came out "
+                                        r"different \(val IoU 0.9900 before.*1 later models "
+                                        r"may have learned from the old one \(im r0 n2 g1\)"):
+        _stage(binary_data, run, "never", count=2, ctx=ctx)
+    assert not (run / "models/ldt/r0_g0/c1.pt").exists()  # no checkpoint beside the old row
+    # without models that learned from it, the new model simply replaces the row
+    ctx.results.rows.pop()  # the student's row
+    _, rows = _stage(binary_data, run, "never", count=2, ctx=ctx)
+    assert rows[1]["val_iou"] != 0.99 and (run / "models/ldt/r0_g0/c1.pt").is_file()
+
+
+def test_a_damaged_checkpoint_says_how_to_recover(binary_data, tmp_path):
+    run = tmp_path / "run"
+    ctx, rows = _stage(binary_data, run, "never", count=2)
+    path = run / "models/ldt/r0_g0/c0.pt"
+    path.write_bytes(path.read_bytes()[:1000])  # truncated
+    with pytest.raises(DataError, match=r"c0.pt: not an imseg checkpoint .*; delete it and run "
+                                        "the same imseg run/train command again"):
+        load_models(ctx, rows)
+    shutil.copy(run / "models/ldt/r0_g0/c1.pt", path)  # a file of another model
+    with pytest.raises(DataError, match=r"c0.pt: not the model of its results row ldt r0 c0 "
+                                        r"\(it records ldt r0 c1\); delete it"):
+        load_models(ctx, rows)

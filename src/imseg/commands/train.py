@@ -25,6 +25,7 @@ from imseg.data.dataset import load_dataset
 from imseg.errors import ConfigError
 from imseg.experiment.benchmarks import BENCHMARKS, run_benchmark
 from imseg.experiment.context import RunContext
+from imseg.experiment.settings import benchmark_stage
 from imseg.results import ResultsTable, top_k
 from imseg.runtime import configure_threads, resolve_device
 from imseg.training import distributed
@@ -53,11 +54,14 @@ def parse_trainer(text: str, config: Config) -> TrainerPart:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.run < 0:
+        raise ConfigError(f"--run {args.run}: runs are numbered from 0 (the run's seed and "
+                          "labeled split follow from it)")
     config = config_from_args(args)
     trainer = parse_trainer(args.trainer, config)
     with distributed.process_group(config.device) as (me, device):
         if me.is_writer:
-            ctx = open_run(args, config)
+            ctx = open_run(args, config, [benchmark_stage(args.benchmark, trainer)])
         distributed.barrier()  # rank 0 has created the run folder and its config
         if not me.is_writer:
             ctx = follower_context(Path(args.data), Path(args.out), config, device)
@@ -80,10 +84,11 @@ def follower_context(data_dir: Path, run_dir: Path, config: Config,
     models as rank 0) but writes its files into a scratch folder of its own."""
     configure_threads()
     scratch = Path(tempfile.mkdtemp(prefix="imseg-ddp-"))
-    known = ResultsTable(run_dir / "results.csv").rows
+    known = ResultsTable(run_dir / "results.csv").every_row()  # rank 0's, unmatched too
     return RunContext(scratch, data_dir, config, load_dataset(data_dir),
                       device or resolve_device(config.device),
-                      ResultsTable(scratch / "results.csv", known=known), progress=False)
+                      ResultsTable(scratch / "results.csv", known=known, run_dir=run_dir),
+                      progress=False)
 
 
 def format_rows(rows: list[dict], kept: list[dict]) -> str:

@@ -87,7 +87,7 @@ def run_job_task(spec: JobSpec, dataset: Dataset, known_rows: list[dict]) -> lis
     torch.set_num_threads(spec.threads)
     log_to_run_folder(run_dir)  # its finished models' lines, as the driver's are
     journal = journal_path(run_dir, spec.job)
-    results = ResultsTable(journal, known=known_rows)
+    results = ResultsTable(journal, known=known_rows, run_dir=run_dir)
     ctx = RunContext(run_dir, Path(spec.data_dir), spec.config, dataset,
                      resolve_device(spec.config.device), results, progress=False,
                      settings_id=spec.settings_id)
@@ -154,7 +154,7 @@ def _run_all(ray, ctx: RunContext, jobs: list[Job], gpus: float, cpus: float,
     """Submit every job, merge rows as jobs finish; return the failed ones."""
     merge_journals(ctx.results, ctx.run_dir)  # an earlier, interrupted execution's rows
     dataset_ref = ray.put(ctx.dataset)
-    known_ref = ray.put(ctx.results.rows)
+    known_ref = ray.put(ctx.results.every_row())  # unmatched rows too: a retrained model is compared
     # A fresh worker process per job: CUDA binds the GPU Ray assigns at its first use.
     task = ray.remote(max_calls=1)(run_job_task).options(
         num_cpus=cpus, num_gpus=gpus, max_retries=max_retries, retry_exceptions=True)

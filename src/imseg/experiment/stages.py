@@ -1,19 +1,31 @@
-"""Train the candidates of one stage, resumably: a checkpoint and a results row per model."""
+"""Train the candidates of one stage, resumably: a checkpoint and a results row per model.
+
+A model whose row is unmatched (:mod:`imseg.results`: its checkpoint was deleted or
+lost) is trained again. Its seed follows from its place, so on the same device it
+comes out the same; when it does not and models trained later in the run may have
+learned from the old one (:func:`imseg.results.learned_from`), the run stops and says
+so rather than mix them.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from imseg.csvrows import format_cell
 from imseg.data.dataset import Split
+from imseg.errors import DataError
 from imseg.experiment.context import RunContext
-from imseg.logs import log, model_line
-from imseg.models.checkpoint import ModelSpec, checkpoint_payload, read_checkpoint
+from imseg.experiment.watch import watch_model
+from imseg.logs import log, model_line, place_name, stage_name
+from imseg.models.checkpoint import CheckpointMeta, ModelSpec, checkpoint_payload, read_checkpoint
 from imseg.models.grouped import why_spec_not_groupable
 from imseg.models.unet import count_parameters
+from imseg.results import checkpoint_name, learned_from, model_folder
 from imseg.runtime import derive_seed, seed_everything
 from imseg.storage import save_checkpoint
 from imseg.training.fit import EpochFn, FitResult, fit
@@ -36,12 +48,11 @@ class Place:
         return asdict(self)
 
     def folder(self) -> str:
-        n = f"_n{self.n_teachers}" if self.n_teachers is not None else ""
-        return f"{self.approach}/r{self.run}{n}_g{self.generation}"
+        return model_folder(self.approach, self.run, self.n_teachers, self.generation)
 
 
 def checkpoint_path(ctx: RunContext, place: Place) -> Path:
-    return ctx.run_dir / "models" / place.folder() / f"c{place.candidate}.pt"
+    return ctx.run_dir / checkpoint_name(place.key())
 
 
 def model_spec(ctx: RunContext, alpha: float, encoder: str | None = None) -> ModelSpec:
@@ -55,6 +66,73 @@ def model_spec(ctx: RunContext, alpha: float, encoder: str | None = None) -> Mod
 def load_model(path: Path) -> nn.Module:
     """A net rebuilt from its checkpoint alone (format: :mod:`imseg.models.checkpoint`)."""
     return read_checkpoint(path)[0]
+
+
+RECOVER = ("delete it and run the same imseg run/train command again: that model is trained "
+           "again (and the run stops if it comes out different from the one later models "
+           "learned from)")
+"""The way out of a damaged checkpoint in a run folder."""
+
+
+def read_run_checkpoint(path: Path, row: dict | None = None) -> tuple[nn.Module, CheckpointMeta]:
+    """A run folder's checkpoint (of results ``row`` when given): a damaged file, or one
+    that records another model than the row, is a DataError saying how to recover."""
+    try:
+        model, meta = read_checkpoint(path)
+    except DataError as exc:
+        raise DataError(f"{exc}; {RECOVER}") from None
+    why = "" if row is None else _other_model(meta, row)
+    if why:
+        raise DataError(f"{path}: not the model of its results row {place_name(row)} ({why}); "
+                        f"{RECOVER}")
+    return model, meta
+
+
+SAME_SCORE = 1e-4
+"""Validation scores this close are the same model trained again (the CSV keeps 6 digits)."""
+
+
+def _other_model(meta: CheckpointMeta, row: dict) -> str:
+    """How a checkpoint's own record contradicts a results row, or ''."""
+    if meta.place and any(format_cell(meta.place.get(k)) != format_cell(row.get(k))
+                          for k in Place.__dataclass_fields__):
+        return f"it records {place_name(meta.place)}"
+    recorded = meta.val.get("iou")
+    if recorded is not None and row.get("val_iou") is not None \
+            and not math.isclose(recorded, row["val_iou"], abs_tol=SAME_SCORE):
+        return f"it records val IoU {recorded:.4f}, the row {row['val_iou']:.4f}"
+    return ""
+
+
+def _same_scores(old: dict, new: dict) -> bool:
+    """Whether a model trained again scores as the row of the one it replaces."""
+    for column in ("val_iou", "val_dice"):
+        a, b = old.get(column), new.get(column)
+        if (a is None) != (b is None) or (a is not None and not math.isclose(a, b, abs_tol=SAME_SCORE)):
+            return False
+    return True
+
+
+def _check_retrained(ctx: RunContext, row: dict) -> None:
+    """A model trained again because its row was unmatched must equal the old one while
+    models that may have learned from it are kept (they would mix two teachers)."""
+    old = ctx.results.previous(**{k: row[k] for k in Place.__dataclass_fields__})
+    if old is None:
+        return
+    later = learned_from(ctx.results.rows, old.row)
+    if later and not _same_scores(old.row, row):
+        stages = ", ".join(sorted({stage_name(r) for r in later}))
+        raise DataError(
+            f"{ctx.results.path}: {place_name(row)} was trained again ({old.why}) but came out "
+            f"different (val IoU {_score(old.row)} before, {_score(row)} now), and "
+            f"{len(later)} later models may have learned from the old one ({stages}); restore "
+            "its checkpoint, or delete their rows from results.csv to train them again too, "
+            "or start a new run folder")
+    log.info(f"{place_name(row)}: trained again ({old.why})")
+
+
+def _score(row: dict) -> str:
+    return "-" if row.get("val_iou") is None else f"{row['val_iou']:.4f}"
 
 
 @dataclass
@@ -75,7 +153,7 @@ def _start(ctx: RunContext, place: Place, alpha: float, init: Path | None,
     seed = derive_seed(ctx.config.seed, *place.key().values())
     generator = seed_everything(seed)
     if init is not None:
-        model, meta = read_checkpoint(init)
+        model, meta = read_run_checkpoint(init)
         return _Candidate(place, seed, generator, model, meta.spec)
     spec = model_spec(ctx, alpha, encoder)
     return _Candidate(place, seed, generator, spec.build(pretrained=True), spec)
@@ -94,11 +172,6 @@ def _finish(ctx: RunContext, cand: _Candidate, result: FitResult, train: Split, 
     test = evaluate_model(model, ctx.dataset.test, ctx.task, ctx.device,
                           cfg.train.eval_batch, cfg.train.amp, test=True)
     path = checkpoint_path(ctx, place)
-    save_checkpoint(path, checkpoint_payload(
-        cand.spec, result.state, info,
-        place=place.key(), seed=cand.seed, config=cfg.model_dump(mode="json"),
-        val=_plain(result.val), test=_plain(test),
-    ))
     row = {
         **place.key(),
         "seed": cand.seed,
@@ -117,6 +190,12 @@ def _finish(ctx: RunContext, cand: _Candidate, result: FitResult, train: Split, 
         "settings": ctx.settings_id or None,
         **(extra or {}),
     }
+    _check_retrained(ctx, row)
+    save_checkpoint(path, checkpoint_payload(
+        cand.spec, result.state, info,
+        place=place.key(), seed=cand.seed, config=cfg.model_dump(mode="json"),
+        val=_plain(result.val), test=_plain(test),
+    ))
     ctx.results.add(row)
     log.info(model_line(row, len(result.history)))
     return ctx.results.get(**place.key())  # type: ignore[return-value]
@@ -144,10 +223,11 @@ def train_candidate(
         return done
     cand = _start(ctx, place, alpha, init, encoder)
     epoch_fn: EpochFn | None = epoch_fn_factory(cand.generator) if epoch_fn_factory else None
+    watch = watch_model(ctx, place)
     result = fit(cand.model, ctx.task, train, ctx.dataset.val, ctx.config.train, ctx.device,
                  cand.generator, epochs=epochs, epoch_fn=epoch_fn, desc=_desc(place),
-                 progress=ctx.progress)
-    return _finish(ctx, cand, result, train, alpha, extra)
+                 progress=ctx.progress, on_epoch=watch.on_epoch)
+    return watch.finish(_finish(ctx, cand, result, train, alpha, extra))
 
 
 def train_stage(ctx: RunContext, place: Place, count: int, train: Split, alpha: float,
@@ -168,12 +248,13 @@ def train_stage(ctx: RunContext, place: Place, count: int, train: Split, alpha: 
         cands = [] if why else [_start(ctx, p, alpha, init, encoder) for p in todo]
         why = why or fusable([c.model for c in cands])
         if why is None:
+            watches = [watch_model(ctx, c.place) for c in cands]
             results = fit_fused([c.model for c in cands], ctx.task, train, ctx.dataset.val,
                                 cfg.train, ctx.device, [c.generator for c in cands],
                                 epochs=epochs, desc=f"{_desc(place, False)} x{len(cands)}",
-                                progress=ctx.progress)
-            for cand, result in zip(cands, results, strict=True):
-                _finish(ctx, cand, result, train, alpha, extra)
+                                progress=ctx.progress, on_epoch=[w.on_epoch for w in watches])
+            for cand, result, watch in zip(cands, results, watches, strict=True):
+                watch.finish(_finish(ctx, cand, result, train, alpha, extra))
         else:
             log.info(f"{_desc(place, False)}: trained one at a time ({why})")
     return [train_candidate(ctx, p, train, alpha, extra, init, epochs, epoch_fn_factory, encoder)
@@ -184,7 +265,7 @@ def load_models(ctx: RunContext, rows: list[dict]) -> list[nn.Module]:
     """The models of some results rows, on the run's device, in eval mode."""
     models = []
     for row in rows:
-        model = load_model(ctx.run_dir / row["checkpoint"]).to(ctx.device)
+        model = read_run_checkpoint(ctx.run_dir / row["checkpoint"], row)[0].to(ctx.device)
         if ctx.config.train.channels_last:
             model.to(memory_format=torch.channels_last)
         models.append(model.eval())
