@@ -233,3 +233,31 @@ def test_a_number_in_test_details_is_a_metric_of_its_own(tmp_path, capsys):
     assert main(["report", str(run), "--out", str(tmp_path / "cli"), "--metric",
                  "test_iou_alive", "--no-samples"]) == 0
     expect(read_csv(tmp_path / "cli" / "scores.csv")[("hela (multilabel)", "ldt", 0)], [0.7, 0.5])
+
+
+def test_rows_of_other_settings_are_never_pooled(tmp_path):
+    """Issue 27: a stage holding models of two settings is a row and a series per
+    settings, named by their ids; ``groups_of`` may put several ids in one group."""
+    header = ["stage", "approach", "run", "n_teachers", "generation", "candidate", "val_iou",
+              "test_iou", "settings"]
+    rows = [("ldt", "ldt", 0, "", 0, 0, .5, .60, "aaa"), ("ldt", "ldt", 0, "", 0, 1, .5, .70, "aaa"),
+            ("ldt", "ldt", 0, "", 0, 2, .5, .20, "bbb"), ("ssl", "im", 0, 2, 1, 0, .5, .75, "bbb")]
+    run = tmp_path / "run"
+    run.mkdir()
+    with (run / "results.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows([header, *rows])
+    out = tmp_path / "report"
+    write_report([run], out, samples=False)
+    found = {(r["approach"], r["settings"]): r
+             for r in csv.DictReader((out / "scores.csv").read_text().splitlines())}
+    expect(found[("ldt", "aaa")], [.60, .70])
+    expect(found[("ldt", "bbb")], [.20])
+    assert found[("im", "")]["n"] == "1"  # alone in its stage: no mark
+    md = (out / "scores.md").read_text()
+    assert "| LDT [settings aaa] | 0.650" in md and "| LDT [settings bbb] | 0.200" in md
+    assert "different settings" in md
+
+    write_report([run], out, samples=False, groups_of=lambda _run, rows: ["same"] * len(rows))
+    pooled = list(csv.DictReader((out / "scores.csv").read_text().splitlines()))
+    assert [(r["approach"], r["n"], r["settings"]) for r in pooled] == [("ldt", "3", ""),
+                                                                     ("im", "1", "")]

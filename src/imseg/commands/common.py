@@ -7,6 +7,7 @@ import sys
 
 from imseg.config import Config, build_config, nested
 from imseg.experiment.context import RunContext
+from imseg.experiment.settings import Stage
 
 
 def add_training_options(p: argparse.ArgumentParser) -> None:
@@ -26,8 +27,9 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true",
                    help="hide progress bars (they are shown only on a terminal anyway)")
     p.add_argument("--accept-new-settings", action="store_true",
-                   help="continue in a run folder trained under other settings; each results "
-                        "row records the settings it was trained under")
+                   help="continue although stages this command reuses or extends hold "
+                        "models trained under other settings; each results row records the "
+                        "settings it was trained under, summaries keep them apart")
 
 
 def show_progress(args: argparse.Namespace) -> bool:
@@ -36,11 +38,13 @@ def show_progress(args: argparse.Namespace) -> bool:
     return not getattr(args, "no_progress", False) and sys.stderr.isatty()
 
 
-def open_run(args: argparse.Namespace, config: Config) -> RunContext:
-    """The run folder of a training command, opened as its flags say."""
+def open_run(args: argparse.Namespace, config: Config,
+             stages: list[Stage] | None = None) -> RunContext:
+    """The run folder of a training command, opened as its flags say; ``stages``: those
+    the command may train, reuse or extend (their settings are checked)."""
     return RunContext.open(args.data, args.out, config, progress=show_progress(args),
                            command=" ".join(sys.argv),
-                           accept_new_settings=args.accept_new_settings)
+                           accept_new_settings=args.accept_new_settings, stages=stages)
 
 
 def config_from_args(args: argparse.Namespace, **extra: object) -> Config:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from imseg.evaluation.report import METRICS, write_report
+from imseg.experiment.settings import settings_groups
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     written = write_report(args.runs, args.out, args.metric, args.kept_only,
-                           samples=not args.no_samples)
+                           samples=not args.no_samples, groups_of=settings_groups)
     print((args.out / "scores.md").read_text())
     print(f"{len(written)} files in {args.out}")
     return 0

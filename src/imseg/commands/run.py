@@ -7,6 +7,7 @@ import argparse
 from imseg.commands.common import add_training_options, config_from_args, open_run
 from imseg.evaluation.summary import summary_table
 from imseg.experiment.runner import run_study
+from imseg.experiment.settings import settings_groups, study_stages
 
 
 def _int_list(text: str) -> list[int]:
@@ -41,14 +42,15 @@ def _run(args: argparse.Namespace) -> int:
         "ssl.runs": args.runs,
         "ssl.students": args.students,
     })
-    ctx = open_run(args, config)
+    ctx = open_run(args, config, study_stages(config))
     executor = None
     if args.executor == "ray":
         from imseg.experiment.ray_executor import ray_executor
 
         executor = ray_executor(args.address, args.gpus_per_model, args.cpus_per_model)
     run_study(ctx, executor)
-    print(summary_table(ctx.results.rows))
+    rows = ctx.results.rows
+    print(summary_table(rows, groups=settings_groups(ctx.run_dir, rows, ctx.config)))
     for line in stage_notes(ctx.results.rows):
         print(line)
     print(f"results: {ctx.results.path}")

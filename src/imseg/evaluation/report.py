@@ -13,6 +13,11 @@ Conventions (docs/method.md §9):
   ALDT, FDT) are generation 0, all candidates; so are the stages an online SSL
   trainer trained on LDT (approach ``fixmatch``, ``unimatch``, ...): yardsticks
   drawn as lines, in the colour of the recipe that puts IM on top of them.
+* Rows of an (approach, generation) made under different settings are never pooled:
+  each settings group is a row of the tables and a series of the figures of its own,
+  named with its rows' settings ids. Groups are the rows' ``settings`` ids, or what
+  ``write_report``'s ``groups_of`` says (``imseg report``: the settings each stage
+  depends on, :func:`imseg.experiment.settings.settings_groups`).
 * Pseudo-label quality (``pseudo_iou``) and IM size (``im_fraction``) are one
   value per stage (every student of a stage shares them), so they are averaged
   over stages, not students.
@@ -27,6 +32,7 @@ import io
 import json
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +43,7 @@ from matplotlib.lines import Line2D
 
 from imseg.data.layout import DatasetInfo, read_info
 from imseg.errors import DataError
-from imseg.evaluation.summary import BENCHMARK_ORDER
+from imseg.evaluation.summary import BENCHMARK_ORDER, group_scores, split_labels
 from imseg.evaluation.visualize import display_name, sample_figures, save_figure
 from imseg.results import ResultsTable, top_k
 
@@ -119,13 +125,23 @@ class Panel:
         return next((r.info for r in self.runs if r.info is not None), None)
 
 
-def load_run(run_dir: Path) -> RunData:
+GroupsOf = Callable[[Path, list[dict]], list[str]]
+"""A run folder and its rows → one settings group per row (rows of a group are pooled)."""
+
+SETTINGS_GROUP = "settings_group"
+"""The column :func:`load_run` adds: the row's settings group."""
+
+
+def load_run(run_dir: Path, groups_of: GroupsOf | None = None) -> RunData:
     """Read a run's results.csv (required), run.yaml and config.yaml (optional)."""
     run_dir = Path(run_dir)
     path = run_dir / "results.csv"
     if not path.is_file():
         raise DataError(f"{path} not found: {run_dir} is not a run folder")
     rows = [with_details(r) for r in ResultsTable(path).rows]
+    if groups_of is not None:
+        rows = [{**r, SETTINGS_GROUP: g} for r, g in zip(rows, groups_of(run_dir, rows),
+                                                         strict=True)]
     meta = _yaml(run_dir / "run.yaml")
     data_path = Path(meta["data"]) if meta.get("data") else None
     info = None
@@ -176,11 +192,11 @@ def _yaml(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def panels_of(run_dirs: list[Path]) -> list[Panel]:
+def panels_of(run_dirs: list[Path], groups_of: GroupsOf | None = None) -> list[Panel]:
     """Group runs into panels by data path (runs without one stay alone), in the given order."""
     panels: dict[str, Panel] = {}
     for run_dir in run_dirs:
-        run = load_run(run_dir)
+        run = load_run(run_dir, groups_of)
         key = str(run.data_path.resolve()) if run.data_path else f"run:{run.run_dir.resolve()}"
         if key not in panels:
             panels[key] = Panel(_panel_name(run))
@@ -208,6 +224,9 @@ class Stat:
     mean: float
     std: float
     n: int
+    settings: str = ""
+    """The settings ids of its rows when the (approach, generation) holds rows of several
+    settings, each group a Stat of its own; else ''."""
 
 
 def model_rows(rows: list[dict]) -> list[dict]:
@@ -242,14 +261,19 @@ def stage_rows(rows: list[dict]) -> list[dict]:
 
 
 def stats(dataset: str, rows: list[dict], column: str) -> list[Stat]:
-    """Mean ± std (population) of ``column`` per (approach, generation), benchmarks first."""
-    groups: dict[tuple[str, int], list[float]] = defaultdict(list)
-    for r in rows:
-        if r.get(column) is not None:
-            groups[(r["approach"], int(r["generation"] or 0))].append(float(r[column]))
-    keys = sorted(groups, key=lambda k: (approach_sort_key(k[0]), k[1]))
-    return [Stat(dataset, a, g, float(np.mean(groups[(a, g)])), float(np.std(groups[(a, g)])),
-                 len(groups[(a, g)])) for a, g in keys]
+    """Mean ± std (population) of ``column`` per (approach, generation) and settings group,
+    benchmarks first."""
+    groups = [str(r.get(SETTINGS_GROUP, r.get("settings")) or "") for r in rows]
+    scores = group_scores(rows, column, groups)
+    labels = split_labels(rows, groups)
+    keys = sorted(scores, key=lambda k: (approach_sort_key(k[0]), k[1], labels.get(k, "")))
+    return [Stat(dataset, a, g, float(np.mean(scores[(a, g, s)])), float(np.std(scores[(a, g, s)])),
+                 len(scores[(a, g, s)]), labels.get((a, g, s), "")) for a, g, s in keys]
+
+
+def series_name(s: Stat) -> str:
+    """The approach's display name, with its rows' settings ids when its stage is split."""
+    return display_name(s.approach) + (f" [settings {s.settings}]" if s.settings else "")
 
 
 def score_stats(panel: Panel, column: str = "test_iou", kept_only: bool = False) -> list[Stat]:
@@ -268,9 +292,10 @@ def quality_stats(panel: Panel) -> dict[str, list[Stat]]:
 def stats_csv(items: list[Stat]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["dataset", "approach", "generation", "mean", "std", "n"])
+    writer.writerow(["dataset", "approach", "generation", "mean", "std", "n", "settings"])
     for s in items:
-        writer.writerow([s.dataset, s.approach, s.generation, f"{s.mean:.6g}", f"{s.std:.6g}", s.n])
+        writer.writerow([s.dataset, s.approach, s.generation, f"{s.mean:.6g}", f"{s.std:.6g}", s.n,
+                         s.settings])
     return buf.getvalue()
 
 
@@ -285,17 +310,17 @@ def stats_markdown(items: list[Stat], column: str,
         bench = [s for s in mine if is_yardstick(s)]
         if bench:
             out += ["| benchmark | score |", "|---|---|"]
-            out += [f"| {display_name(s.approach)} | {_cell(s)} |" for s in bench]
+            out += [f"| {series_name(s)} | {_cell(s)} |" for s in bench]
             out.append("")
         ssl = [s for s in mine if not is_yardstick(s)]
         gens = sorted({s.generation for s in ssl})
         if ssl:
             out.append("| approach | " + " | ".join(f"G{g}" for g in gens) + " |")
             out.append("|---|" + "---|" * len(gens))
-            cells = {(s.approach, s.generation): _cell(s) for s in ssl}
-            for a in dict.fromkeys(s.approach for s in ssl):
-                out.append(f"| {display_name(a)} | "
-                           + " | ".join(cells.get((a, g), "–") for g in gens) + " |")
+            cells = {(series_name(s), s.generation): _cell(s) for s in ssl}
+            for name in dict.fromkeys(series_name(s) for s in ssl):
+                out.append(f"| {name} | "
+                           + " | ".join(cells.get((name, g), "–") for g in gens) + " |")
             out.append("")
     return "\n".join(out) if out else "(no results)\n"
 
@@ -324,20 +349,24 @@ def _series(ax, items: list[Stat], color, label: str) -> Line2D:
     return line
 
 
-def _by_approach(items: list[Stat]) -> dict[str, list[Stat]]:
-    out: dict[str, list[Stat]] = defaultdict(list)
+Series = tuple[str, str]
+"""(approach, settings): one line of a figure."""
+
+
+def _by_approach(items: list[Stat]) -> dict[Series, list[Stat]]:
+    out: dict[Series, list[Stat]] = defaultdict(list)
     for s in items:
-        out[s.approach].append(s)
+        out[(s.approach, s.settings)].append(s)
     return out
 
 
-def _shared_legend(fig: Figure, handles: dict[str, Line2D]) -> None:
+def _shared_legend(fig: Figure, handles: dict[Series, Line2D], names: dict[Series, str]) -> None:
     """Below the panels, as many columns as the figure's width holds, read row by row."""
-    order = sorted(handles, key=approach_sort_key)
-    keys = [a for a in order if a not in BENCHMARKS] + [a for a in order if a in BENCHMARKS]
+    order = sorted(handles, key=lambda k: (approach_sort_key(k[0]), k[1]))
+    keys = [k for k in order if k[0] not in BENCHMARKS] + [k for k in order if k[0] in BENCHMARKS]
     ncol = max(1, min(len(keys), int(fig.get_figwidth() / 1.6)))
     keys = _row_major(keys, ncol)
-    fig.legend([handles[a] for a in keys], [display_name(a) for a in keys],
+    fig.legend([handles[k] for k in keys], [names[k] for k in keys],
                loc="outside lower center", frameon=False, fontsize=9, ncol=ncol)
 
 
@@ -354,26 +383,29 @@ def scores_figure(panels: list[Panel], per_panel: list[list[Stat]], column: str)
     fig = Figure(figsize=(4.2 * n, 4.0), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, n))
     colors = approach_colors([s.approach for items in per_panel for s in items])
-    handles: dict[str, Line2D] = {}
+    handles: dict[Series, Line2D] = {}
+    names: dict[Series, str] = {}
     for ax, panel, items in zip(axes, panels, per_panel, strict=True):
         groups = _by_approach(items)
         gens = sorted({s.generation for s in items if not is_yardstick(s)})
-        for a, series in groups.items():
+        for key, series in groups.items():
+            a, name = key[0], series_name(series[0])
+            names[key] = name
             if all(is_yardstick(s) for s in series):
                 color, dash = BENCHMARK_STYLE[a] if a in BENCHMARK_STYLE else (colors[a],
                                                                                 TRAINER_LINE)
-                handles[a] = ax.axhline(series[0].mean, color=color, ls=dash, lw=1.3,
-                                        label=display_name(a))
-                ax.annotate(display_name(a), (0.01, series[0].mean), va="bottom", fontsize=8,
+                handles[key] = ax.axhline(series[0].mean, color=color, ls=dash, lw=1.3,
+                                          label=name)
+                ax.annotate(name, (0.01, series[0].mean), va="bottom", fontsize=8,
                             xycoords=("axes fraction", "data"), color=color,
                             bbox={"fc": "white", "ec": "none", "alpha": 0.6, "pad": 0.3})
             else:
-                handles[a] = _series(ax, series, colors[a], display_name(a))
+                handles[key] = _series(ax, series, colors[a], name)
         _generation_axis(ax, gens)
         ax.set_title(panel.name, fontsize=10)
         ax.set_xlabel("generation")
         ax.set_ylabel(metric_label(column, panel.info))
-    _shared_legend(fig, handles)
+    _shared_legend(fig, handles, names)
     return fig
 
 
@@ -383,14 +415,16 @@ def quality_figure(panels: list[Panel], per_panel: list[dict[str, list[Stat]]]) 
     fig = Figure(figsize=(8.4, 3.4 * n + 0.6), layout="constrained")
     axes = np.atleast_2d(fig.subplots(n, 2))
     colors = approach_colors([s.approach for q in per_panel for v in q.values() for s in v])
-    handles: dict[str, Line2D] = {}
+    handles: dict[Series, Line2D] = {}
+    names: dict[Series, str] = {}
     titles = {"pseudo_iou": ("pseudo-label quality", "pseudo-label IoU (IM left out)"),
               "im_fraction": ("inconsistency mask size", "mean IM fraction per image")}
     for row, panel, quality in zip(axes, panels, per_panel, strict=True):
         gens = sorted({s.generation for v in quality.values() for s in v})
         for ax, (column, items) in zip(row, quality.items(), strict=True):
-            for a, series in _by_approach(items).items():
-                handles[a] = _series(ax, series, colors[a], display_name(a))
+            for key, series in _by_approach(items).items():
+                names[key] = series_name(series[0])
+                handles[key] = _series(ax, series, colors[key[0]], names[key])
             if not items:
                 ax.text(0.5, 0.5, "not recorded", ha="center", va="center",
                         transform=ax.transAxes, color="0.5")
@@ -401,7 +435,7 @@ def quality_figure(panels: list[Panel], per_panel: list[dict[str, list[Stat]]]) 
             if column == "im_fraction":
                 ax.set_ylim(bottom=0)
     if handles:
-        _shared_legend(fig, handles)
+        _shared_legend(fig, handles, names)
     return fig
 
 
@@ -423,14 +457,16 @@ def fallback_info(run_dir: Path) -> DatasetInfo | None:
 
 # ---------------------------------------------------------------------------- report
 def write_report(run_dirs: list[Path], out: Path, column: str = "test_iou",
-                 kept_only: bool = False, samples: bool = True) -> list[Path]:
+                 kept_only: bool = False, samples: bool = True,
+                 groups_of: GroupsOf | None = None) -> list[Path]:
     """Tables (scores.md/.csv, quality.csv), figures (scores, quality) and, when runs kept
-    samples, the method figures. Returns the files written."""
+    samples, the method figures. Returns the files written. ``groups_of``: the settings
+    group of each row of a run (default: its settings id); groups are never pooled."""
     if not run_dirs:
         raise DataError("no run folders given")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    panels = panels_of(run_dirs)
+    panels = panels_of(run_dirs, groups_of)
     if column not in (known := metrics_of(panels)):
         raise DataError(f"unknown metric {column!r}; these runs have {', '.join(known)}")
     scores = [score_stats(p, column, kept_only) for p in panels]
@@ -440,6 +476,7 @@ def write_report(run_dirs: list[Path], out: Path, column: str = "test_iou",
     (out / "scores.csv").write_text(stats_csv(flat))
     which = "top-K kept students" if kept_only else "all students"
     (out / "scores.md").write_text(f"Scores over {which} of each generation.\n\n"
+                                   + _split_note(flat)
                                    + stats_markdown(flat, column, {p.name: p.info for p in panels}))
     (out / "quality.csv").write_text(_quality_csv(quality))
     written += save_figure(scores_figure(panels, scores, column), out / "scores")
@@ -452,6 +489,15 @@ def write_report(run_dirs: list[Path], out: Path, column: str = "test_iou",
                     written += sample_figures(run.run_dir, out / "samples" / run.run_dir.name,
                                               info, run.data_path)
     return written
+
+
+def _split_note(items: list[Stat]) -> str:
+    """A paragraph when some stage's rows were made under different settings."""
+    if not any(s.settings for s in items):
+        return ""
+    return ("Some stages hold models trained under different settings: each settings group "
+            "is listed apart, marked with its settings ids (settings.yaml in the run folder "
+            "lists each id's values).\n\n")
 
 
 def _quality_csv(quality: list[dict[str, list[Stat]]]) -> str:

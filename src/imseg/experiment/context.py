@@ -12,13 +12,13 @@ import torch
 import yaml
 
 from imseg import __version__
-from imseg.config import Config, build_config
+from imseg.config import Config
 from imseg.data.dataset import Dataset, Split, load_dataset
 from imseg.data.layout import write_info
 from imseg.data.splitting import seeded_permutation
 from imseg.data.tiles import tile_source
-from imseg.errors import ConfigError, DataError
-from imseg.experiment.settings import check_settings, previous_values, settings_of
+from imseg.errors import DataError
+from imseg.experiment.settings import Stage, check_settings, recorded_config, settings_of
 from imseg.logs import log, log_to_run_folder, note_failure_in_run_log, stop_run_log
 from imseg.results import ResultsTable
 from imseg.runtime import configure_threads, resolve_device
@@ -48,9 +48,12 @@ class RunContext:
 
     @classmethod
     def open(cls, data_dir: Path, run_dir: Path, config: Config, progress: bool = True,
-             command: str = "", accept_new_settings: bool = False) -> RunContext:
-        """Load the data once, create the run folder, check its settings fingerprint
-        (:mod:`imseg.experiment.settings`) and record the resolved config."""
+             command: str = "", accept_new_settings: bool = False,
+             stages: list[Stage] | None = None) -> RunContext:
+        """Load the data once, create the run folder, check the settings of the ``stages``
+        the command may train, reuse or extend (None: every stage with models) against
+        those their models were trained under (:mod:`imseg.experiment.settings`), and
+        record the resolved config."""
         configure_threads()
         run_dir = Path(run_dir)
         dataset = load_dataset(Path(data_dir))
@@ -61,8 +64,9 @@ class RunContext:
         log.info("%s %s: %s", f"resuming ({len(results.rows)} models done)" if results.rows
                  else "starting", run_dir, command or "(no command line)")
         try:
-            settings_id = check_settings(run_dir, settings_of(config, dataset), command,
-                                         accept_new_settings, previous=_previous_config(run_dir))
+            settings_id = check_settings(run_dir, settings_of(config, dataset), config,
+                                         results.rows, stages, command, accept_new_settings,
+                                         previous=recorded_config(run_dir))
         except BaseException as exc:
             note_failure_in_run_log(exc)  # the folder's history says why it stopped
             stop_run_log()
@@ -118,18 +122,6 @@ def make_run_dir(run_dir: Path) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise storage_error(run_dir, exc) from None
-
-
-def _previous_config(run_dir: Path) -> Config | None:
-    """The config an older run folder (one without settings.yaml) was trained under."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        return None
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-        return build_config(overrides=previous_values(raw)) if isinstance(raw, dict) else None
-    except (ConfigError, yaml.YAMLError):
-        return None
 
 
 def lock_run_dir(run_dir: Path) -> IO:
