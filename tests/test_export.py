@@ -14,7 +14,8 @@ from PIL import Image
 from test_predict import make_images, make_run
 
 from imseg.cli import main
-from imseg.predict import predict_folder, run_models
+from imseg.errors import DataError
+from imseg.predict import checkpoint_models, predict_folder, run_models
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -96,7 +97,7 @@ def test_metadata_describes_data_models_and_scores(tmp_path):
     assert "argmax over channels 1..C" in meta["to_mask"]
     assert meta["stage"] == {"approach": "ldt", "generation": 0}
     (entry,) = meta["models"]
-    assert entry["checkpoint"] == str((run / "models/ldt/g0/c0.pt").resolve())
+    assert entry["checkpoint"] == str((run / "models/ldt/r0_g0/c0.pt").resolve())
     assert (entry["val"], entry["test"]) == ({"iou": 0.50}, {"iou": 0.90})
     assert entry["model"] == {"kind": "unet", "in_channels": 3, "out_channels": 4,
                               "alpha": 0.25, "bn_momentum": 0.01}
@@ -108,7 +109,7 @@ def test_metadata_describes_data_models_and_scores(tmp_path):
 def test_checkpoint_export_and_a_missing_extra(tmp_path, capsys, monkeypatch):
     run = make_run(tmp_path)
     out = tmp_path / "onnx"
-    ckpt = run / "models/ldt/g0/c1.pt"
+    ckpt = run / "models/ldt/r0_g0/c1.pt"
     assert main(["export", "--checkpoint", str(ckpt), "--out", str(out)]) == 0
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["stage"] is None and [m["val"]["iou"] for m in meta["models"]] == [0.40]
@@ -169,3 +170,70 @@ def test_tile_metadata_is_left_out_for_models_trained_on_whole_images(tmp_path):
     assert main(["export", "--run", str(plain), "--teachers", "1", "--out",
                  str(tmp_path / "o2")]) == 0
     assert json.loads((tmp_path / "o2" / "metadata.json").read_text())["tiles"] is None
+
+
+def carded_run(tmp_path):
+    """make_run's folder, its checkpoints re-saved as a study writes them (place, config)
+    for a data set with counts, and run.yaml with the command that trained it."""
+    import yaml
+    from test_predict import save_model
+
+    from imseg.config import build_config
+    from imseg.data.layout import DatasetInfo
+    from imseg.results import ResultsTable
+
+    run = make_run(tmp_path)
+    info = DatasetInfo(task="binary", classes=["cell"], image_size=(32, 32),
+                       colors=[(0, 0, 0), (255, 0, 0)], source="sample",
+                       counts={"train_labeled": 10, "train_unlabeled": 30, "val": 8, "test": 8})
+    config = build_config(sets=["train.epochs=7"]).model_dump(mode="json")
+    for i, row in enumerate(ResultsTable(run / "results.csv").rows):
+        place = {k: row[k] for k in ("stage", "approach", "run", "n_teachers", "generation",
+                                     "candidate")}
+        save_model(run / row["checkpoint"], info, i, place=place, config=config,
+                   val={"iou": row["val_iou"]}, test={"iou": row["test_iou"], "dice": 0.5})
+    (run / "run.yaml").write_text(yaml.safe_dump({"data": "/data/cells",
+                                                  "command": "imseg run --data /data/cells"}))
+    return run
+
+
+def test_an_export_has_a_model_card_and_predict_runs_from_its_folder(tmp_path, capsys):
+    run = carded_run(tmp_path)
+    out = tmp_path / "export"
+    assert main(["export", "--run", str(run), "--approach", "im", "--teachers", "2",
+                 "--format", "checkpoint", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "metadata.json",
+                                                       "model1.pt", "model2.pt"]
+    card = (out / "README.md").read_text()
+    for text in ["| cell | (255, 0, 0) |",  # classes with colours
+                 "trained at 32 × 32 pixels", "resize (bilinear)", "tiles: none",
+                 "| train_unlabeled | 30 |", "Labeled fraction of the training images: 25.0% "
+                 "(10 of 40)", "Approach `im`, generation 1",
+                 "- ldt r0 c0: val IoU 0.5000", "- ldt r0 c1: val IoU 0.4000",  # its 2 teachers
+                 "| model1.pt | im r0 n2 g1 c0 | 0.7000 | 0.1000 | 0.5000 |",
+                 "Over all 3 models of the stage: test IoU 0.2000 ± 0.1000",
+                 "  epochs: 7", f"torch {torch.__version__}", "imseg run --data /data/cells",
+                 f"imseg export --run {run} --approach im --teachers 2 --format checkpoint "
+                 f"--out {out}",
+                 "imseg predict --checkpoint THIS_FOLDER",
+                 "--checkpoint model1.pt --checkpoint model2.pt"]:
+        assert text in card
+    images = tmp_path / "images"
+    make_images(images)
+    predicted = tmp_path / "predicted"
+    assert main(["predict", "--checkpoint", str(out), "--images", str(images), "--out",
+                 str(predicted), "--no-progress"]) == 0  # the folder stands for its models
+    assert len(list((predicted / "masks").glob("*.png"))) == len(list(images.iterdir()))
+    assert "2 models" in capsys.readouterr().out
+    with pytest.raises(DataError, match="without checkpoints"):
+        checkpoint_models([images])
+
+
+def test_an_onnx_card_says_how_to_run_it_with_onnx_runtime(tmp_path):
+    run = carded_run(tmp_path)
+    out = tmp_path / "export"
+    assert main(["export", "--checkpoint", str(run / "models/ldt/r0_g0/c0.pt"),
+                 "--out", str(out)]) == 0
+    card = (out / "README.md").read_text()
+    assert "import onnxruntime as ort" in card and "Models given as checkpoint files: " \
+        "ldt r0 c0." in card and "Over all" not in card

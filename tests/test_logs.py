@@ -54,14 +54,15 @@ def test_the_run_folder_keeps_its_history_across_resumes_and_errors(binary_data,
     lines = (run / "log.txt").read_text().splitlines()
     stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d "
     assert re.fullmatch(stamp + rf"starting {re.escape(str(run))}: .+", lines[0]), lines[0]
+    assert re.fullmatch(stamp + r"ldt r0: training 2 of 2 models on \d+ pairs", lines[1])
     assert [re.fullmatch(stamp + r"ldt r0 c(\d): best epoch .*", x).group(1)
-            for x in lines[1:3]] == ["0", "1"]
-    for line in lines[3:5]:
+            for x in lines[2:4]] == ["0", "1"]
+    for line in lines[4:6]:  # a resume that trains nothing starts no stage
         assert re.fullmatch(stamp + rf"resuming \(2 models done\) {re.escape(str(run))}: .+",
                             line), line
-    assert re.fullmatch(stamp + r"imseg: error: .* holds results trained under other settings.*",
-                        lines[5]), lines[5]
-    assert len([x for x in lines if re.match(stamp, x)]) == 6  # nothing else, nothing twice
+    assert re.fullmatch(stamp + r"imseg: error: .* trained under other settings.*",
+                        lines[6]), lines[6]
+    assert len([x for x in lines if re.match(stamp, x)]) == 7  # nothing else, nothing twice
 
 
 def test_an_unexpected_error_leaves_its_traceback_in_the_run_log(binary_data, tmp_path,
@@ -77,3 +78,27 @@ def test_an_unexpected_error_leaves_its_traceback_in_the_run_log(binary_data, tm
     text = (tmp_path / "run" / "log.txt").read_text()
     assert "imseg: stopped by an unexpected error\nTraceback (most recent call last):" in text
     assert text.rstrip().endswith("RuntimeError: a bug somewhere")
+
+
+def test_progress_lines_only_for_a_long_pass(monkeypatch):
+    from imseg import logs
+
+    said: list[str] = []
+    monkeypatch.setattr(logs.log, "info", said.append)
+    quick = logs.ProgressLines("ldt r0: labeling", 10)  # a line a minute at most
+    for done in range(10):
+        quick.update(done)
+    assert said == []
+    slow = logs.ProgressLines("ldt r0: labeling", 10, every=0.0)
+    for done in (0, 5, 10):  # a line as it goes, none at the end (its own line says that)
+        slow.update(done)
+    assert said == ["ldt r0: labeling: 0/10 images (0%)", "ldt r0: labeling: 5/10 images (50%)"]
+
+
+def test_evalnet_line_reads_well():
+    from imseg.logs import evalnet_line
+
+    row = {"kind": "evalnet", "run": 1, "index": 2, "best_epoch": 7, "val_mae": 0.05123,
+           "val_spearman": 0.8, "n_train": 40, "seconds": 3.21}
+    assert evalnet_line(row, 30) == ("evalnet evalnet r1 e2: best epoch 7/30, val MAE 0.0512, "
+                                     "Spearman 0.800, 40 pairs, 3.2 s")

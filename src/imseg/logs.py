@@ -1,5 +1,5 @@
-"""Readable log lines: one per finished model, and plain notes, on stderr and in the
-run folder's ``log.txt``.
+"""Readable log lines: one when a stage starts, one per finished model (EvalNets too),
+progress of long passes, and plain notes, on stderr and in the run folder's ``log.txt``.
 
 On a terminal the lines are written through tqdm so they do not tear the
 progress bars; in a redirected log there are no bars (see
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -85,15 +86,19 @@ def note_failure_in_run_log(exc: BaseException) -> None:
         note_in_run_log("imseg: stopped by an unexpected error", exc)
 
 
-def place_name(row: dict) -> str:
-    """``ldt r0 c1`` or ``im r0 n3 g1 c2``: where a model sits, short."""
+def stage_name(row: dict) -> str:
+    """``ldt r0`` or ``im r0 n3 g1``: a stage (or generation) of a run, short."""
     parts = [str(row["approach"]), f"r{row['run']}"]
     if row.get("n_teachers") is not None:
         parts.append(f"n{row['n_teachers']}")
     if row.get("stage") == "ssl":
         parts.append(f"g{row['generation']}")
-    parts.append(f"c{row['candidate']}")
     return " ".join(parts)
+
+
+def place_name(row: dict) -> str:
+    """``ldt r0 c1`` or ``im r0 n3 g1 c2``: where a model sits, short."""
+    return f"{stage_name(row)} c{row['candidate']}"
 
 
 def model_line(row: dict, epochs: int) -> str:
@@ -110,3 +115,26 @@ def bar_disable(progress: bool = True) -> bool | None:
     """tqdm's ``disable`` for a bar: off when asked, and (tqdm's ``None``) off whenever
     stderr is not a terminal, so redirected logs never fill with carriage returns."""
     return True if not progress else None
+
+
+def evalnet_line(row: dict, epochs: int) -> str:
+    """The log line of a finished EvalNet (a row of evalnet_results.csv)."""
+    return (f"evalnet {row['kind']} r{row['run']} e{row['index']}: best epoch "
+            f"{row['best_epoch']}/{epochs}, val MAE {float(row['val_mae']):.4f}, Spearman "
+            f"{float(row['val_spearman']):.3f}, {row['n_train']} pairs, "
+            f"{float(row['seconds']):.1f} s")
+
+
+class ProgressLines:
+    """Log lines for a long pass over ``total`` items: one every ``every`` seconds, so a
+    redirected log (no progress bar) shows it moving; a short pass writes none."""
+
+    def __init__(self, what: str, total: int, unit: str = "images", every: float = 60.0) -> None:
+        self.what, self.total, self.unit, self.every = what, total, unit, every
+        self._last = time.monotonic()
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.every and done < self.total:
+            log.info(f"{self.what}: {done}/{self.total} {self.unit} ({done / self.total:.0%})")
+            self._last = now

@@ -106,14 +106,14 @@ def test_the_pseudo_set_is_freed_before_the_students_train(binary_data, tmp_path
     from imseg.pseudo.labelers import PseudoSet
 
     alive_while_training = []
-    train_stage = loop.train_stage
+    train_watched = loop.train_watched
 
     def spy(*args, **kwargs):
         gc.collect()
         alive_while_training.append(sum(type(o) is PseudoSet for o in gc.get_objects()))
-        return train_stage(*args, **kwargs)
+        return train_watched(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "train_stage", spy)
+    monkeypatch.setattr(loop, "train_watched", spy)
     ssl = {**TINY["ssl"], "approaches": ["im"], "generations": 1,
            "inconsistency": {"binary_filter": False}}
     ctx = RunContext.open(binary_data, tmp_path / "run", build_config(overrides={**TINY, "ssl": ssl}),

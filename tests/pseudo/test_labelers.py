@@ -418,3 +418,20 @@ def test_stub_teacher_commutes_with_geometry() -> None:
     codes = torch.arange(8)
     teacher = ChannelBinary(0)
     assert torch.equal(teacher(apply_geometry(x, codes)), apply_geometry(teacher(x), codes))
+
+
+def test_a_long_labeling_pass_reports_progress(monkeypatch) -> None:
+    import functools
+
+    from imseg import logs
+    from imseg.pseudo import labelers
+
+    images, _, _ = two_teacher_images()
+    said: list[str] = []
+    monkeypatch.setattr(logs.log, "info", said.append)
+    monkeypatch.setattr(labelers, "ProgressLines", functools.partial(logs.ProgressLines,
+                                                                     every=0.0))
+    inp = labeling(BINARY, [ChannelBinary(0), ChannelBinary(1)], images, pseudo_batch_size=1)
+    inp.name = "im r0 n2 g1: pseudo-labeling"
+    LABELERS["inconsistency"](inp)
+    assert said == [f"im r0 n2 g1: pseudo-labeling: {i}/4 images ({i / 4:.0%})" for i in (1, 2, 3)]

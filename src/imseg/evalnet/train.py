@@ -33,6 +33,7 @@ from imseg.training.batchnorm import (
     stats_batches,
 )
 from imseg.training.inference import autocast
+from imseg.training.tensorboard import EpochHook, EpochLog, learning_rate
 
 
 @dataclass
@@ -98,11 +99,12 @@ def train_evalnet(net: nn.Module, task: Task, train: EvalNetData, val: EvalNetDa
                   cfg: EvalNetConfig, device: torch.device, generator: torch.Generator,
                   eval_batch_size: int = 64, amp: AmpMode | bool = True, desc: str = "evalnet",
                   progress: bool = True, bn_stats: Literal["running", "precise"] = "running",
-                  bn_stats_batches: int = 200) -> EvalNetFit:
+                  bn_stats_batches: int = 200, on_epoch: EpochHook | None = None) -> EvalNetFit:
     """Train ``net`` and return the weights of its epoch with the lowest val MAE.
 
     ``bn_stats`` / ``bn_stats_batches`` as ``train.bn_stats`` / ``train.bn_stats_batches``:
-    ``precise`` recomputes the BatchNorm statistics before each validation.
+    ``precise`` recomputes the BatchNorm statistics before each validation. ``on_epoch``
+    hears each epoch's loss, val MAE (``mae``) and learning rate.
     """
     if len(train) == 0 or len(val) == 0:
         raise ValueError("EvalNet training needs training and validation masks")
@@ -130,6 +132,8 @@ def train_evalnet(net: nn.Module, task: Task, train: EvalNetData, val: EvalNetDa
             state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
             best = (val_mae, epoch, state, spearman(pred.score, val.targets.score))
         bar.set_postfix(loss=f"{loss:.4f}", mae=f"{val_mae:.3f}", best=f"{best[0]:.3f}")
+        if on_epoch is not None:
+            on_epoch(EpochLog(epoch, loss, {"mae": val_mae}, learning_rate(optimizer)))
     assert best[2] is not None
     net.load_state_dict(best[2])
     return EvalNetFit(best[2], best[0], best[3], best[1], time.perf_counter() - start, history)

@@ -13,6 +13,7 @@ from imseg.data.dataset import Split
 from imseg.errors import ConfigError, DataError
 from imseg.experiment.context import RunContext
 from imseg.experiment.stages import Place, train_stage
+from imseg.experiment.watch import announce_stage, record_stage
 from imseg.results import top_k
 from imseg.runtime import derive_seed, seed_everything
 from imseg.training.trainers import TrainerPart, TrainingSetup
@@ -67,16 +68,27 @@ def run_benchmark(ctx: RunContext, name: str, run: int = 0,
     train = benchmark_train_set(ctx, name, run)
     cfg = ctx.config
     if trainer is None or trainer.supervised:
-        return train_stage(ctx, Place(stage=name, approach=name, run=run),
-                           cfg.benchmark.candidates, train, cfg.train.alpha)
+        return train_watched(ctx, Place(stage=name, approach=name, run=run),
+                             cfg.benchmark.candidates, train, cfg.train.alpha)
     if name == "fdt" or trainer.FINE_TUNES:
         raise ConfigError(f"trainer {trainer.name} cannot train the {name.upper()} stage: "
                           "online SSL trainers (fixmatch, unimatch, mean_teacher) train LDT or "
                           "ALDT on the labeled pairs plus the unlabeled images")
     place = Place(stage=name, approach=trainer.stage_name(name), run=run)
-    return train_stage(ctx, place, cfg.benchmark.candidates, train, cfg.train.alpha,
-                       epochs=trainer.epoch_count(),
-                       epoch_fn_factory=trainer.epoch_factory(training_setup(ctx, train, run)))
+    return train_watched(ctx, place, cfg.benchmark.candidates, train, cfg.train.alpha,
+                         epochs=trainer.epoch_count(),
+                         epoch_fn_factory=trainer.epoch_factory(training_setup(ctx, train, run)))
+
+
+def train_watched(ctx: RunContext, place: Place, count: int, train: Split, alpha: float,
+                  **options) -> list[dict]:
+    """:func:`train_stage` (``options`` are its own) with a line in the log when it starts
+    and, when it trained models, their test IoU on its chain's TensorBoard board."""
+    left = announce_stage(ctx, place, count, len(train))
+    rows = train_stage(ctx, place, count, train, alpha, **options)
+    if left:
+        record_stage(ctx, place, rows)
+    return rows
 
 
 def training_setup(ctx: RunContext, train: Split, run: int) -> TrainingSetup:

@@ -43,6 +43,8 @@ from imseg.experiment.benchmarks import augment_params, run_benchmark
 from imseg.experiment.context import RunContext
 from imseg.experiment.recipes import Recipe
 from imseg.experiment.stages import load_models
+from imseg.experiment.watch import watch_evalnet
+from imseg.logs import evalnet_line, log
 from imseg.runtime import derive_seed, seed_everything
 from imseg.storage import atomic_write_text, save_checkpoint
 
@@ -107,10 +109,12 @@ def train_one(ctx: RunContext, kind: str, run: int, index: int, train: EvalNetDa
     generator = seed_everything(seed)
     net = build_evalnet(ctx.task, ctx.dataset.info.channels, cfg.evalnet.alpha,
                         cfg.train.bn_momentum, generator)
+    watch = watch_evalnet(ctx, kind, run, index)
     fit = train_evalnet(net, ctx.task, train, val, cfg.evalnet, ctx.device, generator,
                         cfg.train.eval_batch, cfg.train.amp,
                         desc=f"evalnet {kind} r{run} e{index}", progress=ctx.progress,
-                        bn_stats=cfg.train.bn_stats, bn_stats_batches=cfg.train.bn_stats_batches)
+                        bn_stats=cfg.train.bn_stats, bn_stats_batches=cfg.train.bn_stats_batches,
+                        on_epoch=watch.on_epoch)
     path = checkpoint_path(ctx, kind, run, index)
     save_checkpoint(path, {
         "model": checkpoint_spec(net, cfg.train.bn_momentum),
@@ -121,10 +125,12 @@ def train_one(ctx: RunContext, kind: str, run: int, index: int, train: EvalNetDa
         "config": cfg.model_dump(mode="json"),
         "val": {"mae": fit.val_mae, "spearman": fit.val_spearman},
     })
-    return {"kind": kind, "run": run, "index": index, "seed": seed, "val_mae": fit.val_mae,
-            "val_spearman": fit.val_spearman, "n_train": len(train), "n_val": len(val),
-            "kept": None, "best_epoch": fit.best_epoch, "seconds": round(fit.seconds, 2),
-            "checkpoint": str(path.relative_to(ctx.run_dir))}
+    row = {"kind": kind, "run": run, "index": index, "seed": seed, "val_mae": fit.val_mae,
+           "val_spearman": fit.val_spearman, "n_train": len(train), "n_val": len(val),
+           "kept": None, "best_epoch": fit.best_epoch, "seconds": round(fit.seconds, 2),
+           "checkpoint": str(path.relative_to(ctx.run_dir))}
+    log.info(evalnet_line(row, cfg.evalnet.epochs))
+    return watch.finish(row)
 
 
 def prepare_kind(ctx: RunContext, run: int, kind: str) -> list[dict]:
@@ -140,6 +146,10 @@ def prepare_kind(ctx: RunContext, run: int, kind: str) -> list[dict]:
     models = load_models(ctx, sources)
     val = kind_data(ctx, run, kind, "val", models)
     train: EvalNetData | None = None
+    left = sum(r is None for r in rows)
+    if left:
+        log.info(f"evalnet {kind} r{run}: training {left} of {cfg.count} EvalNets "
+                 f"({len(sources)} source models, {len(val)} val pairs)")
     for k, row in enumerate(rows):
         if row is None:
             train = train if train is not None else kind_data(ctx, run, kind, "train", models)

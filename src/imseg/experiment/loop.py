@@ -7,6 +7,7 @@ Chains are independent of each other, which is what executors exploit.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
 import torch
@@ -20,12 +21,14 @@ from imseg.experiment.benchmarks import (
     augment_params,
     augmented_labeled_set,
     run_benchmark,
+    train_watched,
     training_setup,
 )
 from imseg.experiment.context import RunContext
 from imseg.experiment.recipes import Recipe
-from imseg.experiment.stages import Place, load_models, train_stage
-from imseg.logs import log
+from imseg.experiment.stages import Place, load_models
+from imseg.experiment.watch import PseudoSample, show_pseudo_labels
+from imseg.logs import log, stage_name
 from imseg.pseudo.copies import pseudo_split
 from imseg.pseudo.labelers import LABELERS, LabelerServices, LabelingInput, PseudoSet, Scorer
 from imseg.pseudo.state import FileStateStore
@@ -134,26 +137,36 @@ def sample_indices(ctx: RunContext, unlabeled: Split, run: int) -> list[int]:
 
 def write_samples(ctx: RunContext, chain: Chain, generation: int, pseudo: PseudoSet,
                   unlabeled: Split, index: list[int]) -> None:
-    """image / teachers' masks / pseudo image / pseudo label / IM as PNGs for inspection."""
+    """image / teachers' masks / pseudo image / pseudo label / IM as PNGs for inspection,
+    and the IM-creation view of each on TensorBoard."""
     folder = ctx.run_dir / "samples" / chain.place(generation).folder()
     folder.mkdir(parents=True, exist_ok=True)
     task = ctx.task
     position = {int(s): j for j, s in enumerate(pseudo.source.tolist())}
+    shown = []
     for i in index:
         stem = unlabeled.stems[i]
-        _png(folder / f"{stem}_image.png", unlabeled.images[i])
-        for t, label in enumerate(pseudo.teacher_labels.get(i, [])):
-            _png_array(folder / f"{stem}_teacher{t}.png", task.decode_mask(label.numpy()))
+        image = _pixels(unlabeled.images[i])
+        teachers = [task.decode_mask(label.numpy()) for label in pseudo.teacher_labels.get(i, [])]
+        _png_array(folder / f"{stem}_image.png", image)
+        for t, mask in enumerate(teachers):
+            _png_array(folder / f"{stem}_teacher{t}.png", mask)
         if i in position:
             j = position[i]
-            _png(folder / f"{stem}_input.png", pseudo.images[j])
-            _png_array(folder / f"{stem}_label.png", task.decode_mask(pseudo.labels[j].numpy()))
+            label = task.decode_mask(pseudo.labels[j].numpy())
+            _png_array(folder / f"{stem}_input.png", _pixels(pseudo.images[j]))
+            _png_array(folder / f"{stem}_label.png", label)
+            im = (torch.zeros(label.shape[:2], dtype=torch.bool) if pseudo.mask is None
+                  else pseudo.mask[j, 0]).numpy()
             if pseudo.mask is not None:
-                _png_array(folder / f"{stem}_im.png", pseudo.mask[j, 0].numpy().astype("uint8") * 255)
+                _png_array(folder / f"{stem}_im.png", im.astype("uint8") * 255)
+            shown.append(PseudoSample(stem, image, teachers, im, label))
+    show_pseudo_labels(ctx, chain.place(generation), shown)
 
 
-def _png(path, image: torch.Tensor) -> None:
-    _png_array(path, image.permute(1, 2, 0).squeeze(-1).numpy())
+def _pixels(image: torch.Tensor):
+    """A uint8 ``(C, H, W)`` image as the ``H×W`` or ``H×W×C`` array a PNG holds."""
+    return image.permute(1, 2, 0).squeeze(-1).numpy()
 
 
 def _png_array(path, array) -> None:
@@ -164,6 +177,7 @@ def make_pseudo(ctx: RunContext, recipe: Recipe, chain: Chain, generation: int,
                 teachers: list[dict], unlabeled: Split, samples: list[int]) -> PseudoSet:
     """Pseudo-label the unlabeled split with the recipe's labeler."""
     cfg = ctx.config
+    where = stage_name(chain.place(generation).key())
     generator = seed_everything(derive_seed(cfg.seed, "pseudo", *chain.place(generation).key().values()))
     inp = LabelingInput(
         task=ctx.task,
@@ -181,8 +195,22 @@ def make_pseudo(ctx: RunContext, recipe: Recipe, chain: Chain, generation: int,
         sample_index=samples,
         generation=generation,
         services=labeler_services(ctx, recipe, chain),
+        name=f"{where}: pseudo-labeling",
     )
-    return LABELERS[recipe.labeler.name](inp)
+    return run_labeler(recipe.labeler.name, inp, where, len(teachers))
+
+
+def run_labeler(name: str, inp: LabelingInput, where: str, n_teachers: int) -> PseudoSet:
+    """The labeler ``name`` over ``inp``, with a log line when it starts and one with what
+    it kept (a pass over many images takes minutes)."""
+    total = len(inp.images)
+    log.info(f"{inp.name} {total} images with {n_teachers} teachers ({name})")
+    start = time.perf_counter()
+    pseudo = LABELERS[name](inp)
+    im = "" if pseudo.im_fraction is None else f", IM {pseudo.im_fraction:.1%} of the pixels"
+    log.info(f"{where}: kept {len(pseudo)} of {total} images as pseudo pairs{im}, "
+             f"{time.perf_counter() - start:.1f} s")
+    return pseudo
 
 
 def labeler_services(ctx: RunContext, recipe: Recipe, chain: Chain) -> LabelerServices:
@@ -234,12 +262,12 @@ def run_generation(ctx: RunContext, recipe: Recipe, chain: Chain, generation: in
     factory = trainer.epoch_factory(training_setup(ctx, train, chain.run))
     if trainer.FINE_TUNES:  # each student starts from the top teacher
         top = teachers[0]
-        return train_stage(ctx, place, students, train, float(top["alpha"]), extra=extra,
-                           init=ctx.run_dir / top["checkpoint"], epochs=trainer.epoch_count(),
-                           epoch_fn_factory=factory)
-    return train_stage(ctx, place, students, train, student_alpha(ctx, recipe, generation),
-                       extra=extra, epochs=trainer.epoch_count(), epoch_fn_factory=factory,
-                       encoder=student_encoder(ctx, recipe, generation))
+        return train_watched(ctx, place, students, train, float(top["alpha"]), extra=extra,
+                             init=ctx.run_dir / top["checkpoint"], epochs=trainer.epoch_count(),
+                             epoch_fn_factory=factory)
+    return train_watched(ctx, place, students, train, student_alpha(ctx, recipe, generation),
+                         extra=extra, epochs=trainer.epoch_count(), epoch_fn_factory=factory,
+                         encoder=student_encoder(ctx, recipe, generation))
 
 
 def students_training_set(ctx: RunContext, recipe: Recipe, chain: Chain, generation: int,

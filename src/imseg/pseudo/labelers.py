@@ -31,6 +31,7 @@ from imseg.data.augment import (
     photometric,
     random_geometry,
 )
+from imseg.logs import ProgressLines
 from imseg.parts import Needs, Part, PartRegistry
 from imseg.pseudo.inconsistency import agreement, binary_keep, block, erode, im_fraction, refine
 from imseg.pseudo.state import StateStore
@@ -73,6 +74,8 @@ class LabelingInput:
     generation: int = 1
     """The generation being labeled (1-based)."""
     services: LabelerServices = field(default_factory=LabelerServices)
+    name: str = "pseudo-labeling"
+    """What progress lines of a long pass call it (``im r0 n3 g1: pseudo-labeling``)."""
 
 
 @dataclass
@@ -151,6 +154,7 @@ def label_in_batches(inp: LabelingInput, batch_fn: BatchFn) -> PseudoSet:
     fractions: list[torch.Tensor] = []
     teacher_samples: dict[int, torch.Tensor] = {}
     wanted = set(inp.sample_index)
+    progress = ProgressLines(inp.name, n)
     for start in range(0, n, bs):
         x = inp.images[start : start + bs].to(inp.device)
         out = batch_fn(x)
@@ -166,6 +170,7 @@ def label_in_batches(inp: LabelingInput, batch_fn: BatchFn) -> PseudoSet:
         images.put(out.images[keep.to(out.images.device)])
         labels.put(out.labels[keep.to(out.labels.device)])
         sources.put(idx[keep])
+        progress.update(start + x.shape[0])
     task = inp.task
     h, w = inp.images.shape[-2:]
     empty_img = torch.empty((0, inp.images.shape[1], h, w), dtype=torch.uint8)

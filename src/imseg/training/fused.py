@@ -44,6 +44,7 @@ from imseg.training.batchnorm import (
 )
 from imseg.training.fit import Batches, FitResult, compiled, make_optimizer
 from imseg.training.inference import autocast, to_input
+from imseg.training.tensorboard import EpochHook, EpochLog, learning_rate
 
 
 def fusable(nets: Sequence[torch.nn.Module]) -> str | None:
@@ -149,8 +150,10 @@ def fit_fused(
     epochs: int | None = None,
     desc: str = "train",
     progress: bool = True,
+    on_epoch: Sequence[EpochHook | None] = (),
 ) -> list[FitResult]:
-    """Train ``nets`` together; result ``k`` is what ``fit(nets[k], ..., generators[k])`` gives.
+    """Train ``nets`` together; result ``k`` is what ``fit(nets[k], ..., generators[k])`` gives
+    (``on_epoch[k]``: net ``k``'s as fit's ``on_epoch``).
 
     Each net ends holding its best epoch's weights, as after :func:`fit`.
     ``seconds`` of each result is its share (1/S) of the wall time.
@@ -189,6 +192,8 @@ def fit_fused(
             if score > rec.score:
                 rec.score, rec.epoch, rec.val = score, epoch, scores
                 rec.state = {key: t.to("cpu") for key, t in grouped.model_state(k).items()}
+            if k < len(on_epoch) and on_epoch[k] is not None:
+                on_epoch[k](EpochLog(epoch, float(losses[k]), scores, learning_rate(optimizer)))
         bar.set_postfix(loss=f"{float(losses.mean()):.4f}",
                         best=f"{max(rec.score for rec in records):.3f}")
     seconds = (time.perf_counter() - start) / len(nets)
