@@ -14,7 +14,9 @@ import time
 
 from _common import BENCH, parser
 
-BENCHES = ["train_speed", "train_command", "pseudo_speed", "generation_memory"]
+BENCHES = ["train_speed", "train_command", "pseudo_speed", "generation_memory", "tensorboard_cost"]
+WITH_KERAS = {"train_speed", "train_command", "pseudo_speed"}
+"""The benchmarks with a Keras side (skipped on CUDA)."""
 
 
 def main() -> None:
@@ -28,7 +30,7 @@ def main() -> None:
                "--device", args.device, "--amp", args.amp, "--json", f"{args.out}/{name}.json"]
         if args.quick:
             cmd.append("--quick")
-        if args.device == "cuda" and name != "generation_memory":
+        if args.device == "cuda" and name in WITH_KERAS:
             cmd.append("--no-keras")
         print(f"\n=== {name} ===", flush=True)
         start = time.perf_counter()

@@ -132,4 +132,8 @@ def load_checkpoint(path: Path) -> dict:
 
     if not Path(path).is_file():
         raise DataError(f"{path}: checkpoint not found")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:  # a damaged or foreign file
+        raise DataError(f"{path}: not an imseg checkpoint (cannot be read: "
+                        f"{type(exc).__name__})") from None

@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from imseg.config import build_config
+from imseg.errors import DataError
 from imseg.evalnet.select import load_selection, selection_path
 from imseg.experiment.benchmarks import augmented_labeled_set
 from imseg.experiment.context import RunContext
@@ -17,6 +18,7 @@ from imseg.experiment.evalnet_stage import (
     EVALNET,
     IM_PLUS_PLUS,
     auto_thresholds,
+    check_retrained,
     prepare_evalnets,
     score_pairs,
     score_range,
@@ -98,6 +100,39 @@ def test_evalnet_stage_trains_and_scores_at_32_px(binary_data, tmp_path):
     assert scores.shape == (len(val),)
     assert bool(((scores >= 0) & (scores <= 1)).all())
     _release(ctx)
+
+
+def test_a_damaged_evalnet_names_the_way_out_and_deleting_it_retrains_it(binary_data, tmp_path):
+    cfg = build_config(overrides={**CONFIG, "ssl": {**CONFIG["ssl"], "approaches": ["evalnet"]}})
+    ctx = RunContext.open(binary_data, tmp_path / "run", cfg, progress=False)
+    recipes = resolve_recipes(cfg, cfg.ssl.approaches)
+    prepare_evalnets(ctx, 0, recipes)
+    before = _csv(ctx.run_dir / "evalnet_results.csv")
+    kept = next(r for r in before if r["kept"] == "true")
+    path = ctx.run_dir / kept["checkpoint"]
+    path.write_bytes(path.read_bytes()[:100])  # a copy cut short
+    with pytest.raises(DataError, match="delete it and run the same imseg run command again"):
+        score_pairs(ctx, 0, ctx.dataset.val.images, ctx.dataset.val.labels, EVALNET)
+    path.unlink()  # the documented way out: exactly that EvalNet is trained again
+    prepare_evalnets(ctx, 0, recipes)
+    after = _csv(ctx.run_dir / "evalnet_results.csv")
+    assert path.is_file() and len(after) == len(before)
+    again = next(r for r in after if r["index"] == kept["index"])
+    assert float(again["val_mae"]) == pytest.approx(float(kept["val_mae"]), abs=1e-6)
+    _release(ctx)
+
+
+def test_an_evalnet_trained_again_differently_stops_a_run_that_used_it(tmp_path):
+    ssl_row = {"stage": "ssl", "run": 0}
+    ctx = SimpleNamespace(results=SimpleNamespace(rows=[ssl_row]), run_dir=tmp_path)
+    old = {"kind": EVALNET, "run": 0, "index": 1, "val_mae": 0.2,
+           "checkpoint": "evalnets/evalnet/r0/e1.pt"}
+    check_retrained(ctx, old, {**old, "val_mae": 0.2 + 1e-6})  # the same net: goes on
+    check_retrained(ctx, None, {**old, "val_mae": 0.5})  # nothing was lost: goes on
+    with pytest.raises(DataError, match="came out different.*1 SSL models of run 0"):
+        check_retrained(ctx, old, {**old, "val_mae": 0.5})
+    ctx.results.rows = []  # nothing learned from it yet: the new one takes its place
+    check_retrained(ctx, old, {**old, "val_mae": 0.5})
 
 
 def _release(ctx: RunContext) -> None:

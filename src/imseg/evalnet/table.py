@@ -26,8 +26,19 @@ class EvalNetTable:
     """The rows of evalnet_results.csv, in memory and written through atomically."""
 
     def __init__(self, path: Path) -> None:
+        """Read ``path``. A row whose checkpoint is gone (deleted, say, because it was
+        damaged) is *lost*: left out of ``rows``, so the stage trains that EvalNet again,
+        but kept in the file until then (:meth:`lost_row` gives it for comparison). A
+        folder without ``evalnets/`` (a table built elsewhere) is not checked."""
         self.path = Path(path)
-        self.rows: list[dict] = read_rows(self.path, COLUMNS, _TYPES)
+        rows = read_rows(self.path, COLUMNS, _TYPES)
+        check = (self.path.parent / NETS).is_dir()
+        self.lost = {_key(r): r for r in rows if check and not _on_disk(self.path.parent, r)}
+        self.rows: list[dict] = [r for r in rows if _key(r) not in self.lost]
+
+    def lost_row(self, kind: str, run: int, index: int) -> dict | None:
+        """The file's row of an EvalNet whose checkpoint is gone, until it is replaced."""
+        return self.lost.get((kind, run, index))
 
     def get(self, kind: str, run: int, index: int) -> dict | None:
         return next((r for r in self.rows
@@ -45,6 +56,7 @@ class EvalNetTable:
             raise ValueError(f"evalnet_results.csv already has {row['kind']} r{row['run']} "
                              f"e{row['index']}")
         self.rows.append({c: row.get(c) for c in COLUMNS})
+        self.lost.pop(_key(row), None)
         self._write()
 
     def mark_kept(self, kind: str, run: int, keep: int) -> list[dict]:
@@ -57,7 +69,21 @@ class EvalNetTable:
         return sorted(best, key=lambda r: r["index"])
 
     def _write(self) -> None:
-        write_rows(self.path, COLUMNS, self.rows)
+        write_rows(self.path, COLUMNS, [*self.rows, *self.lost.values()])
+
+
+NETS = "evalnets"
+"""The run folder's folder of EvalNet checkpoints."""
+
+
+def _key(row: dict) -> tuple:
+    return row["kind"], row["run"], row["index"]
+
+
+def _on_disk(run_dir: Path, row: dict) -> bool:
+    """Whether a row's checkpoint file is there (not empty)."""
+    path = run_dir / str(row.get("checkpoint") or "")
+    return path.is_file() and path.stat().st_size > 0
 
 
 def _mae_key(value: float | None) -> float:

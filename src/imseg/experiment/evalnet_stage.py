@@ -17,12 +17,14 @@ written, with the targets they were chosen for, to
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 import yaml
 
 from imseg.data.dataset import Split
+from imseg.errors import DataError
 from imseg.evalnet.data import (
     Blocking,
     EvalNetData,
@@ -37,7 +39,7 @@ from imseg.evalnet.ensemble import (
     load_evalnet,
 )
 from imseg.evalnet.stats import threshold_for_target
-from imseg.evalnet.table import EvalNetTable
+from imseg.evalnet.table import NETS, EvalNetTable
 from imseg.evalnet.train import train_evalnet
 from imseg.experiment.benchmarks import augment_params, run_benchmark
 from imseg.experiment.context import RunContext
@@ -94,7 +96,7 @@ def kind_data(ctx: RunContext, run: int, kind: str, part: str,
 
 # -------------------------------------------------------------------------- training
 def checkpoint_path(ctx: RunContext, kind: str, run: int, index: int) -> Path:
-    return ctx.run_dir / "evalnets" / kind / f"r{run}" / f"e{index}.pt"
+    return ctx.run_dir / NETS / kind / f"r{run}" / f"e{index}.pt"
 
 
 def table_of(ctx: RunContext) -> EvalNetTable:
@@ -153,7 +155,9 @@ def prepare_kind(ctx: RunContext, run: int, kind: str) -> list[dict]:
     for k, row in enumerate(rows):
         if row is None:
             train = train if train is not None else kind_data(ctx, run, kind, "train", models)
-            table.add(train_one(ctx, kind, run, k, train, val))
+            new = train_one(ctx, kind, run, k, train, val)
+            check_retrained(ctx, table.lost_row(kind, run, k), new)
+            table.add(new)
     kept = table.mark_kept(kind, run, cfg.keep)
     ensemble = ensemble_of(ctx, kept)
     predicted = ensemble.predict(val.images, val.masks, val.index).score
@@ -161,6 +165,29 @@ def prepare_kind(ctx: RunContext, run: int, kind: str) -> list[dict]:
     write_thresholds(ctx, kind, run, auto_thresholds(predicted, val.targets.score, ldt, sources,
                                                      cfg.auto_min_fraction))
     return kept
+
+
+RECOVER_EVALNET = ("delete it and run the same imseg run command again: that EvalNet is "
+                   "trained again (and the run stops if it comes out different from the one "
+                   "its run's pseudo labels were chosen with)")
+"""The way out of a damaged EvalNet checkpoint."""
+
+
+def check_retrained(ctx: RunContext, old: dict | None, new: dict) -> None:
+    """An EvalNet trained again because its checkpoint was gone must equal the old one
+    while SSL models of its run exist (their pseudo pairs were chosen or scored with it)."""
+    if old is None:
+        return
+    later = [r for r in ctx.results.rows if r["stage"] == "ssl" and r["run"] == new["run"]]
+    before, now = old.get("val_mae"), new.get("val_mae")
+    same = before is not None and now is not None and math.isclose(before, now, abs_tol=1e-4)
+    if later and not same:
+        raise DataError(
+            f"{ctx.run_dir / old['checkpoint']}: the EvalNet {new['kind']} r{new['run']} "
+            f"e{new['index']} was trained again but came out different (val MAE {before} "
+            f"before, {now} now), and {len(later)} SSL models of run {new['run']} may have "
+            "learned from pseudo labels it chose; restore its checkpoint, or delete their rows "
+            "from results.csv to train them again too, or start a new run folder")
 
 
 # ------------------------------------------------------------------------ thresholds
@@ -230,9 +257,17 @@ def score_range(ctx: RunContext, run: int = 0, kind: str = IM_PLUS_PLUS) -> tupl
 
 # -------------------------------------------------------------------------- ensembles
 def ensemble_of(ctx: RunContext, rows: list[dict]) -> EvalNetEnsemble:
-    nets = [load_evalnet(ctx.run_dir / r["checkpoint"]).to(ctx.device).eval() for r in rows]
+    nets = [_load(ctx.run_dir / r["checkpoint"]).to(ctx.device).eval() for r in rows]
     return EvalNetEnsemble(nets, ctx.task, ctx.device, ctx.config.train.eval_batch,
                            ctx.config.train.amp)
+
+
+def _load(path: Path) -> torch.nn.Module:
+    """An EvalNet of the run folder; a damaged file is a DataError saying how to recover."""
+    try:
+        return load_evalnet(path)
+    except DataError as exc:
+        raise DataError(f"{exc}; {RECOVER_EVALNET}") from None
 
 
 def load_ensemble(ctx: RunContext, run: int, kind: str) -> EvalNetEnsemble:
