@@ -200,8 +200,12 @@ def carded_run(tmp_path):
 def test_an_export_has_a_model_card_and_predict_runs_from_its_folder(tmp_path, capsys):
     run = carded_run(tmp_path)
     out = tmp_path / "export"
+    out.mkdir()
+    (out / "model_best.pt").write_text("the user's own file")  # never an export's to remove
     assert main(["export", "--run", str(run), "--approach", "im", "--teachers", "2",
                  "--format", "checkpoint", "--out", str(out)]) == 0
+    assert (out / "model_best.pt").read_text() == "the user's own file"
+    (out / "model_best.pt").unlink()
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "metadata.json",
                                                        "model1.pt", "model2.pt"]
     card = (out / "README.md").read_text()

@@ -24,6 +24,7 @@ from imseg.models.checkpoint import ModelSpec, checkpoint_payload
 from imseg.models.unet import build_unet
 from imseg.predict import (
     best_stage,
+    checkpoint_files,
     checkpoint_models,
     predict_folder,
     predict_images,
@@ -484,3 +485,10 @@ def test_predict_skips_rows_without_their_model_and_names_a_damaged_table(tmp_pa
     assert main(["predict", "--run", str(run), "--images", str(tmp_path / "new"), "--out",
                  str(tmp_path / "pred"), "--no-progress"]) == 2
     assert "results.csv line 8: damaged" in capsys.readouterr().err
+
+
+def test_a_folder_of_checkpoints_stands_for_its_files_in_number_order(tmp_path):
+    for name in ("model10.pt", "model2.pt", "model1.pt", "notes.txt"):
+        (tmp_path / name).write_text("")
+    assert [p.name for p in checkpoint_files([tmp_path])] == ["model1.pt", "model2.pt",
+                                                              "model10.pt"]

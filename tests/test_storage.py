@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from imseg.cli import main
-from imseg.errors import StorageError
-from imseg.storage import atomic_write, atomic_write_text, save_checkpoint
+from imseg.errors import DataError, StorageError
+from imseg.storage import atomic_write, atomic_write_text, load_checkpoint, save_checkpoint
 
 FLAGS = ["--epochs", "1", "--candidates", "1", "--alpha", "0.25", "--batch-size", "4",
          "--device", "cpu", "--no-progress"]
@@ -85,3 +85,11 @@ def test_an_output_folder_under_a_file_is_one_message(binary_data, tmp_path, cap
     err = capsys.readouterr().err
     assert f"cannot write {blocker / 'run'}" in err and "ENOTDIR" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint at all", b"PK\x03\x04cut short"])
+def test_a_damaged_checkpoint_is_one_error_naming_it(tmp_path, content):
+    path = tmp_path / "e0.pt"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=r"e0.pt: not an imseg checkpoint"):
+        load_checkpoint(path)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import inspect
 import json
 import platform
+import re
 import shlex
 import statistics
 import warnings
@@ -130,9 +131,11 @@ def _write_metadata(models: ModelSet, out_dir: Path, entries: list[dict], form: 
     metadata["format"] = f"imseg-{form}"
     atomic_write_text(out_dir / METADATA_FILE, json.dumps(metadata, indent=2) + "\n")
     written = {e["file"] for e in entries}
+    sources = {Path(m.path).resolve() for m in models.metas}
     for stale in out_dir.glob(f"model*{_SUFFIX[form]}"):
-        if stale.name not in written:
-            stale.unlink()
+        ours = re.fullmatch(rf"model\d+{re.escape(_SUFFIX[form])}", stale.name)
+        if ours and stale.name not in written and stale.resolve() not in sources:
+            stale.unlink()  # never a file of the user's own name, never a model exported
     return metadata
 
 

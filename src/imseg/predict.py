@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -184,12 +185,17 @@ def checkpoint_files(paths: list[Path]) -> list[Path]:
         if not path.is_dir():
             files.append(path)
             continue
-        found = sorted(path.glob("*.pt"))
+        found = sorted(path.glob("*.pt"), key=_natural)  # model2.pt before model10.pt
         if not found:
             raise DataError(f"{path}: a folder without checkpoints (.pt files); name them, or "
                             "the folder imseg export --format checkpoint wrote")
         files.extend(found)
     return files
+
+
+def _natural(path: Path) -> list:
+    """A file name's sort key with its numbers compared as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
 def shared_info(metas: list[CheckpointMeta],

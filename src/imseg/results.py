@@ -211,3 +211,23 @@ def top_k(rows: list[dict], k: int, score: str = "val_iou") -> list[dict]:
     """The ``k`` best rows by validation score; ties broken by candidate number."""
     return sorted(rows, key=lambda r: (-(r[score] if r[score] is not None else -1.0),
                                        r["candidate"]))[:k]
+
+
+JOURNAL_DIR = "journal"
+"""Folder of the per-job journals (Ray workers' tables) inside the run folder."""
+
+
+def merge_journals(results: ResultsTable, run_dir: Path) -> int:
+    """Take the rows of every journal in ``run_dir`` into ``results``, then delete the
+    journals; returns how many rows were new. Run on every start too, before the settings
+    check, so rows an interrupted parallel run left are checked like the others."""
+    folder = Path(run_dir) / JOURNAL_DIR
+    if not folder.is_dir():
+        return 0
+    added = 0
+    for path in sorted(folder.glob("*.csv")):
+        added += results.merge(ResultsTable(path, run_dir=run_dir).rows)
+        path.unlink()
+    if not any(folder.iterdir()):
+        folder.rmdir()
+    return added

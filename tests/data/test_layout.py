@@ -135,3 +135,13 @@ def test_an_old_set_that_a_cut_short_swap_moved_aside_is_never_deleted(tmp_path)
     with pytest.raises(DataError, match="earlier data set"):
         check_out(out, overwrite=True)
     assert _files(out / f"{PARTIAL}999999999-0bad" / "replaced")[INFO_FILE] == "old"
+
+
+def test_what_a_finished_swap_left_is_removed(tmp_path):
+    """Killed after the new set moved in whole but before its partial folder went: only the
+    replaced old set waits there, which --overwrite meant to drop."""
+    out = tmp_path / "out"
+    _set(out, "new")
+    _set(out / f"{PARTIAL}999999999-0bad" / "replaced", "old")  # no such process
+    check_out(out, overwrite=True)
+    assert not list(out.glob(f"{PARTIAL}*")) and _files(out)[INFO_FILE] == "new"

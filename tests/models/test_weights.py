@@ -73,6 +73,18 @@ def test_weights_in_another_naming_map_by_order_and_the_log_says_so(smp, tmp_pat
     assert source.startswith(f"file {tmp_path / 'other.pth'} (sha256 ")
 
 
+def test_a_file_of_the_encoders_own_names_without_step_counters_loads_by_name(smp, tmp_path,
+                                                                            caplog):
+    saved = unet(seed=1).net.encoder.state_dict()
+    torch.save({k: v for k, v in sorted(saved.items()) if "num_batches" not in k},
+               tmp_path / "sorted.pt")  # as a safetensors export keeps them: sorted, no counters
+    with caplog.at_level(logging.INFO, logger="imseg"):
+        model = unet(str(tmp_path / "sorted.pt"), seed=2)
+    got = model.net.encoder.state_dict()
+    assert all(torch.equal(got[k], saved[k]) for k in saved if "num_batches" not in k)
+    assert "by order" not in caplog.text
+
+
 @pytest.mark.parametrize("spoil, says", [
     (lambda d: {**d, "_part5.weight": d["_part5.weight"][:1]}, "tensor 5 of the file, _part5.weight"),
     (lambda d: {**d, "_extra.weight": torch.zeros(3)}, "left over, not all a classifier head"),

@@ -245,7 +245,7 @@ def clear_left_over(out: Path) -> None:
         if _alive(pid):
             raise DataError(f"{out}: another imseg prepare (process {pid}) is writing a data "
                             "set here; wait for it to end or choose another --out")
-        if _holds_old_set(folder):  # a swap cut short: never delete the old set
+        if _holds_old_set(folder) and not _swap_done(folder, out):  # never lose the old set
             raise DataError(f"{folder / _REPLACED}: holds (parts of) the earlier data set of "
                             f"{out}, moved aside by a prepare stopped while it swapped sets; "
                             "move them back into --out or delete them, then run the command "
@@ -317,6 +317,13 @@ def _holds_old_set(staging: Path) -> bool:
     not be undone): then it is kept, not removed."""
     aside = staging / _REPLACED
     return aside.is_dir() and any(aside.iterdir())
+
+
+def _swap_done(staging: Path, out: Path) -> bool:
+    """Whether a swap into ``out`` finished (the new set moved in whole, dataset.yaml last)
+    and only the replaced old set waits in ``staging``, as ``--overwrite`` meant to drop."""
+    rest = [p.name for p in staging.iterdir() if p.name != _REPLACED]
+    return not rest and (out / INFO_FILE).is_file()
 
 
 def _restated(exc: WriteFailed, staging: Path, out: Path, created: bool) -> StorageError:

@@ -72,6 +72,9 @@ class EvalNetTable:
         write_rows(self.path, COLUMNS, [*self.rows, *self.lost.values()])
 
 
+RESULTS_FILE = "evalnet_results.csv"
+"""The table's name in the run folder."""
+
 NETS = "evalnets"
 """The run folder's folder of EvalNet checkpoints."""
 

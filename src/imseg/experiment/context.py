@@ -20,7 +20,7 @@ from imseg.data.tiles import tile_source
 from imseg.errors import DataError
 from imseg.experiment.settings import Stage, check_settings, recorded_config, settings_of
 from imseg.logs import log, log_to_run_folder, note_failure_in_run_log, stop_run_log
-from imseg.results import ResultsTable
+from imseg.results import ResultsTable, merge_journals
 from imseg.runtime import configure_threads, resolve_device
 from imseg.storage import atomic_write_text, storage_error
 from imseg.tasks import Task
@@ -61,11 +61,13 @@ class RunContext:
         lock = lock_run_dir(run_dir)
         log_to_run_folder(run_dir)  # only the lock's holder writes there
         results = ResultsTable(run_dir / "results.csv")
+        merge_journals(results, run_dir)  # what an interrupted parallel run left
         log.info("%s %s: %s", f"resuming ({len(results.rows)} models done)" if results.rows
                  else "starting", run_dir, command or "(no command line)")
         try:
             settings_id = check_settings(run_dir, settings_of(config, dataset), config,
-                                         results.rows, stages, command, accept_new_settings,
+                                         results.every_row(), stages, command,
+                                         accept_new_settings,
                                          previous=recorded_config(run_dir))
         except BaseException as exc:
             note_failure_in_run_log(exc)  # the folder's history says why it stopped

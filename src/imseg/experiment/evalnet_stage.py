@@ -39,7 +39,7 @@ from imseg.evalnet.ensemble import (
     load_evalnet,
 )
 from imseg.evalnet.stats import threshold_for_target
-from imseg.evalnet.table import NETS, EvalNetTable
+from imseg.evalnet.table import NETS, RESULTS_FILE, EvalNetTable
 from imseg.evalnet.train import train_evalnet
 from imseg.experiment.benchmarks import augment_params, run_benchmark
 from imseg.experiment.context import RunContext
@@ -53,7 +53,6 @@ from imseg.storage import atomic_write_text, save_checkpoint
 EVALNET = "evalnet"
 IM_PLUS_PLUS = "im_plus_plus"
 KINDS = (EVALNET, IM_PLUS_PLUS)
-RESULTS_FILE = "evalnet_results.csv"
 THRESHOLDS_FILE = "evalnet_thresholds.yaml"
 
 
@@ -156,7 +155,11 @@ def prepare_kind(ctx: RunContext, run: int, kind: str) -> list[dict]:
         if row is None:
             train = train if train is not None else kind_data(ctx, run, kind, "train", models)
             new = train_one(ctx, kind, run, k, train, val)
-            check_retrained(ctx, table.lost_row(kind, run, k), new)
+            try:
+                check_retrained(ctx, table.lost_row(kind, run, k), new)
+            except DataError:  # the old one's row stays; a rerun must not take this file
+                (ctx.run_dir / new["checkpoint"]).unlink(missing_ok=True)
+                raise
             table.add(new)
     kept = table.mark_kept(kind, run, cfg.keep)
     ensemble = ensemble_of(ctx, kept)

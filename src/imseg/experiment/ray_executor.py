@@ -34,11 +34,8 @@ from imseg.experiment.context import RunContext
 from imseg.experiment.jobs import Job, wave_kind
 from imseg.experiment.runner import Executor
 from imseg.logs import bar_disable, log_to_run_folder, note_in_run_log
-from imseg.results import ResultsTable
+from imseg.results import JOURNAL_DIR, ResultsTable, merge_journals
 from imseg.runtime import resolve_device
-
-JOURNAL_DIR = "journal"
-"""Folder of the per-job journals inside the run folder."""
 
 
 class JobsFailed(ImsegError):
@@ -47,21 +44,6 @@ class JobsFailed(ImsegError):
 
 def journal_path(run_dir: Path, job: Job) -> Path:
     return Path(run_dir) / JOURNAL_DIR / f"{job.name}.csv"
-
-
-def merge_journals(results: ResultsTable, run_dir: Path) -> int:
-    """Take the rows of every journal in ``run_dir`` into ``results``, then delete the
-    journals; returns how many rows were new."""
-    folder = Path(run_dir) / JOURNAL_DIR
-    if not folder.is_dir():
-        return 0
-    added = 0
-    for path in sorted(folder.glob("*.csv")):
-        added += results.merge(ResultsTable(path).rows)
-        path.unlink()
-    if not any(folder.iterdir()):
-        folder.rmdir()
-    return added
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from torch import nn
 from imseg.csvrows import format_cell
 from imseg.data.dataset import Split
 from imseg.errors import DataError
+from imseg.evalnet.table import RESULTS_FILE, EvalNetTable
 from imseg.experiment.context import RunContext
 from imseg.experiment.watch import watch_model
 from imseg.logs import log, model_line, place_name, stage_name
@@ -119,9 +120,12 @@ def _check_retrained(ctx: RunContext, row: dict) -> None:
     old = ctx.results.previous(**{k: row[k] for k in Place.__dataclass_fields__})
     if old is None:
         return
-    later = learned_from(ctx.results.rows, old.row)
+    later = [stage_name(r) for r in learned_from(ctx.results.rows, old.row)]
+    if old.row["stage"] != "ssl":  # a start stage's models also train its run's EvalNets
+        later += [f"evalnet {r['kind']} r{r['run']}" for r in
+                  EvalNetTable(ctx.run_dir / RESULTS_FILE).rows if r["run"] == row["run"]]
     if later and not _same_scores(old.row, row):
-        stages = ", ".join(sorted({stage_name(r) for r in later}))
+        stages = ", ".join(sorted(set(later)))
         raise DataError(
             f"{ctx.results.path}: {place_name(row)} was trained again ({old.why}) but came out "
             f"different (val IoU {_score(old.row)} before, {_score(row)} now), and "

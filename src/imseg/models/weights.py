@@ -162,7 +162,8 @@ def _by_name(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> di
 
 def _name_misfit(picked: dict, own: dict, optional: frozenset[str]) -> str | None:
     """Why ``picked`` is not the encoder's weights by name; None when it is."""
-    missing = [k for k in own if k not in picked and k not in optional]
+    missing = [k for k in own if k not in picked and k not in optional
+               and not k.endswith(_COUNTER)]
     if missing:
         return f"{len(missing)} of its {len(own)} tensors are missing (e.g. {missing[0]})"
     extra = [k for k in picked if k not in own and not _is_head(k)]
