@@ -21,6 +21,7 @@ BatchNorm's arithmetic (float64 statistics) without a group.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -200,3 +201,9 @@ def test_torchrun_train_writes_rows_once(tmp_path, model):
     assert read_checkpoint(out / "models" / "ldt" / "r0_g0" / "c0.pt")[1].spec.name == model
     # the other rank's scratch folder is gone
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("imseg-ddp-")]
+    # one writer per TensorBoard board: one event file in each model's and stage's folder
+    boards = [p for p in (out / "tensorboard").rglob("*") if p.is_dir()
+              and any(f.name.startswith("events.") for f in p.iterdir())]
+    if importlib.util.find_spec("tensorboard") is not None:
+        assert {b.name for b in boards} >= {"c0", "c1", "r0"}
+        assert all(sum(f.name.startswith("events.") for f in b.iterdir()) == 1 for b in boards)
