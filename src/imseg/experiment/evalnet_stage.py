@@ -44,7 +44,7 @@ from imseg.evalnet.train import train_evalnet
 from imseg.experiment.benchmarks import augment_params, run_benchmark
 from imseg.experiment.context import RunContext
 from imseg.experiment.recipes import Recipe
-from imseg.experiment.stages import load_models
+from imseg.experiment.stages import SAME_SCORE, load_models
 from imseg.experiment.watch import watch_evalnet
 from imseg.logs import evalnet_line, log
 from imseg.runtime import derive_seed, seed_everything
@@ -183,7 +183,7 @@ def check_retrained(ctx: RunContext, old: dict | None, new: dict) -> None:
         return
     later = [r for r in ctx.results.rows if r["stage"] == "ssl" and r["run"] == new["run"]]
     before, now = old.get("val_mae"), new.get("val_mae")
-    same = before is not None and now is not None and math.isclose(before, now, abs_tol=1e-4)
+    same = before is not None and now is not None and math.isclose(before, now, abs_tol=SAME_SCORE)
     if later and not same:
         raise DataError(
             f"{ctx.run_dir / old['checkpoint']}: the EvalNet {new['kind']} r{new['run']} "

