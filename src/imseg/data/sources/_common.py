@@ -25,7 +25,7 @@ from imseg.data.layout import (
     INFO_FILE,
     SPLITS,
     DatasetInfo,
-    clear_left_over,
+    check_out,
     split_dirs,
     staged_layout,
     write_pair,
@@ -174,10 +174,8 @@ def fresh_layout(out: Path) -> Iterator[Path]:
     refused rather than touched.
     """
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: exists and is not a folder")
+    check_out(out, overwrite=True)  # not a file, not another prepare's; a killed one's leftover goes
     if out.is_dir():
-        clear_left_over(out)  # what a killed prepare left
         ours = set(SPLITS) | {INFO_FILE, INFO_FILE + ".tmp"}
         other = sorted(p.name for p in out.iterdir() if p.name not in ours)
         if other:
