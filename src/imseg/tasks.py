@@ -38,7 +38,7 @@ IM_CLASS = 0
 
 TEST_METRICS: tuple[str, ...] = ("cell_count",)
 """Extra metrics a data set may ask for on its test split (dataset.yaml ``test_metrics``;
-built by :mod:`imseg.evaluation.metrics`): ``cell_count``, HeLa's cell-count error."""
+scored by :class:`imseg.evaluation.metrics.MetricAccumulator`): ``cell_count``, HeLa's cell-count error."""
 
 DISK_BINARY_VOID = 128
 """Binary and multilabel masks on disk: 0 background, 255 foreground, 128 void."""
@@ -160,16 +160,6 @@ class Task:
             return label, probs.float().gather(1, label.long())
         probs = probs.float()
         return label, torch.where(label.bool(), probs, 1.0 - probs)
-
-    # ------------------------------------------------------------------- metric
-    def metric(self, test: bool = False):
-        """A fresh accumulator of this kind's metrics (docs/method.md §7): binary foreground IoU and
-        Dice per image; multiclass mIoU over the classes present; multilabel mean over
-        channels (the ``headline`` ones). Its ``compute()["iou"]`` is the headline score.
-        ``test``: the ``test_metrics`` too."""
-        from imseg.evaluation.metrics import MetricAccumulator
-
-        return MetricAccumulator(self, self.test_metrics if test else ())
 
     # ------------------------------------------------------------ disk ↔ memory
     def encode_mask(self, disk: np.ndarray, void_value: int | None = None) -> np.ndarray:

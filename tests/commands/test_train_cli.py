@@ -10,7 +10,7 @@ import yaml
 from conftest import SHARED_DATA
 
 from imseg.cli import main
-from imseg.experiment.stages import load_model
+from imseg.models.checkpoint import load_model
 
 TINY_FLAGS = ["--epochs", "1", "--alpha", "0.25", "--batch-size", "4", "--device", "cpu",
               "--no-progress", "--set", "train.bn_momentum=0.1"]

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from imseg.evaluation.hela import count_cells, hela_scores
+from imseg.evaluation.metrics import MetricAccumulator
 from imseg.tasks import VOID, Task
 
 
@@ -104,7 +105,7 @@ def test_a_hela_task_scores_mIoU_ad_and_cell_counts_on_test_only():
     target = labels((alive, ~alive, a1 | d1), (z, z, z), (alive, z, a1))
     pred = labels((alive, ~alive, a1), (z, ~alive, d1), (z, z, a1))
     task = Task("multilabel", 3, headline=(0, 1), test_metrics=("cell_count",))
-    acc = task.metric(test=True)
+    acc = MetricAccumulator(task, test=True)
     acc.update(pred[:1], target[:1])
     acc.update(pred[1:], target[1:])
     got, whole = acc.compute(), hela_scores(pred, target)
@@ -113,7 +114,7 @@ def test_a_hela_task_scores_mIoU_ad_and_cell_counts_on_test_only():
     assert got["count_error"] > 0
     assert got["iou"] == pytest.approx(whole["miou_ad"])
     assert got["iou_all"] == pytest.approx(whole["miou_all"])
-    plain = task.metric()  # validation: no cell counting each epoch
+    plain = MetricAccumulator(task)  # validation: no cell counting each epoch
     plain.update(pred, target)
     assert "count_error" not in plain.compute()
 

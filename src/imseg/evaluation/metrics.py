@@ -21,7 +21,6 @@ Conventions (docs/decisions.md, "Metrics"):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 
@@ -148,7 +147,11 @@ def _nan_div(num: torch.Tensor, den: torch.Tensor) -> list[float]:
 
 
 class MetricAccumulator:
-    """Sums of per-image scores and pixel counts over any number of batches.
+    """Sums of per-image scores and pixel counts over any number of batches: the one way
+    to score predictions (docs/method.md §7). Binary: foreground IoU and Dice per image;
+    multiclass: mIoU over the classes present; multilabel: mean over channels (the
+    ``headline`` ones). ``test``: the task's ``test_metrics`` too (the test split's extras,
+    e.g. HeLa's cell counts).
 
     ``compute()`` returns:
 
@@ -165,13 +168,13 @@ class MetricAccumulator:
     * ``n_images``: images seen (a group of images counts as one).
     """
 
-    def __init__(self, task: Task, extras: Sequence[str] = ()) -> None:
+    def __init__(self, task: Task, test: bool = False) -> None:
         self.task = task
         self._state: dict[str, torch.Tensor] | None = None
         self._group_counts: list[torch.Tensor] | None = None  # inter, pa, ta per group id
         self._seen_groups: set[int] = set()
         self.n_images = 0
-        self.extras = [TEST_METRICS[name]() for name in extras]
+        self.extras = [TEST_METRICS[name]() for name in (task.test_metrics if test else ())]
 
     def _zeros(self, device: torch.device) -> dict[str, torch.Tensor]:
         k = len(self.task.eval_classes)

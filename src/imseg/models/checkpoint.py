@@ -27,10 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from imseg.config import TINY_UNET, ModelConfig
+from imseg.config import ModelConfig
 from imseg.data.layout import DatasetInfo
 from imseg.errors import DataError
-from imseg.models.encoders import build_encoder_net, default_encoder
+from imseg.models.encoders import build_encoder_net
+from imseg.models.names import TINY_UNET, default_encoder
 from imseg.models.unet import KERAS_BN_MOMENTUM, build_unet
 from imseg.models.weights import weights_source
 from imseg.tasks import VOID, Task

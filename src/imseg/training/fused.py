@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from imseg.config import AmpMode, AutoMode, TrainConfig
 from imseg.data.dataset import Split
+from imseg.evaluation.metrics import MetricAccumulator
 from imseg.logs import bar_disable
 from imseg.models.grouped import GroupedUNet, split_outputs, stack_inputs, why_not_groupable
 from imseg.models.unet import TinyUNet
@@ -110,7 +111,7 @@ def evaluate_grouped(model: GroupedUNet, split: Split, task: Task, device: torch
     if split.labels is None or len(split) == 0:
         return [{} for _ in range(model.models)]
     model.eval()
-    accs = [task.metric() for _ in range(model.models)]
+    accs = [MetricAccumulator(task) for _ in range(model.models)]
     for start in range(0, len(split), batch_size):
         sl = slice(start, min(start + batch_size, len(split)))
         x = to_input(stack_inputs([split.images[sl]] * model.models), device)

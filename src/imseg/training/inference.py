@@ -14,6 +14,7 @@ from torch import nn
 
 from imseg.config import AmpMode, AutoMode, amp_mode
 from imseg.data.dataset import Split
+from imseg.evaluation.metrics import MetricAccumulator
 from imseg.logs import log
 from imseg.models.flops import conv_flops
 from imseg.tasks import Task
@@ -236,7 +237,7 @@ def evaluate_model(
     ``test``: the data set's ``test_metrics`` too)."""
     if split.labels is None or len(split) == 0:
         return {}
-    acc = task.metric(test)
+    acc = MetricAccumulator(task, test)
     for sl, probs in predict_batches([model], split.images, task, device, batch_size, amp):
         labels, groups = split.scored(sl)
         acc.update(task.to_label(probs[0]), labels.to(device), groups)
