@@ -2,7 +2,7 @@
 
     python bench/pseudo_speed.py [--quick] [--threads N] [--alpha 1.0]
 
-imseg: ``LABELERS["inconsistency"]`` (batched, streamed, default SSL settings), eager and
+imseg: the ``inconsistency`` labeler (batched, streamed, default SSL settings), eager and
 compiled (``train.compile_inference``; ``--no-compile``: eager only), in one worker.
 Reference way: Keras, one image at a time through ``model.predict`` for every
 teacher, then the IM, blocking and the binary filter in NumPy (as the reference's
@@ -58,7 +58,7 @@ def imseg_worker(args) -> dict:
     import torch
     from _common import peak_rss_mb, pin
 
-    from imseg.config import SSLConfig
+    from imseg.config import Config, SSLConfig
     from imseg.models.flops import conv_flops
     from imseg.models.unet import build_unet
     from imseg.pseudo.labelers import LABELERS, LabelingInput
@@ -81,10 +81,11 @@ def imseg_worker(args) -> dict:
     ssl = SSLConfig()
 
     def run(models, imgs):
-        inp = LabelingInput(task=task, teachers=models, images=imgs, device=device, ssl=ssl,
+        inp = LabelingInput(task=task, teachers=models, images=imgs, device=device,
+                            batch_size=ssl.pseudo_batch_size,
                             generator=torch.Generator().manual_seed(1), n=len(models),
                             amp=args.amp)
-        out = LABELERS["inconsistency"](inp)
+        out = LABELERS.parse("inconsistency", Config(), "bench").label(inp)
         if device.type == "cuda":
             torch.cuda.synchronize()
         return out

@@ -5,22 +5,23 @@ students, start, trainer). A part is written as a bare name, ``inconsistency``,
 or as a mapping with settings, ``{name: inconsistency, dilate: 3}``. Each part
 is a :class:`Part` subclass registered in its kind's :class:`PartRegistry`;
 its fields are its settings, checked like any config section (unknown or
-wrong ones are errors naming the recipe).
+wrong ones are errors naming the recipe), and its methods are what the part
+does (a labeler's ``label``, a trainer's ``epoch_factory``): the code that uses
+a part gets the part itself.
 
 Settings that exist globally as well (``ssl.inconsistency.dilate``) are listed
 in the part's ``GLOBALS``: an omitted setting takes the global value, a given
-one overrides it for that recipe only (:func:`with_values` gives the config a
-recipe's chain runs under). A part also says what it needs prepared before any
-chain starts (:class:`Needs`), so the runner can do that work in one process.
+one overrides it for that recipe only. A part also says what it needs prepared
+before any chain starts (:class:`Needs`), so the runner can do that work in one
+process.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from imseg.config import Config, Section
 from imseg.errors import ConfigError
@@ -48,13 +49,26 @@ class Needs:
 class Part(Section):
     """Base of every recipe part: its ``name`` and, in subclasses, its settings.
 
-    A part compares equal to its name (``recipe.copies == "evalnet"``), so code
-    that only asks which part a recipe uses reads as before parts had settings.
+    A part compares equal to its name (``recipe.copies == "evalnet"``: reading a recipe,
+    tests); what a part does is its methods, so code that uses it never asks its name.
     """
 
     name: str
     GLOBALS: ClassVar[dict[str, str]] = {}
     """Setting → dotted config key it defaults from and overrides for its recipe."""
+    READS: ClassVar[tuple[str, ...]] = ()
+    """Other config keys its behaviour reads (a run's settings check covers them)."""
+    _config_wide: dict[str, Any] = PrivateAttr(default_factory=dict)
+    """Setting → the config-wide value it had when parsed (empty: built without a config)."""
+
+    def recipe_settings(self) -> dict[str, Any]:
+        """The settings that differ from the class's defaults and are not merely the
+        config-wide value (the run's settings check guards those): what makes this part
+        differ from another of its name in the same run."""
+        defaults = type(self).model_validate({"name": self.name}).settings()
+        missing = object()
+        return {k: v for k, v in self.settings().items()
+                if defaults.get(k) != v and self._config_wide.get(k, missing) != v}
 
     def needs(self) -> Needs:
         return Needs()
@@ -70,7 +84,9 @@ class Part(Section):
     def __eq__(self, other: object) -> bool:
         if isinstance(other, str):
             return self.name == other
-        return super().__eq__(other)
+        if isinstance(other, Part):  # by settings: where a value came from does not count
+            return type(self) is type(other) and self.model_dump() == other.model_dump()
+        return NotImplemented
 
     def __hash__(self) -> int:
         return hash(self.name)
@@ -80,17 +96,11 @@ class Part(Section):
 
 
 class PartRegistry:
-    """The parts of one kind by name; parses a recipe's entry into a validated part.
+    """The parts of one kind by name (each a :class:`Part` class with its behaviour);
+    parses a recipe's entry into a validated part."""
 
-    ``fallback`` (optional) names parts that exist without a settings class (a
-    labeler function registered on its own); they parse into ``base``.
-    """
-
-    def __init__(self, kind: str, base: type[Part] = Part,
-                 fallback: Callable[[], Iterable[str]] | None = None) -> None:
+    def __init__(self, kind: str) -> None:
         self.kind = kind
-        self.base = base
-        self.fallback = fallback
         self.classes: dict[str, type[Part]] = {}
 
     def register(self, cls: type[Part]) -> type[Part]:
@@ -99,8 +109,7 @@ class PartRegistry:
         return cls
 
     def names(self) -> list[str]:
-        extra = list(self.fallback()) if self.fallback else []
-        return sorted(set(self.classes) | set(extra))
+        return sorted(self.classes)
 
     def parse(self, value: Any, config: Config, owner: str) -> Part:
         """A bare name or ``{name: ..., setting: value}`` → the part, global settings filled
@@ -116,16 +125,16 @@ class PartRegistry:
         name = value["name"]
         cls = self.classes.get(name)
         if cls is None:
-            if name not in self.names():
-                raise ConfigError(f"{where}: unknown {self.kind} {name!r}; available: "
-                                  f"{', '.join(self.names())}")
-            cls = self.base
-        values = {field: config_value(config, key) for field, key in cls.GLOBALS.items()}
-        values.update(value)
+            raise ConfigError(f"{where}: unknown {self.kind} {name!r}; available: "
+                              f"{', '.join(self.names())}")
+        config_wide = {field: config_value(config, key) for field, key in cls.GLOBALS.items()}
         try:
-            return cls.model_validate(values)
+            part = cls.model_validate({**config_wide, **value})
         except ValidationError as exc:
             raise ConfigError(f"{where} {name}: {_settings_error(exc, cls)}") from None
+        part._config_wide = type(part).model_validate(
+            {"name": name, **config_wide}).settings() if config_wide else {}
+        return part
 
 
 def _settings_error(exc: ValidationError, cls: type[Part]) -> str:
@@ -150,7 +159,8 @@ def config_value(config: BaseModel, key: str) -> Any:
 
 
 def with_values(config: Config, values: dict[str, Any]) -> Config:
-    """``config`` with the dotted keys set (the same object when nothing changes).
+    """``config`` with the dotted keys set (the same object when nothing changes): the
+    config a chain's checkpoints record, its recipe's settings included.
 
     Values come from validated parts whose fields have the config fields' types.
     """

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from imseg.config import SSLConfig
 from imseg.evalnet.select import (
     Selection,
     load_selection,
@@ -69,7 +68,7 @@ def _images(n: int = 6) -> torch.Tensor:
 
 def _input(teachers: list[nn.Module], images: torch.Tensor) -> LabelingInput:
     return LabelingInput(task=BINARY, teachers=teachers, images=images, device=CPU,
-                         ssl=SSLConfig(pseudo_batch_size=4), generator=torch.Generator(),
+                         batch_size=4, generator=torch.Generator(),
                          amp=False, sample_index=[1])
 
 

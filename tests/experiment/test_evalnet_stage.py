@@ -19,15 +19,15 @@ from imseg.experiment.evalnet_stage import (
     IM_PLUS_PLUS,
     auto_thresholds,
     check_retrained,
+    ensemble_scorer,
     prepare_evalnets,
-    score_pairs,
-    score_range,
-    select_threshold,
+    scoring_services,
 )
 from imseg.experiment.loop import Chain, choose_teachers, make_pseudo, sample_indices
 from imseg.experiment.recipes import recipes_of, resolve_recipes
 from imseg.experiment.runner import run_study
 from imseg.pseudo.copies import copies_by_score
+from imseg.pseudo.labelers import PartServices
 
 APPROACHES = ["evalnet", "im_plus_plus", "aim_plus_plus"]
 CONFIG = {
@@ -59,7 +59,7 @@ def test_recipes_name_their_evalnet_kinds():
     assert recipes["im_plus_plus"].needs.evalnet_kinds == (IM_PLUS_PLUS,)
     assert recipes["aim_plus_plus"].needs.evalnet_kinds == (IM_PLUS_PLUS,)
     assert recipes["im_plus"].needs.evalnet_kinds == ()
-    # the kind that scores the pairs comes first (pseudo_score_range reads it)
+    # the kind that scores the pairs comes first (the copies' thresholds are its)
     assert recipes["evalnet"].needs.evalnet_kinds[0] == EVALNET
     assert recipes["aim_plus_plus"].needs.evalnet_kinds[0] == IM_PLUS_PLUS
 
@@ -82,9 +82,12 @@ def test_auto_thresholds_follow_the_stage_models():
 def test_config_thresholds_win_over_automatic_ones():
     cfg = build_config(overrides={"evalnet": {"threshold": 0.75, "min_threshold": 0.72,
                                               "max_threshold": 0.75}})
+    recipes = recipes_of(cfg)
     ctx = SimpleNamespace(config=cfg)  # nothing is trained or read when the config decides
-    assert select_threshold(ctx, 0) == 0.75
-    assert score_range(ctx, 0) == (0.72, 0.75)
+    services = scoring_services(ctx, 0, IM_PLUS_PLUS, IM_PLUS_PLUS)
+    assert recipes["evalnet"].labeler.threshold_in(services) == 0.75
+    assert recipes["im_plus_plus"].copies.score_range(services) == (0.72, 0.75)
+    assert recipes["im_plus_plus"].copies.score_range(PartServices()) == (0.72, 0.75)
 
 
 def test_evalnet_stage_trains_and_scores_at_32_px(binary_data, tmp_path):
@@ -96,7 +99,7 @@ def test_evalnet_stage_trains_and_scores_at_32_px(binary_data, tmp_path):
     assert [(r["kind"], int(r["index"])) for r in ev] == [(EVALNET, 0), (EVALNET, 1)]
     assert all(0.0 <= float(r["val_mae"]) <= 1.0 for r in ev)
     val = ctx.dataset.val
-    scores = score_pairs(ctx, 0, val.images, val.labels, EVALNET)
+    scores = ensemble_scorer(ctx, 0, EVALNET)(val.images, val.labels)
     assert scores.shape == (len(val),)
     assert bool(((scores >= 0) & (scores <= 1)).all())
     _release(ctx)
@@ -112,7 +115,7 @@ def test_a_damaged_evalnet_names_the_way_out_and_deleting_it_retrains_it(binary_
     path = ctx.run_dir / kept["checkpoint"]
     path.write_bytes(path.read_bytes()[:100])  # a copy cut short
     with pytest.raises(DataError, match="delete it and run the same imseg run command again"):
-        score_pairs(ctx, 0, ctx.dataset.val.images, ctx.dataset.val.labels, EVALNET)
+        ensemble_scorer(ctx, 0, EVALNET)(ctx.dataset.val.images, ctx.dataset.val.labels)
     path.unlink()  # the documented way out: exactly that EvalNet is trained again
     prepare_evalnets(ctx, 0, recipes)
     after = _csv(ctx.run_dir / "evalnet_results.csv")
@@ -168,7 +171,8 @@ def test_evalnet_approaches_run_end_to_end_and_resume(data64, tmp_path):
 
     # IM++ / AIM++ generation 1: 1-5 copies per IM pair by the ensemble's score
     recipes = recipes_of(cfg)
-    low, high = score_range(ctx, 0, IM_PLUS_PLUS)
+    low, high = recipes["im_plus_plus"].copies.score_range(
+        scoring_services(ctx, 0, IM_PLUS_PLUS, IM_PLUS_PLUS))
     assert 0.0 <= low <= high <= 1.0
     ldt_rows = [r for r in rows if r["stage"] == "ldt"]
     for name, base in (("im_plus_plus", n_lab), ("aim_plus_plus", None)):
@@ -177,8 +181,8 @@ def test_evalnet_approaches_run_end_to_end_and_resume(data64, tmp_path):
                                    [r for r in rows if r["stage"] == "aldt"], 2)
         pseudo = make_pseudo(ctx, recipes[name], chain, 1, teachers, unlabeled,
                              sample_indices(ctx, unlabeled, 0))
-        copies = int(copies_by_score(score_pairs(ctx, 0, pseudo.images, pseudo.labels),
-                                     low, high).sum())
+        scores = ensemble_scorer(ctx, 0, IM_PLUS_PLUS)(pseudo.images, pseudo.labels)
+        copies = int(copies_by_score(scores, low, high).sum())
         assert len(pseudo) <= copies <= 5 * len(pseudo)
         if base is None:  # augmented labeled set, and the IM pairs kept beside the copies
             base = len(augmented_labeled_set(ctx, 0)) + len(pseudo)

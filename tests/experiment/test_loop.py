@@ -138,17 +138,17 @@ def test_low_yield_note_says_how_many_and_why():
 def test_a_generation_that_keeps_almost_nothing_is_reported_and_recorded(
         binary_data, tmp_path, monkeypatch, capsys):
     from imseg.cli import main
-    from imseg.pseudo import labelers
+    from imseg.pseudo.labelers import InconsistencyLabeler
 
-    real = labelers.LABELERS["inconsistency"]
+    real = InconsistencyLabeler.label
 
-    def keep_one(inp):  # the real IM labeler, then all but one pair dropped
-        out = real(inp)
+    def keep_one(self, inp):  # the real IM labeler, then all but one pair dropped
+        out = real(self, inp)
         out.images, out.labels, out.source = out.images[:1], out.labels[:1], out.source[:1]
         out.mask = None if out.mask is None else out.mask[:1]
         return out
 
-    monkeypatch.setitem(labelers.LABELERS, "inconsistency", keep_one)
+    monkeypatch.setattr(InconsistencyLabeler, "label", keep_one)
     ssl = {**TINY["ssl"], "inconsistency": {"binary_filter": False}}
     (tmp_path / "tiny.yaml").write_text(
         __import__("yaml").safe_dump({**TINY, "ssl": ssl}))

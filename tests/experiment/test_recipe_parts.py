@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from imseg.config import build_config
+from imseg.config import ModelConfig, build_config
 from imseg.errors import ConfigError
-from imseg.experiment.loop import recipe_context, start_stages
+from imseg.experiment.loop import chain_context, start_stages
+from imseg.experiment.part_kinds import PART_KINDS
 from imseg.experiment.recipes import Recipe, recipes_of, resolve_recipes
 
 
@@ -30,8 +31,9 @@ def test_recipe_settings_override_the_global_section_for_that_recipe_only():
                     "plain": {"labeler": "inconsistency"}}})
     recipes = recipes_of(config)
     assert recipes["plain"].labeler.dilate == 5  # the global value
-    assert recipes["wide"].config_for(config).ssl.inconsistency.dilate == 7
-    assert recipes["plain"].config_for(config) is config
+    assert recipes["wide"].labeler.dilate == 7  # the part carries it to the labeler
+    assert recipes["wide"].recorded_config(config).ssl.inconsistency.dilate == 7  # checkpoints
+    assert recipes["plain"].recorded_config(config) is config
     assert config.ssl.inconsistency.dilate == 5  # the study's config is untouched
     # a built-in recipe changed by settings without a name keeps its part
     tuned = recipes_of(build_config(overrides={"recipes": {"im": {"labeler": {"erode": 3}}}}))
@@ -80,22 +82,21 @@ def test_parts_state_what_they_need():
 def test_im_on_online_trainers_leaves_im_pixels_out_of_the_loss_by_default():
     config = build_config()
     for name in ("fixmatch_im", "unimatch_im", "mean_teacher_im"):
-        recipe = resolve_recipes(config, [name])[name]
-        chain_config = recipe.config_for(config)
-        assert chain_config.train.ignore_im and not chain_config.ssl.inconsistency.block_input
-        assert chain_config.ssl.inconsistency.block_output
+        labeler = resolve_recipes(config, [name])[name].labeler
+        assert labeler.ignore_im and not labeler.block_input and labeler.block_output
     blocked = _recipes(my_im={"trainer": "unimatch",
                               "labeler": {"name": "inconsistency", "block_input": True}})
     assert blocked["my_im"].labeler.block_input
 
 
-def test_recipe_context_shares_the_run_but_not_the_config(binary_data, tmp_path, tiny_config):
+def test_chain_context_shares_the_run_and_records_the_recipes_settings(binary_data, tmp_path,
+                                                                       tiny_config):
     from imseg.experiment.context import RunContext
 
     ctx = RunContext.open(binary_data, tmp_path / "run", tiny_config, progress=False)
     recipes = recipes_of(tiny_config)
-    assert recipe_context(ctx, recipes["im"]) is ctx
-    chain_ctx = recipe_context(ctx, recipes["unimatch_im"])
+    assert chain_context(ctx, recipes["im"]) is ctx
+    chain_ctx = chain_context(ctx, recipes["unimatch_im"])
     assert chain_ctx.config.train.ignore_im and not ctx.config.train.ignore_im
     assert chain_ctx.results is ctx.results and chain_ctx.dataset is ctx.dataset
     ctx.close()
@@ -104,3 +105,54 @@ def test_recipe_context_shares_the_run_but_not_the_config(binary_data, tmp_path,
 def test_ssl_keep_of_older_configs_is_read_and_dropped():
     config = build_config(overrides={"ssl": {"keep": 3}})
     assert "keep" not in config.ssl.model_dump()
+
+
+def test_every_recipe_field_of_a_part_kind_has_its_registry():
+    fields = [f for f in Recipe.model_fields if f not in ("description", "generations")]
+    assert list(PART_KINDS) == fields
+    for kind, registry in PART_KINDS.items():
+        assert registry.names(), kind
+        base = Recipe.model_fields[kind].annotation
+        assert all(issubclass(cls, base) for cls in registry.classes.values()), kind
+
+
+def test_noise_gives_the_copies_the_schedule_of_each_generation():
+    r = _recipes(loud={"noise": {"name": "noisy_student", "max_blur": [1, 4],
+                                 "alpha_ranges": [[0.9, 1.1], [0.5, 1.5]]}},
+                 quiet={"noise": "none"})
+    assert r["quiet"].noise.augment_changes(2) == {}
+    second = r["loud"].noise.augment_changes(2)
+    assert second["max_blur"] == 4 and second["alpha_range"] == (0.5, 1.5)
+    assert r["loud"].noise.augment_changes(5)["max_blur"] == 4  # the last one repeats
+
+
+def test_students_widen_by_their_own_alphas_or_encoders():
+    r = _recipes(grow={"students": {"name": "growing", "alphas": [0.5, 0.75]}},
+                 same={"students": "fixed"})
+    tiny, smp = ModelConfig(), ModelConfig(arch="Unet", encoder="resnet18",
+                                           student_encoders=["resnet34", "resnet50"])
+    assert r["grow"].students.alpha(tiny, 1.0, 2) == 0.75
+    assert r["grow"].students.alpha(tiny, 1.0, 9) == 0.75
+    assert r["same"].students.alpha(tiny, 1.0, 2) == 1.0
+    assert r["grow"].students.alpha(smp, 1.0, 2) == 1.0  # encoder models: no width multiplier
+    assert r["grow"].students.encoder(smp, 1) == "resnet34"
+    assert r["grow"].students.encoder(smp, 3) == "resnet50"
+    assert r["grow"].students.encoder(ModelConfig(), 1) is None
+    assert r["same"].students.encoder(smp, 1) is None
+    assert r["grow"].students.READS == ("model.student_encoders",)
+
+
+def test_the_start_says_whether_students_learn_from_the_augmented_labeled_set():
+    r = recipes_of(build_config())
+    assert r["aim_plus"].start.AUGMENTED_LABELED and not r["im_plus"].start.AUGMENTED_LABELED
+
+
+def test_the_settings_check_covers_what_a_part_reads_besides_its_settings():
+    from imseg.experiment.settings import Stage, dependencies_of
+
+    config = build_config()
+    growing = dependencies_of(Stage("ssl", "im_plus", 1), config)
+    fixed = dependencies_of(Stage("ssl", "im", 1), config)
+    assert growing.covers("model.student_encoders") and growing.covers("ssl.noise.student_alphas")
+    assert not fixed.covers("model.student_encoders")
+    assert fixed.covers("ssl.inconsistency.dilate") and fixed.covers("train.ignore_im")

@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from imseg.config import Config
 from imseg.data.augment import AugmentParams
-from imseg.pseudo.copies import copies_by_score, pseudo_split
-from imseg.pseudo.labelers import PseudoSet
+from imseg.data.dataset import Split
+from imseg.errors import ConfigError
+from imseg.pseudo.copies import COPIES, CopiesByScore, copies_by_score
+from imseg.pseudo.labelers import PartServices, PseudoSet
 from imseg.tasks import IM_CLASS, VOID
 
 GEOMETRY_ONLY = AugmentParams(brightness_prob=0.0, max_blur=0, max_noise=0)
@@ -79,10 +82,20 @@ def test_copies_by_score_degenerate_range() -> None:
     assert copies_by_score(scores, 0.5, 0.5).tolist() == [1, 5, 5]
 
 
-# -------------------------------------------------------------------- pseudo split
+# -------------------------------------------------------------------- the copies parts
+def copies_of(ps: PseudoSet, stems: list[str], mode: str, keep_originals: bool,
+              params: AugmentParams, generator: torch.Generator,
+              score_range: tuple[float, float] | None = None) -> Split:
+    """The copies part ``mode`` over ``ps``; ``score_range``: copies by score's settings."""
+    low, high = score_range or (None, None)
+    settings = {"min_threshold": low, "max_threshold": high} if mode == "evalnet" else {}
+    part = COPIES.classes[mode](keep_originals=keep_originals, **settings)
+    return part.pairs(ps, stems, params, generator, PartServices())
+
+
 def test_mode_none_keeps_the_pairs() -> None:
     ps = pseudo(3, [0, 2, 5])
-    out = pseudo_split(ps, STEMS, "none", keep_originals=False, params=GEOMETRY_ONLY,
+    out = copies_of(ps, STEMS, "none", keep_originals=False, params=GEOMETRY_ONLY,
                        generator=gen())
     assert out.stems == ["a_pl", "c_pl", "f_pl"]
     assert torch.equal(out.images, ps.images) and torch.equal(out.labels, ps.labels)
@@ -101,7 +114,7 @@ def assert_copies_of(out_images: torch.Tensor, out_labels: torch.Tensor,
 
 def test_mode_one_gives_one_aligned_copy_per_pair() -> None:
     ps = pseudo(6, [0, 1, 2, 3, 4, 6])
-    out = pseudo_split(ps, STEMS, "one", keep_originals=False, params=GEOMETRY_ONLY,
+    out = copies_of(ps, STEMS, "one", keep_originals=False, params=GEOMETRY_ONLY,
                        generator=gen())
     assert len(out) == 6
     assert out.stems == [f"{s}_pl_aug" for s in "abcdeg"]
@@ -113,7 +126,7 @@ def test_mode_one_gives_one_aligned_copy_per_pair() -> None:
 
 def test_keep_originals_puts_the_originals_first() -> None:
     ps = pseudo(4, [1, 2, 3, 4])
-    out = pseudo_split(ps, STEMS, "one", keep_originals=True, params=GEOMETRY_ONLY,
+    out = copies_of(ps, STEMS, "one", keep_originals=True, params=GEOMETRY_ONLY,
                        generator=gen())
     assert len(out) == 8
     assert out.stems[:4] == ["b_pl", "c_pl", "d_pl", "e_pl"]
@@ -124,14 +137,14 @@ def test_keep_originals_puts_the_originals_first() -> None:
 
 def test_mode_evalnet_copies_by_score() -> None:
     ps = pseudo(3, [0, 3, 4], scores=[0.0, 0.5, 1.0])  # → 1, 3, 5 copies
-    out = pseudo_split(ps, STEMS, "evalnet", keep_originals=False, params=GEOMETRY_ONLY,
+    out = copies_of(ps, STEMS, "evalnet", keep_originals=False, params=GEOMETRY_ONLY,
                        generator=gen(), score_range=(0.0, 1.0))
     assert len(out) == 9
     assert out.stems == ["a_pl_aug"] + ["d_pl_aug"] * 3 + ["e_pl_aug"] * 5
     source = torch.tensor([0, 1, 1, 1, 2, 2, 2, 2, 2])
     assert_copies_of(out.images, out.labels, ps.labels[source])
 
-    with_originals = pseudo_split(ps, STEMS, "evalnet", keep_originals=True,
+    with_originals = copies_of(ps, STEMS, "evalnet", keep_originals=True,
                                   params=GEOMETRY_ONLY, generator=gen(),
                                   score_range=(0.0, 1.0))
     assert len(with_originals) == 12
@@ -141,8 +154,8 @@ def test_mode_evalnet_copies_by_score() -> None:
 def test_copies_are_seeded() -> None:
     ps = pseudo(5, [0, 1, 2, 3, 4])
     params = AugmentParams()  # photometric on too
-    a = pseudo_split(ps, STEMS, "one", False, params, gen(7))
-    b = pseudo_split(ps, STEMS, "one", False, params, gen(7))
+    a = copies_of(ps, STEMS, "one", False, params, gen(7))
+    b = copies_of(ps, STEMS, "one", False, params, gen(7))
     assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
 
 
@@ -153,7 +166,7 @@ def test_multiclass_values_are_moved_not_changed() -> None:
     labels[:, :, 7, 5:] = VOID
     images = labels.expand(4, 3, 8, 8).clone()  # every channel holds the label value
     ps = PseudoSet(images, labels, torch.arange(4), scores=torch.tensor([0.2, 0.4, 0.6, 0.8]))
-    out = pseudo_split(ps, STEMS, "evalnet", keep_originals=False, params=GEOMETRY_ONLY,
+    out = copies_of(ps, STEMS, "evalnet", keep_originals=False, params=GEOMETRY_ONLY,
                        generator=gen(), score_range=(0.0, 1.0))
     counts = [1, 2, 3, 4]  # 1 + floor(4 · score)
     source = torch.repeat_interleave(torch.arange(4), torch.tensor(counts))
@@ -169,16 +182,41 @@ def test_empty_pseudo_set() -> None:
                       torch.empty(0, 1, 8, 8, dtype=torch.uint8),
                       torch.empty(0, dtype=torch.long))
     for mode in ("none", "one"):
-        out = pseudo_split(empty, STEMS, mode, True, GEOMETRY_ONLY, gen())
+        out = copies_of(empty, STEMS, mode, True, GEOMETRY_ONLY, gen())
         assert len(out) == 0 and out.stems == []
 
 
 def test_bad_modes_raise() -> None:
     ps = pseudo(2, [0, 1])
-    with pytest.raises(ValueError, match="unknown copies mode"):
-        pseudo_split(ps, STEMS, "twice", False, GEOMETRY_ONLY, gen())
+    with pytest.raises(ConfigError, match="unknown copies 'twice'"):
+        COPIES.parse("twice", Config(), "recipe 'x'")
     with pytest.raises(ValueError, match="scores"):
-        pseudo_split(ps, STEMS, "evalnet", False, GEOMETRY_ONLY, gen(), score_range=(0.0, 1.0))
+        copies_of(ps, STEMS, "evalnet", False, GEOMETRY_ONLY, gen(), score_range=(0.0, 1.0))
     scored = pseudo(2, [0, 1], scores=[0.5, 0.5])
-    with pytest.raises(ValueError, match="threshold range"):
-        pseudo_split(scored, STEMS, "evalnet", False, GEOMETRY_ONLY, gen())
+    with pytest.raises(ValueError, match="auto_thresholds"):
+        copies_of(scored, STEMS, "evalnet", False, GEOMETRY_ONLY, gen())
+
+
+def test_copies_by_score_score_unscored_pairs_and_keep_the_labelers_scores() -> None:
+    calls: list[int] = []
+
+    def scorer(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        calls.append(len(images))
+        return labels.float().mean(dim=(1, 2, 3))
+
+    services = PartServices(scorer=scorer)
+    ps = pseudo(3, [0, 1, 2])
+    CopiesByScore().score(ps, services)
+    assert calls == [3] and torch.equal(ps.scores, ps.labels.float().mean(dim=(1, 2, 3)))
+    scored = pseudo(2, [0, 1], scores=[0.1, 0.9])
+    CopiesByScore().score(scored, services)
+    assert calls == [3] and scored.scores.tolist() == pytest.approx([0.1, 0.9])
+
+
+def test_copies_by_score_take_thresholds_chosen_on_val_where_their_own_are_empty() -> None:
+    auto = {"threshold": 0.9, "min_threshold": 0.2, "max_threshold": 0.6}
+    services = PartServices(auto_thresholds=lambda: auto)
+    assert CopiesByScore().score_range(services) == (0.2, 0.6)
+    assert CopiesByScore(min_threshold=0.4).score_range(services) == (0.4, 0.6)
+    assert CopiesByScore(min_threshold=0.1, max_threshold=0.3).score_range(
+        PartServices()) == (0.1, 0.3)

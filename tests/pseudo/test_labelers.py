@@ -6,9 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imseg.config import InconsistencyConfig, SSLConfig
+from imseg.config import InconsistencyConfig
 from imseg.data.augment import apply_geometry
-from imseg.pseudo.labelers import LABELERS, LabelingInput, PseudoSet
+from imseg.pseudo.labelers import (
+    LABELERS,
+    InconsistencyLabeler,
+    InputEnsembleLabeler,
+    LabelingInput,
+    PseudoSet,
+)
 from imseg.tasks import IM_CLASS, VOID, Task
 
 BINARY = Task("binary", 1)
@@ -72,19 +78,27 @@ def box(h: int, w: int, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
 
 
 def labeling(task: Task, teachers: list[nn.Module], images: torch.Tensor, *,
-             ignore_im: bool = False, sample_index: list[int] | None = None,
-             seed: int = 0, **ssl: object) -> LabelingInput:
+             sample_index: list[int] | None = None, seed: int = 0,
+             batch_size: int = 64) -> LabelingInput:
     return LabelingInput(
         task=task,
         teachers=teachers,
         images=images,
         device=CPU,
-        ssl=SSLConfig(**ssl),
         generator=torch.Generator().manual_seed(seed),
+        batch_size=batch_size,
         n=len(teachers),
-        ignore_im=ignore_im,
         sample_index=sample_index or [],
     )
+
+
+def label(name: str, task: Task, teachers: list[nn.Module], images: torch.Tensor, *,
+          sample_index: list[int] | None = None, seed: int = 0, batch_size: int = 64,
+          **settings: object) -> PseudoSet:
+    """The registered labeler ``name`` with ``settings`` (the rest: its defaults)."""
+    part = LABELERS.classes[name].model_validate(settings)
+    return part.label(labeling(task, teachers, images, sample_index=sample_index, seed=seed,
+                               batch_size=batch_size))
 
 
 def assert_same(a: PseudoSet, b: PseudoSet) -> None:
@@ -108,7 +122,7 @@ def test_threshold_uses_only_the_first_teacher() -> None:
     a, b = Fixed(pm10(first)), Fixed(pm10(1 - first))
     images = torch.randint(0, 256, (3, 3, 4, 4), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(1))
-    out = LABELERS["threshold"](labeling(BINARY, [a, b], images, sample_index=[2]))
+    out = label("threshold", BINARY, [a, b], images, sample_index=[2])
     assert b.calls == 0
     assert torch.equal(out.labels, first.expand(3, 1, 4, 4))
     assert torch.equal(out.images, images)
@@ -123,8 +137,8 @@ def test_threshold_multiclass_never_predicts_the_im_class() -> None:
     logits = torch.zeros(4, 2, 2)
     logits[0] = 50
     logits[2] = 5
-    out = LABELERS["threshold"](labeling(MULTI, [Fixed(logits)],
-                                         torch.zeros(1, 3, 2, 2, dtype=torch.uint8)))
+    out = label("threshold", MULTI, [Fixed(logits)],
+                torch.zeros(1, 3, 2, 2, dtype=torch.uint8))
     assert torch.equal(out.labels, torch.full((1, 1, 2, 2), 2, dtype=torch.uint8))
 
 
@@ -135,7 +149,7 @@ def test_model_ensemble_binary_hard_vote_is_all_agree() -> None:
     t2 = grid([[1, 1, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]])
     teachers = [Fixed(pm10(m)) for m in (t0, t1, t2)]
     images = torch.full((2, 3, 4, 4), 33, dtype=torch.uint8)
-    out = LABELERS["model_ensemble"](labeling(BINARY, teachers, images, sample_index=[0]))
+    out = label("model_ensemble", BINARY, teachers, images, sample_index=[0])
     agreed = grid([[1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]])
     disagree = grid([[0, 0, 1, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0]])
     assert torch.equal(out.labels, agreed.expand(2, 1, 4, 4))
@@ -149,8 +163,8 @@ def test_model_ensemble_multiclass_hard_vote() -> None:
     v0 = grid([[1, 2], [3, 3]])
     v1 = grid([[1, 3], [3, 2]])
     teachers = [Fixed(F.one_hot(v.long(), 4).permute(2, 0, 1) * 20.0 - 10) for v in (v0, v1)]
-    out = LABELERS["model_ensemble"](labeling(MULTI, teachers,
-                                              torch.zeros(1, 3, 2, 2, dtype=torch.uint8)))
+    out = label("model_ensemble", MULTI, teachers,
+                torch.zeros(1, 3, 2, 2, dtype=torch.uint8))
     assert torch.equal(out.labels[0, 0], grid([[1, IM_CLASS], [3, IM_CLASS]]))
 
 
@@ -161,9 +175,9 @@ def test_model_ensemble_soft_vote_binary_differs_from_hard() -> None:
     l0 = torch.tensor([[[3.0, 1.0], [10.0, -10.0]]])
     l1 = torch.tensor([[[-1.0, -3.0], [10.0, -10.0]]])
     images = torch.zeros(1, 1, 2, 2, dtype=torch.uint8)
-    hard = LABELERS["model_ensemble"](labeling(BINARY, [Fixed(l0), Fixed(l1)], images))
-    soft = LABELERS["model_ensemble"](labeling(BINARY, [Fixed(l0), Fixed(l1)], images,
-                                               soft_vote=True))
+    hard = label("model_ensemble", BINARY, [Fixed(l0), Fixed(l1)], images)
+    soft = label("model_ensemble", BINARY, [Fixed(l0), Fixed(l1)], images,
+                 soft_vote=True)
     assert torch.equal(hard.labels[0, 0], grid([[0, 0], [1, 0]]))
     assert torch.equal(soft.labels[0, 0], grid([[1, 0], [1, 0]]))
     # the disagreement mask does not depend on the vote
@@ -179,9 +193,9 @@ def test_model_ensemble_soft_vote_multiclass_is_argmax_of_mean() -> None:
     l0 = torch.tensor([-10.0, 5.0, 0.0, 0.0]).view(4, 1, 1)
     l1 = torch.tensor([-10.0, 0.0, 1.0, 0.0]).view(4, 1, 1)
     images = torch.zeros(1, 3, 1, 1, dtype=torch.uint8)
-    hard = LABELERS["model_ensemble"](labeling(MULTI, [Fixed(l0), Fixed(l1)], images))
-    soft = LABELERS["model_ensemble"](labeling(MULTI, [Fixed(l0), Fixed(l1)], images,
-                                               soft_vote=True))
+    hard = label("model_ensemble", MULTI, [Fixed(l0), Fixed(l1)], images)
+    soft = label("model_ensemble", MULTI, [Fixed(l0), Fixed(l1)], images,
+                 soft_vote=True)
     assert int(hard.labels) == IM_CLASS
     assert int(soft.labels) == 1
 
@@ -199,8 +213,8 @@ def test_input_ensemble_equivariant_teacher_gives_the_single_prediction() -> Non
     masks = torch.stack([l_shape(h, w), l_shape(h, w).flip(-1), l_shape(h, w).T,
                          box(h, w, 5, 12, 4, 10)])[:, None]
     images = torch.cat([masks * 255, torch.full((n, 2, h, w), 128, dtype=torch.uint8)], dim=1)
-    inp = labeling(BINARY, [ChannelBinary(0)], images, input_ensemble_views=5)
-    out = LABELERS["input_ensemble"](inp)
+    inp = labeling(BINARY, [ChannelBinary(0)], images)
+    out = InputEnsembleLabeler(views=5).label(inp)
     assert out.source.tolist() == [0, 1, 2, 3]
     assert torch.equal(out.labels, masks)
     assert not out.mask.any()
@@ -212,8 +226,8 @@ def test_input_ensemble_views_really_are_transformed() -> None:
     """Control: a teacher blind to the input disagrees with itself across views."""
     fixed = l_shape(16, 16)
     images = torch.zeros(4, 1, 16, 16, dtype=torch.uint8)
-    inp = labeling(BINARY, [Fixed(pm10(fixed))], images, input_ensemble_views=5)
-    out = LABELERS["input_ensemble"](inp)
+    inp = labeling(BINARY, [Fixed(pm10(fixed))], images)
+    out = InputEnsembleLabeler(views=5).label(inp)
     assert out.im_fraction > 0
     assert all(not torch.equal(label[0], fixed) for label in out.labels)
 
@@ -223,8 +237,8 @@ def test_input_ensemble_non_square_images() -> None:
     mask = box(h, w, 2, 9, 3, 9)
     mask[2:5, 9:15] = 1
     images = (mask * 255)[None, None].repeat(3, 1, 1, 1)
-    inp = labeling(BINARY, [ChannelBinary(0)], images, input_ensemble_views=5)
-    out = LABELERS["input_ensemble"](inp)
+    inp = labeling(BINARY, [ChannelBinary(0)], images)
+    out = InputEnsembleLabeler(views=5).label(inp)
     assert torch.equal(out.labels, images // 255)
     assert not out.mask.any()
 
@@ -238,8 +252,8 @@ def test_input_ensemble_drops_images_empty_after_5x5_erosion() -> None:
         box(h, w, 5, 10, 5, 10),   # exactly 5×5: its centre survives
     ])[:, None]
     images = masks * 255
-    out = LABELERS["input_ensemble"](labeling(BINARY, [ChannelBinary(0)], images,
-                                              input_ensemble_views=3))
+    out = label("input_ensemble", BINARY, [ChannelBinary(0)], images,
+                views=3)
     assert out.source.tolist() == [0, 3]
     assert torch.equal(out.labels, masks[[0, 3]])
     assert out.mask.shape == (2, 1, h, w)
@@ -249,8 +263,8 @@ def test_input_ensemble_multiclass_keeps_every_image() -> None:
     values = torch.stack([grid([[1, 1, 2, 2]] * 2 + [[3, 3, 3, 1]] * 2),
                           torch.ones(4, 4, dtype=torch.uint8)])[:, None]
     images = values * 50
-    out = LABELERS["input_ensemble"](labeling(MULTI, [ChannelClass(0)], images,
-                                              input_ensemble_views=5))
+    out = label("input_ensemble", MULTI, [ChannelClass(0)], images,
+                views=5)
     assert out.source.tolist() == [0, 1]
     assert torch.equal(out.labels, values)
 
@@ -282,7 +296,7 @@ def two_teacher_images() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def test_inconsistency_binary_blocks_and_filters() -> None:
     images, t0, t1 = two_teacher_images()
     teachers = [ChannelBinary(0), ChannelBinary(1)]
-    out = LABELERS["inconsistency"](labeling(BINARY, teachers, images))
+    out = label("inconsistency", BINARY, teachers, images)
     assert out.source.tolist() == [0, 3]
     assert out.n_input == 4
     # mean IM size over every labeled image, kept or not: (2 + 4 + 0 + 1) / (4 · 36)
@@ -306,8 +320,8 @@ def test_inconsistency_binary_blocks_and_filters() -> None:
 def test_inconsistency_without_binary_filter_keeps_everything() -> None:
     images, _, _ = two_teacher_images()
     cfg = InconsistencyConfig(binary_filter=False)
-    out = LABELERS["inconsistency"](labeling(BINARY, [ChannelBinary(0), ChannelBinary(1)],
-                                             images, inconsistency=cfg))
+    out = label("inconsistency", BINARY, [ChannelBinary(0), ChannelBinary(1)],
+                images, **cfg.model_dump())
     assert out.source.tolist() == [0, 1, 2, 3]
     assert torch.equal(out.labels[1, 0], pixels(H, W, (2, 2)))
     assert int(out.images[1, :, 0, 0].sum()) == 0  # IM pixel of B blocked
@@ -315,8 +329,8 @@ def test_inconsistency_without_binary_filter_keeps_everything() -> None:
 
 def test_inconsistency_ignore_writes_void() -> None:
     images, _, _ = two_teacher_images()
-    out = LABELERS["inconsistency"](labeling(BINARY, [ChannelBinary(0), ChannelBinary(1)],
-                                             images, ignore_im=True))
+    out = label("inconsistency", BINARY, [ChannelBinary(0), ChannelBinary(1)],
+                images, ignore_im=True)
     expected = box(H, W, 1, 4, 1, 4)
     expected[0, 5] = VOID
     expected[5, 0] = VOID
@@ -326,8 +340,8 @@ def test_inconsistency_ignore_writes_void() -> None:
 def test_inconsistency_block_switches_off() -> None:
     images, _, _ = two_teacher_images()
     cfg = InconsistencyConfig(block_input=False, block_output=False)
-    out = LABELERS["inconsistency"](labeling(BINARY, [ChannelBinary(0), ChannelBinary(1)],
-                                             images, inconsistency=cfg))
+    out = label("inconsistency", BINARY, [ChannelBinary(0), ChannelBinary(1)],
+                images, **cfg.model_dump())
     assert torch.equal(out.images, images[[0, 3]])
     assert torch.equal(out.labels[0, 0], box(H, W, 1, 4, 1, 4))
 
@@ -335,8 +349,8 @@ def test_inconsistency_block_switches_off() -> None:
 def test_inconsistency_dilated_mask_blocks_more() -> None:
     images, _, _ = two_teacher_images()
     cfg = InconsistencyConfig(dilate=3)
-    out = LABELERS["inconsistency"](labeling(BINARY, [ChannelBinary(0), ChannelBinary(1)],
-                                             images[:1], inconsistency=cfg))
+    out = label("inconsistency", BINARY, [ChannelBinary(0), ChannelBinary(1)],
+                images[:1], **cfg.model_dump())
     grown = box(H, W, 0, 2, 4, 6) | box(H, W, 4, 6, 0, 2)  # 8 pixels < 9 agreed: kept
     assert out.source.tolist() == [0]
     assert torch.equal(out.mask[0, 0], grown.bool())
@@ -350,19 +364,19 @@ def test_inconsistency_batches_give_the_same_result() -> None:
     images, _, _ = two_teacher_images()
     images = torch.cat([images, images.flip(0)])  # 8 images
     teachers = [ChannelBinary(0), ChannelBinary(1)]
-    whole = LABELERS["inconsistency"](labeling(BINARY, teachers, images))
+    whole = label("inconsistency", BINARY, teachers, images)
     for bs in (1, 3):
-        parts = LABELERS["inconsistency"](labeling(BINARY, teachers, images,
-                                                   pseudo_batch_size=bs))
+        parts = label("inconsistency", BINARY, teachers, images,
+                      batch_size=bs)
         assert_same(parts, whole)
     assert whole.source.tolist() == [0, 3, 4, 7]
 
 
 def test_inconsistency_keeps_teacher_labels_of_sample_images() -> None:
     images, t0, t1 = two_teacher_images()
-    out = LABELERS["inconsistency"](labeling(BINARY, [ChannelBinary(0), ChannelBinary(1)],
-                                             images, sample_index=[1, 3],
-                                             pseudo_batch_size=2))
+    out = label("inconsistency", BINARY, [ChannelBinary(0), ChannelBinary(1)],
+                images, sample_index=[1, 3],
+                batch_size=2)
     assert set(out.teacher_labels) == {1, 3}
     for i in (1, 3):  # image 1 was dropped by the filter; its teachers' labels are kept
         assert out.teacher_labels[i].shape == (2, 1, H, W)
@@ -377,7 +391,7 @@ def test_inconsistency_multiclass() -> None:
     other = torch.stack([torch.full((4, 4), 50), torch.full((4, 4), 100),
                          torch.full((4, 4), 200)]).to(torch.uint8)[None]
     images = torch.cat([images, other])
-    out = LABELERS["inconsistency"](labeling(MULTI, [ChannelClass(0), ChannelClass(1)], images))
+    out = label("inconsistency", MULTI, [ChannelClass(0), ChannelClass(1)], images)
     assert out.source.tolist() == [0, 1]
     assert torch.equal(out.labels[0, 0], grid([[1, 1, 2, 2],
                                                [1, 0, 2, 2],
@@ -388,8 +402,8 @@ def test_inconsistency_multiclass() -> None:
     assert int(out.images[0, 2].min()) == 0 and int(out.images[0, 2].max()) == 200
     assert int(out.images[1].sum()) == 0
     assert abs(out.im_fraction - (2 / 16 + 1.0) / 2) < 1e-7
-    ignored = LABELERS["inconsistency"](labeling(MULTI, [ChannelClass(0), ChannelClass(1)],
-                                                 images, ignore_im=True))
+    ignored = label("inconsistency", MULTI, [ChannelClass(0), ChannelClass(1)],
+                    images, ignore_im=True)
     assert int(ignored.labels[0, 0, 1, 1]) == VOID and int(ignored.labels[0, 0, 0, 0]) == 1
 
 
@@ -402,7 +416,7 @@ def test_inconsistency_multilabel_blocks_the_union() -> None:
     b0[0, 0] = 0                               # label 0 disagrees at (0,0)
     images = (torch.stack([a0, a1, b0, b1]) * 255)[None]
     teachers = [ChannelBinary(0, 2), ChannelBinary(2, 2)]
-    out = LABELERS["inconsistency"](labeling(task, teachers, images))
+    out = label("inconsistency", task, teachers, images)
     im = pixels(4, 4, (0, 0), (0, 3)).bool()
     assert torch.equal(out.mask[0, 0], im)
     expected0 = a0.clone()
@@ -431,7 +445,7 @@ def test_a_long_labeling_pass_reports_progress(monkeypatch) -> None:
     monkeypatch.setattr(logs.log, "info", said.append)
     monkeypatch.setattr(labelers, "ProgressLines", functools.partial(logs.ProgressLines,
                                                                      every=0.0))
-    inp = labeling(BINARY, [ChannelBinary(0), ChannelBinary(1)], images, pseudo_batch_size=1)
+    inp = labeling(BINARY, [ChannelBinary(0), ChannelBinary(1)], images, batch_size=1)
     inp.name = "im r0 n2 g1: pseudo-labeling"
-    LABELERS["inconsistency"](inp)
+    InconsistencyLabeler().label(inp)
     assert said == [f"im r0 n2 g1: pseudo-labeling: {i}/4 images ({i / 4:.0%})" for i in (1, 2, 3)]

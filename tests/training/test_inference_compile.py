@@ -8,7 +8,7 @@ import logging
 import pytest
 import torch
 
-from imseg.config import SSLConfig, build_config
+from imseg.config import build_config
 from imseg.errors import ConfigError
 from imseg.logs import log
 from imseg.models.flops import conv_flops
@@ -80,11 +80,10 @@ def test_compiled_teachers_label_as_eager_ones():
     teachers = [_teacher(k) for k in range(3)]
     images = _images(10)
     compiled = for_inference(teachers, len(images), (3, 32, 32), CPU, "always")
-    ssl = SSLConfig(pseudo_batch_size=4)  # batches of 4, 4 and 2
 
-    def label(labeler, models):
-        return LABELERS[labeler](LabelingInput(
-            task=Task("binary", 1), teachers=models, images=images, device=CPU, ssl=ssl,
+    def label(labeler, models):  # batches of 4, 4 and 2
+        return LABELERS.classes[labeler]().label(LabelingInput(
+            task=Task("binary", 1), teachers=models, images=images, device=CPU, batch_size=4,
             generator=torch.Generator().manual_seed(1), n=3))
 
     eager, fast = label("inconsistency", teachers), label("inconsistency", compiled)

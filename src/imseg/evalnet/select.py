@@ -11,20 +11,30 @@ The accumulated selection of each chain and generation is kept in the
 labeler's state store (``LabelingInput.services.state``; in a run
 ``RUN/state/evalnet_select/``); a generation whose selection exists reuses it,
 and the next generation starts from it, so a resumed run reproduces the same
-pseudo labels. The run's EvalNet ensemble and threshold arrive as
-``services.scorer`` and ``services.threshold``.
+pseudo labels. The run's EvalNet ensemble arrives as ``services.scorer``; the
+threshold is the part's setting, else the one chosen on val
+(``services.auto_thresholds``).
+
+The part is registered in the labelers' registry here, in the EvalNet layer, so
+the pseudo layer below needs to know nothing of EvalNets.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import torch
+from pydantic import Field
 
+from imseg.parts import Needs
 from imseg.pseudo.labelers import (
+    LABELERS,
     BatchResult,
+    LabelerPart,
     LabelingInput,
+    PartServices,
     PseudoSet,
     Scorer,
     label_in_batches,
@@ -128,19 +138,38 @@ def from_selection(images: torch.Tensor, selection: Selection) -> PseudoSet:
                      scores=selection.scores, n_input=int(images.shape[0]))
 
 
-def evalnet_select(inp: LabelingInput) -> PseudoSet:
-    """The registered labeler: the saved selection of this generation when there is one,
-    else a new selection that starts from the previous generation's and is saved."""
-    services, generation = inp.services, inp.generation
-    if services.state is None or services.scorer is None or services.threshold is None:
-        raise ValueError("evalnet_select needs services.scorer, .threshold and .state")
-    saved = services.state.load(generation)
-    if saved is not None:
-        return from_selection(inp.images, Selection.from_state(saved))
-    before = services.state.load(generation - 1) if generation > 1 else None
-    previous = Selection.from_state(before) if before is not None else None
-    pseudo = select(inp, services.scorer, services.threshold, previous)
-    assert pseudo.scores is not None
-    services.state.save(generation, Selection(pseudo.source, pseudo.labels,
-                                              pseudo.scores).to_state())
-    return pseudo
+@LABELERS.register
+class EvalNetSelectLabeler(LabelerPart):
+    """The saved selection of this generation when there is one, else a new selection that
+    starts from the previous generation's and is saved."""
+
+    name: Literal["evalnet_select"] = "evalnet_select"
+    threshold: float | None = Field(None, description="None: chosen on val")
+    GLOBALS: ClassVar[dict[str, str]] = {"threshold": "evalnet.threshold"}
+
+    def needs(self) -> Needs:
+        return Needs(evalnet_kinds=("evalnet",), state="evalnet_select", scores_pairs=True)
+
+    def label(self, inp: LabelingInput) -> PseudoSet:
+        services, generation = inp.services, inp.generation
+        if services.state is None or services.scorer is None:
+            raise ValueError("evalnet_select needs services.scorer and .state")
+        saved = services.state.load(generation)
+        if saved is not None:
+            return from_selection(inp.images, Selection.from_state(saved))
+        before = services.state.load(generation - 1) if generation > 1 else None
+        previous = Selection.from_state(before) if before is not None else None
+        pseudo = select(inp, services.scorer, self.threshold_in(services), previous)
+        assert pseudo.scores is not None
+        services.state.save(generation, Selection(pseudo.source, pseudo.labels,
+                                                  pseudo.scores).to_state())
+        return pseudo
+
+    def threshold_in(self, services: PartServices) -> float:
+        """The score a mask needs: the setting, else the one chosen on val."""
+        if self.threshold is not None:
+            return float(self.threshold)
+        if services.auto_thresholds is None:
+            raise ValueError("evalnet_select without a threshold needs "
+                             "services.auto_thresholds")
+        return float(services.auto_thresholds()["threshold"])

@@ -9,10 +9,11 @@ Two kinds of EvalNet, one per kind of training data (docs/method.md §6):
 
 Per kind and run, ``evalnet.count`` nets are trained (resumable: a net with a
 row in ``RUN/evalnet_results.csv`` is done), the ``evalnet.keep`` best by val
-MAE are kept and averaged. Thresholds the config leaves empty are chosen from
-the kept ensemble's val predictions (rule: :mod:`imseg.evalnet.stats`) and
-written, with the targets they were chosen for, to
-``RUN/evalnet_thresholds.yaml``.
+MAE are kept and averaged. Thresholds are chosen from the kept ensemble's val
+predictions (rule: :mod:`imseg.evalnet.stats`) and written, with the targets
+they were chosen for, to ``RUN/evalnet_thresholds.yaml``; the parts that use
+them (``evalnet_select``, copies by score) take them where their own settings
+are empty, through :func:`scoring_services`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from imseg.experiment.recipes import Recipe
 from imseg.experiment.stages import SAME_SCORE, load_models
 from imseg.experiment.watch import watch_evalnet
 from imseg.logs import evalnet_line, log
+from imseg.pseudo.labelers import PartServices, Scorer
 from imseg.runtime import derive_seed, seed_everything
 from imseg.storage import atomic_write_text, save_checkpoint
 
@@ -239,25 +241,6 @@ def auto_values(ctx: RunContext, run: int, kind: str) -> dict:
     return values
 
 
-def select_threshold(ctx: RunContext, run: int = 0, kind: str = EVALNET) -> float:
-    """The ``evalnet_select`` threshold: the config's, else the automatic one."""
-    cfg = ctx.config.evalnet
-    if cfg.threshold is not None:
-        return float(cfg.threshold)
-    return float(auto_values(ctx, run, kind)["threshold"])
-
-
-def score_range(ctx: RunContext, run: int = 0, kind: str = IM_PLUS_PLUS) -> tuple[float, float]:
-    """``(low, high)`` for copies by score: the config's, else the automatic ones."""
-    cfg = ctx.config.evalnet
-    if cfg.min_threshold is not None and cfg.max_threshold is not None:
-        return float(cfg.min_threshold), float(cfg.max_threshold)
-    auto = auto_values(ctx, run, kind)
-    low = cfg.min_threshold if cfg.min_threshold is not None else auto["min_threshold"]
-    high = cfg.max_threshold if cfg.max_threshold is not None else auto["max_threshold"]
-    return float(low), float(high)
-
-
 # -------------------------------------------------------------------------- ensembles
 def ensemble_of(ctx: RunContext, rows: list[dict]) -> EvalNetEnsemble:
     nets = [_load(ctx.run_dir / r["checkpoint"]).to(ctx.device).eval() for r in rows]
@@ -281,9 +264,21 @@ def load_ensemble(ctx: RunContext, run: int, kind: str) -> EvalNetEnsemble:
     return ensemble_of(ctx, kept)
 
 
-def score_pairs(ctx: RunContext, run: int, images: torch.Tensor, labels: torch.Tensor,
-                kind: str = IM_PLUS_PLUS) -> torch.Tensor:
-    """(N,) the ensemble's predicted IoU of pseudo pairs (blocked image + blocked label)."""
-    if images.shape[0] == 0:
-        return torch.empty(0)
-    return load_ensemble(ctx, run, kind).score(images, labels)
+def ensemble_scorer(ctx: RunContext, run: int, kind: str) -> Scorer:
+    """The run's EvalNet ensemble of ``kind`` as a scorer, loaded on its first use."""
+    loaded: list[EvalNetEnsemble] = []
+
+    def score(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        if not loaded:
+            loaded.append(load_ensemble(ctx, run, kind))
+        return loaded[0].score(images, masks)
+
+    return score
+
+
+def scoring_services(ctx: RunContext, run: int, scorer_kind: str,
+                     thresholds_kind: str) -> PartServices:
+    """What a part that needs EvalNets gets: the ensemble of ``scorer_kind`` and the
+    thresholds chosen on val for ``thresholds_kind`` (both read on first use)."""
+    return PartServices(scorer=ensemble_scorer(ctx, run, scorer_kind),
+                        auto_thresholds=lambda: auto_values(ctx, run, thresholds_kind))

@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from imseg.config import TINY_UNET
 from imseg.data.augment import AugmentParams
 from imseg.data.dataset import Split
 from imseg.errors import DataError
@@ -25,12 +24,12 @@ from imseg.experiment.benchmarks import (
     training_setup,
 )
 from imseg.experiment.context import RunContext
+from imseg.experiment.evalnet_stage import scoring_services
 from imseg.experiment.recipes import Recipe
 from imseg.experiment.stages import Place, load_models
 from imseg.experiment.watch import PseudoSample, show_pseudo_labels
 from imseg.logs import log, stage_name
-from imseg.pseudo.copies import pseudo_split
-from imseg.pseudo.labelers import LABELERS, LabelerServices, LabelingInput, PseudoSet, Scorer
+from imseg.pseudo.labelers import LabelerPart, LabelingInput, PartServices, PseudoSet
 from imseg.pseudo.state import FileStateStore
 from imseg.runtime import derive_seed, seed_everything
 from imseg.storage import save_png
@@ -70,43 +69,24 @@ def start_stages(recipes: dict[str, Recipe]) -> list[tuple[str, TrainerPart | No
     return list(stages.values())
 
 
-def recipe_context(ctx: RunContext, recipe: Recipe) -> RunContext:
-    """The run's context with the recipe's part settings in the config's global sections,
-    so everything the chain calls reads the recipe's values (the same ``ctx`` when the
-    recipe overrides nothing)."""
-    config = recipe.config_for(ctx.config)
+def chain_context(ctx: RunContext, recipe: Recipe) -> RunContext:
+    """The run's context with the config the chain's checkpoints record (the recipe's part
+    settings in their global sections; the same ``ctx`` when the recipe overrides nothing).
+    The chain's code reads the settings from the parts, not from this config."""
+    config = recipe.recorded_config(ctx.config)
     return ctx if config is ctx.config else replace(ctx, config=config)
 
 
 # ------------------------------------------------------------------------ one generation
 def student_alpha(ctx: RunContext, recipe: Recipe, generation: int) -> float:
-    """The tiny U-Net's width: growing students widen by ``ssl.noise.student_alphas``."""
-    if recipe.students == "growing" and ctx.config.model.arch == TINY_UNET:
-        return float(ctx.config.ssl.noise.at(generation, "student_alphas"))
-    return ctx.config.train.alpha
-
-
-def student_encoder(ctx: RunContext, recipe: Recipe, generation: int) -> str | None:
-    """A growing student's encoder (smp models): ``model.student_encoders`` at this
-    generation, the last repeating; None (the base encoder) when the list is empty."""
-    encoders = ctx.config.model.student_encoders
-    if recipe.students != "growing" or not encoders:
-        return None
-    return encoders[min(generation - 1, len(encoders) - 1)]
+    """The tiny U-Net's width of this generation's students."""
+    return recipe.students.alpha(ctx.config.model, ctx.config.train.alpha, generation)
 
 
 def copy_params(ctx: RunContext, recipe: Recipe, generation: int) -> AugmentParams:
-    """Augmentation of the copies: the Noisy Student schedule at this generation, or the
-    data set's base augmentation."""
-    rotate = ctx.dataset.info.rotate
-    if recipe.noise == "noisy_student":
-        s = ctx.config.ssl.noise
-        return augment_params(ctx.config.augment, rotate,
-                              max_blur=s.at(generation, "max_blur"),
-                              max_noise=s.at(generation, "max_noise"),
-                              alpha_range=tuple(s.at(generation, "alpha_ranges")),
-                              beta_range=tuple(s.at(generation, "beta_ranges")))
-    return augment_params(ctx.config.augment, rotate)
+    """Augmentation of the copies: the data set's, changed by the recipe's noise."""
+    return augment_params(ctx.config.augment, ctx.dataset.info.rotate,
+                          **recipe.noise.augment_changes(generation))
 
 
 def choose_teachers(recipe: Recipe, rows: list[dict], n: int | None) -> list[dict]:
@@ -186,62 +166,55 @@ def make_pseudo(ctx: RunContext, recipe: Recipe, chain: Chain, generation: int,
                                cfg.train.compile_inference, chain.n_teachers),
         images=unlabeled.images,
         device=ctx.device,
-        ssl=cfg.ssl,
         generator=generator,
+        batch_size=cfg.ssl.pseudo_batch_size,
         n=chain.n_teachers or 1,
         rotate=ctx.dataset.info.rotate,
-        ignore_im=cfg.train.ignore_im,
         amp=cfg.train.amp,
         sample_index=samples,
         generation=generation,
         services=labeler_services(ctx, recipe, chain),
         name=f"{where}: pseudo-labeling",
     )
-    return run_labeler(recipe.labeler.name, inp, where, len(teachers))
+    return run_labeler(recipe.labeler, inp, where, len(teachers))
 
 
-def run_labeler(name: str, inp: LabelingInput, where: str, n_teachers: int) -> PseudoSet:
-    """The labeler ``name`` over ``inp``, with a log line when it starts and one with what
-    it kept (a pass over many images takes minutes)."""
+def run_labeler(labeler: LabelerPart, inp: LabelingInput, where: str,
+                n_teachers: int) -> PseudoSet:
+    """The labeler over ``inp``, with a log line when it starts and one with what it kept
+    (a pass over many images takes minutes)."""
     total = len(inp.images)
-    log.info(f"{inp.name} {total} images with {n_teachers} teachers ({name})")
+    log.info(f"{inp.name} {total} images with {n_teachers} teachers ({labeler.name})")
     start = time.perf_counter()
-    pseudo = LABELERS[name](inp)
+    pseudo = labeler.label(inp)
     im = "" if pseudo.im_fraction is None else f", IM {pseudo.im_fraction:.1%} of the pixels"
     log.info(f"{where}: kept {len(pseudo)} of {total} images as pseudo pairs{im}, "
              f"{time.perf_counter() - start:.1f} s")
     return pseudo
 
 
-def labeler_services(ctx: RunContext, recipe: Recipe, chain: Chain) -> LabelerServices:
-    """What the recipe's labeler declared it needs: an EvalNet scorer and its threshold, a
-    state store for the chain (prepared by the runner before the chains started)."""
+def labeler_services(ctx: RunContext, recipe: Recipe, chain: Chain) -> PartServices:
+    """What the recipe's labeler declared it needs: an EvalNet scorer and the thresholds
+    chosen on val, a state store for the chain (prepared by the runner before the chains
+    started)."""
     needs = recipe.labeler.needs()
-    services = LabelerServices()
+    services = PartServices()
     if needs.evalnet_kinds:
-        from imseg.experiment.evalnet_stage import select_threshold
-
         kind = needs.evalnet_kinds[0]
-        services.scorer = ensemble_scorer(ctx, chain.run, kind)
-        services.threshold = select_threshold(ctx, chain.run, kind)
+        services = scoring_services(ctx, chain.run, kind, kind)
     if needs.state:
         services.state = FileStateStore(ctx.run_dir / "state" / needs.state,
                                         lambda generation: chain.place(generation).folder())
     return services
 
 
-def ensemble_scorer(ctx: RunContext, run: int, kind: str) -> Scorer:
-    """The run's EvalNet ensemble of ``kind`` as a scorer, loaded on its first use."""
-    from imseg.experiment.evalnet_stage import load_ensemble
-
-    loaded: list = []
-
-    def score(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        if not loaded:
-            loaded.append(load_ensemble(ctx, run, kind))
-        return loaded[0].score(images, masks)
-
-    return score
+def copies_services(ctx: RunContext, recipe: Recipe, chain: Chain) -> PartServices:
+    """What the recipe's copies need: the scorer of their own EvalNet kind (for pairs the
+    labeler did not score) and the thresholds of the kind that scored the pairs."""
+    own = recipe.copies.needs().evalnet_kinds
+    if not own:
+        return PartServices()
+    return scoring_services(ctx, chain.run, own[0], recipe.needs.evalnet_kinds[0])
 
 
 def run_generation(ctx: RunContext, recipe: Recipe, chain: Chain, generation: int,
@@ -267,7 +240,7 @@ def run_generation(ctx: RunContext, recipe: Recipe, chain: Chain, generation: in
                              epoch_fn_factory=factory)
     return train_watched(ctx, place, students, train, student_alpha(ctx, recipe, generation),
                          extra=extra, epochs=trainer.epoch_count(), epoch_fn_factory=factory,
-                         encoder=student_encoder(ctx, recipe, generation))
+                         encoder=recipe.students.encoder(ctx.config.model, generation))
 
 
 def students_training_set(ctx: RunContext, recipe: Recipe, chain: Chain, generation: int,
@@ -281,15 +254,12 @@ def students_training_set(ctx: RunContext, recipe: Recipe, chain: Chain, generat
     place = chain.place(generation)
     samples = sample_indices(ctx, unlabeled, chain.run)
     pseudo = make_pseudo(ctx, recipe, chain, generation, teachers, unlabeled, samples)
-    by_score = recipe.copies.name == "evalnet"
-    if by_score and pseudo.scores is None:
-        pseudo.scores = pseudo_scores(ctx, chain.run, pseudo)
+    services = copies_services(ctx, recipe, chain)
+    recipe.copies.score(pseudo, services)
     write_samples(ctx, chain, generation, pseudo, unlabeled, samples)
     generator = seed_everything(derive_seed(cfg.seed, "copies", *place.key().values()))
-    score_range = pseudo_score_range(ctx, chain.run, recipe) if by_score else None
-    pseudo_pairs = pseudo_split(pseudo, unlabeled.stems, recipe.copies.name,
-                                recipe.copies.keep_originals, copy_params(ctx, recipe, generation),
-                                generator, score_range)
+    pseudo_pairs = recipe.copies.pairs(pseudo, unlabeled.stems,
+                                       copy_params(ctx, recipe, generation), generator, services)
     extra = pseudo_quality(ctx, pseudo, unlabeled)
     online = recipe.trainer.name if recipe.trainer.USES_UNLABELED else None
     note = low_yield_note(len(pseudo), len(unlabeled), pseudo.im_fraction, online)
@@ -324,21 +294,6 @@ def low_yield_note(kept: int, total: int, im_fraction: float | None,
     return f"{head}: {why}; the students train on the labeled set and these pairs{rest}"
 
 
-def pseudo_score_range(ctx: RunContext, run: int, recipe: Recipe) -> tuple[float, float]:
-    """The score range of the EvalNet kind that scored the recipe's pairs (the labeler's
-    when it scores them, else the copies' own)."""
-    from imseg.experiment.evalnet_stage import score_range
-
-    return score_range(ctx, run, recipe.needs.evalnet_kinds[0])
-
-
-def pseudo_scores(ctx: RunContext, run: int, pseudo: PseudoSet) -> torch.Tensor:
-    """The run's IM++ EvalNet ensemble's predicted IoU of each pseudo pair."""
-    from imseg.experiment.evalnet_stage import score_pairs
-
-    return score_pairs(ctx, run, pseudo.images, pseudo.labels)
-
-
 # ------------------------------------------------------------------------------ a chain
 def run_chain(ctx: RunContext, recipe: Recipe, chain: Chain) -> list[dict]:
     """All generations of one chain; returns every student row it produced.
@@ -350,8 +305,9 @@ def run_chain(ctx: RunContext, recipe: Recipe, chain: Chain) -> list[dict]:
     if len(unlabeled) == 0:
         raise DataError(f"{ctx.data_dir / 'train_unlabeled'}: no unlabeled images to pseudo-label")
     stage_rows = run_benchmark(ctx, recipe.start.name, chain.run, recipe.start_trainer)
-    ctx = recipe_context(ctx, recipe)
-    labeled_train = labeled if recipe.start.name == "ldt" else augmented_labeled_set(ctx, chain.run)
+    ctx = chain_context(ctx, recipe)
+    labeled_train = augmented_labeled_set(ctx, chain.run) if recipe.start.AUGMENTED_LABELED \
+        else labeled
     produced: list[dict] = []
     for generation in range(1, recipe.generation_count(ctx.config) + 1):
         teachers = choose_teachers(recipe, stage_rows, chain.n_teachers)

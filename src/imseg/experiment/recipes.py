@@ -1,8 +1,8 @@
 """Approaches as recipes: each names the parts the one generation loop plugs in.
 
-A part is a bare name or a mapping with settings (:mod:`imseg.parts`); settings
-a recipe gives override the config's global section for that recipe only
-(:meth:`Recipe.config_for`).
+A part is a bare name or a mapping with settings (:mod:`imseg.parts`; the kinds:
+:mod:`imseg.experiment.part_kinds`); settings a recipe gives override the config's
+global ones for that recipe only: the parts carry them to the code that uses them.
 """
 
 from __future__ import annotations
@@ -16,25 +16,19 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_v
 
 from imseg.config import Config, Section
 from imseg.errors import ConfigError
-from imseg.experiment.parts import (
-    COPIES,
-    NOISE,
-    STARTS,
-    STUDENTS,
-    TEACHERS,
-    CopiesPart,
+from imseg.experiment.part_kinds import (
+    PART_KINDS,
+    NoisePart,
+    StartPart,
+    StudentsPart,
     TeacherPart,
 )
-from imseg.parts import Needs, Part, PartRegistry, with_values
-from imseg.pseudo.labelers import LABELER_PARTS, LabelerPart
+from imseg.parts import Needs, Part, with_values
+from imseg.pseudo.copies import CopiesPart
+from imseg.pseudo.labelers import LabelerPart
 from imseg.training.trainers import TRAINERS, TrainerPart
 
 BUILTIN_FILE = Path(__file__).with_name("recipes.yaml")
-
-PART_KINDS: dict[str, PartRegistry] = {
-    "teachers": TEACHERS, "labeler": LABELER_PARTS, "copies": COPIES, "noise": NOISE,
-    "students": STUDENTS, "start": STARTS, "trainer": TRAINERS,
-}
 
 
 class Recipe(Section):
@@ -47,9 +41,9 @@ class Recipe(Section):
     teachers: TeacherPart = "top_n"  # type: ignore[assignment]
     labeler: LabelerPart = "inconsistency"  # type: ignore[assignment]
     copies: CopiesPart = "none"  # type: ignore[assignment]
-    noise: Part = "none"  # type: ignore[assignment]
-    students: Part = "fixed"  # type: ignore[assignment]
-    start: Part = "ldt"  # type: ignore[assignment]
+    noise: NoisePart = "none"  # type: ignore[assignment]
+    students: StudentsPart = "fixed"  # type: ignore[assignment]
+    start: StartPart = "ldt"  # type: ignore[assignment]
     trainer: TrainerPart = "supervised"  # type: ignore[assignment]
     generations: int | None = Field(None, ge=1, description="at most this many generations "
                                     "(None: ssl.generations)")
@@ -128,9 +122,10 @@ class Recipe(Section):
         g = config.ssl.generations
         return min(g, self.generations) if self.generations else g
 
-    def config_for(self, config: Config) -> Config:
-        """``config`` with the recipe's part settings in their global sections (the same
-        object when the recipe overrides nothing)."""
+    def recorded_config(self, config: Config) -> Config:
+        """What a chain's checkpoints record as their config: ``config`` with the recipe's
+        part settings in their global sections (the same object when the recipe overrides
+        nothing). Only a record: the chain's code reads the parts."""
         values: dict[str, Any] = {}
         for part in self.parts():
             values.update(part.global_values())

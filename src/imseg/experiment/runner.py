@@ -50,11 +50,10 @@ def check_teacher_counts(config: Config, recipes: dict[str, Recipe]) -> None:
     benchmark candidates, later ones from the students of the generation before. (With
     fewer, the top n would silently be fewer than n, and IM over one teacher is no IM.)"""
     for name, recipe in recipes.items():
-        chain_config = recipe.config_for(config)
-        pools = [(chain_config.benchmark.candidates, "benchmark candidates of generation 1",
+        pools = [(config.benchmark.candidates, "benchmark candidates of generation 1",
                   "benchmark.candidates")]
         if recipe.generation_count(config) > 1:
-            pools.append((chain_config.ssl.students, "students per generation that generation "
+            pools.append((config.ssl.students, "students per generation that generation "
                           "2 on draws its teachers from", "ssl.students"))
         for available, what, key in pools:
             too_many = [n for n in config.ssl.teachers if recipe.teachers.draws(n) > available]

@@ -64,11 +64,6 @@ def model_spec(ctx: RunContext, alpha: float, encoder: str | None = None) -> Mod
                                  alpha, cfg.train.bn_momentum, encoder)
 
 
-def load_model(path: Path) -> nn.Module:
-    """A net rebuilt from its checkpoint alone (format: :mod:`imseg.models.checkpoint`)."""
-    return read_checkpoint(path)[0]
-
-
 RECOVER = ("delete it and run the same imseg run/train command again: that model is trained "
            "again (and the run stops if it comes out different from the one later models "
            "learned from)")

@@ -1,16 +1,14 @@
 """Labelers: how teachers turn unlabeled images into pseudo-labeled pairs.
 
-Each labeler is a function ``(LabelingInput) -> PseudoSet`` registered in
-``LABELERS`` under the name a recipe uses. They all stream the unlabeled
-images in batches through :func:`label_in_batches`; only what differs (how a
-batch of teacher predictions becomes labels) is written per labeler.
-
-A labeler's settings are a recipe part (:mod:`imseg.parts`) registered in
-``LABELER_PARTS``; settings with a global counterpart (``ssl.inconsistency``)
-reach the labeler through ``LabelingInput.ssl`` and ``ignore_im``, which the loop
-fills with the recipe's values. A labeler without a settings class takes none.
-What a labeler needs from the run (an EvalNet scorer, state across generations)
-it declares in its part's ``needs`` and receives as ``LabelingInput.services``.
+A labeler is a recipe part (:mod:`imseg.parts`): a :class:`LabelerPart`
+subclass registered in ``LABELERS`` under the name a recipe uses, whose fields
+are its settings and whose :meth:`~LabelerPart.label` makes the pseudo set. They
+all stream the unlabeled images in batches through :func:`label_in_batches`;
+only what differs (how a batch of teacher predictions becomes labels) is written
+per labeler. What a labeler needs from the run (an EvalNet scorer, state across
+generations) it declares in its ``needs`` and receives as
+``LabelingInput.services``. The ``evalnet_select`` labeler is registered by
+:mod:`imseg.evalnet.select`, the layer that knows EvalNets.
 """
 
 from __future__ import annotations
@@ -43,13 +41,15 @@ Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
-class LabelerServices:
-    """What the run provides to labelers whose part needs it (:class:`imseg.parts.Needs`)."""
+class PartServices:
+    """What the run provides to parts whose ``needs`` ask for it (:class:`imseg.parts.Needs`):
+    labelers, and copies by score."""
 
     scorer: Scorer | None = None
-    """The EvalNet ensemble of the kind the labeler needs."""
-    threshold: float | None = None
-    """The score a pair needs to be kept (the config's, or chosen on val for the scorer)."""
+    """The EvalNet ensemble of the kind the part needs."""
+    auto_thresholds: Callable[[], dict[str, float]] | None = None
+    """The thresholds chosen on val for that kind (``threshold``, ``min_threshold``,
+    ``max_threshold``), read on first use: for settings the part leaves empty."""
     state: StateStore | None = None
     """The chain's saved state per generation."""
 
@@ -63,17 +63,17 @@ class LabelingInput:
     images: torch.Tensor
     """Unlabeled images, uint8 ``(N, C, H, W)`` on CPU."""
     device: torch.device
-    ssl: SSLConfig
     generator: torch.Generator
+    batch_size: int = SSLConfig().pseudo_batch_size
+    """Images per teacher pass (``ssl.pseudo_batch_size``)."""
     n: int = 1
     rotate: bool = True
-    ignore_im: bool = False
     amp: AmpMode | bool = True
     sample_index: list[int] = field(default_factory=list)
     """Images whose per-teacher labels are kept for figures."""
     generation: int = 1
     """The generation being labeled (1-based)."""
-    services: LabelerServices = field(default_factory=LabelerServices)
+    services: PartServices = field(default_factory=PartServices)
     name: str = "pseudo-labeling"
     """What progress lines of a long pass call it (``im r0 n3 g1: pseudo-labeling``)."""
 
@@ -148,7 +148,7 @@ def label_in_batches(inp: LabelingInput, batch_fn: BatchFn) -> PseudoSet:
     """Run ``batch_fn`` over the unlabeled images in batches and gather a PseudoSet."""
     for m in inp.teachers:
         m.eval()
-    bs = inp.ssl.pseudo_batch_size
+    bs = inp.batch_size
     n = inp.images.shape[0]
     images, labels, sources, masks = (_Gathered(n) for _ in range(4))
     fractions: list[torch.Tensor] = []
@@ -187,114 +187,21 @@ def label_in_batches(inp: LabelingInput, batch_fn: BatchFn) -> PseudoSet:
 
 
 # ----------------------------------------------------------------------------- labelers
-def threshold(inp: LabelingInput) -> PseudoSet:
-    """The top-1 teacher's thresholded (argmax) prediction."""
-    task, teacher = inp.task, inp.teachers[:1]
-
-    def batch(x: torch.Tensor) -> BatchResult:
-        label = task.to_label(teacher_probs(teacher, x, task, inp.device, inp.amp)[0])
-        return BatchResult(x, label, teacher_labels=label[None])
-
-    return label_in_batches(inp, batch)
-
-
-def model_ensemble(inp: LabelingInput) -> PseudoSet:
-    """Hard vote: positive (a class) only where every teacher agrees; soft vote: the
-    thresholded mean. Disagreement is recorded as a mask but not blocked."""
-    task = inp.task
-
-    def batch(x: torch.Tensor) -> BatchResult:
-        probs = teacher_probs(inp.teachers, x, task, inp.device, inp.amp)
-        votes = task.to_label(probs.flatten(0, 1)).unflatten(0, probs.shape[:2])
-        agreed = agreement(task, votes)
-        label = task.to_label(probs.mean(dim=0)) if inp.ssl.soft_vote else agreed.label
-        return BatchResult(x, label, mask=agreed.mask, teacher_labels=votes)
-
-    return label_in_batches(inp, batch)
-
-
-def input_ensemble(inp: LabelingInput) -> PseudoSet:
-    """The top-1 teacher on ``views`` random flips/rotations with light photometric
-    noise; predictions are transformed back and kept where all views agree. Images
-    whose prediction is empty after a 5×5 erosion are dropped (binary, multilabel)."""
-    task, teacher = inp.task, inp.teachers[:1]
-    views = inp.ssl.input_ensemble_views or (2 * inp.n - 1)
-    geometry = AugmentParams(rotate=inp.rotate)
-    light = AugmentParams(flip_h=False, flip_v=False, rotate=False, brightness_prob=0.5,
-                          alpha_range=(0.9, 1.1), beta_range=(-5.0, 5.0), max_blur=0,
-                          max_noise=5)
-
-    def batch(x: torch.Tensor) -> BatchResult:
-        per_view = []
-        for v in range(views):
-            if v == 0:
-                codes = torch.zeros(x.shape[0], dtype=torch.long)  # the image as it is
-            else:
-                codes = random_geometry(x.shape[0], geometry, inp.generator,
-                                        square=x.shape[-2] == x.shape[-1])
-            xv = photometric(apply_geometry(x, codes), light, inp.generator) if v else x
-            label = task.to_label(teacher_probs(teacher, xv, task, inp.device, inp.amp)[0])
-            per_view.append(invert_geometry(label, codes))
-        votes = torch.stack(per_view)
-        agreed = agreement(task, votes)
-        keep = None
-        if task.kind != "multiclass":
-            core = erode(agreed.label.amax(dim=1, keepdim=True).bool(), 5)
-            keep = core.flatten(1).any(dim=1)
-        return BatchResult(x, agreed.label, keep=keep, mask=agreed.mask, teacher_labels=votes)
-
-    return label_in_batches(inp, batch)
-
-
-def inconsistency(inp: LabelingInput) -> PseudoSet:
-    """The Inconsistency Mask: agreed label, IM refined, input and label blocked,
-    and (binary) the keep/drop filter."""
-    task, im_cfg = inp.task, inp.ssl.inconsistency
-
-    def batch(x: torch.Tensor) -> BatchResult:
-        probs = teacher_probs(inp.teachers, x, task, inp.device, inp.amp)
-        votes = task.to_label(probs.flatten(0, 1)).unflatten(0, probs.shape[:2])
-        agreed = agreement(task, votes)
-        mask = refine(agreed.mask, im_cfg.erode, im_cfg.dilate)
-        images, label = block(task, x, agreed.label, mask, im_cfg.block_input,
-                              im_cfg.block_output, inp.ignore_im)
-        keep = binary_keep(agreed.label, mask) if (task.kind == "binary" and im_cfg.binary_filter) else None
-        return BatchResult(images, label, keep=keep, mask=mask, teacher_labels=votes)
-
-    return label_in_batches(inp, batch)
-
-
-LABELERS: dict[str, Callable[[LabelingInput], PseudoSet]] = {
-    "threshold": threshold,
-    "model_ensemble": model_ensemble,
-    "input_ensemble": input_ensemble,
-    "inconsistency": inconsistency,
-}
-
-
-def _evalnet_select(inp: LabelingInput) -> PseudoSet:
-    """EvalNet selection (imported on use: it needs the experiment's EvalNet stage)."""
-    from imseg.evalnet.select import evalnet_select
-
-    return evalnet_select(inp)
-
-
-LABELERS["evalnet_select"] = _evalnet_select
-
-
-# ----------------------------------------------------------------------- their settings
 class LabelerPart(Part):
-    """A labeler's settings; this base (no settings) serves labelers registered in
-    ``LABELERS`` without a class of their own."""
+    """Base of the labelers: settings as fields, :meth:`label` makes the pseudo set."""
 
     MAKES_PAIRS: ClassVar[bool] = True
     """False for ``none``: the recipe trains on its labeled pairs only."""
 
+    def label(self, inp: LabelingInput) -> PseudoSet:
+        """The pseudo-labeled pairs of ``inp.images``."""
+        raise NotImplementedError(f"the {self.name} labeler makes no pseudo pairs")
 
-LABELER_PARTS = PartRegistry("labeler", LabelerPart, fallback=lambda: LABELERS)
+
+LABELERS = PartRegistry("labeler")
 
 
-@LABELER_PARTS.register
+@LABELERS.register
 class NoLabeler(LabelerPart):
     """No pseudo labels (a trainer that learns from the unlabeled images itself)."""
 
@@ -302,20 +209,56 @@ class NoLabeler(LabelerPart):
     MAKES_PAIRS: ClassVar[bool] = False
 
 
-@LABELER_PARTS.register
+@LABELERS.register
 class ThresholdLabeler(LabelerPart):
+    """The top-1 teacher's thresholded (argmax) prediction."""
+
     name: Literal["threshold"] = "threshold"
 
+    def label(self, inp: LabelingInput) -> PseudoSet:
+        task, teacher = inp.task, inp.teachers[:1]
 
-@LABELER_PARTS.register
+        def batch(x: torch.Tensor) -> BatchResult:
+            label = task.to_label(teacher_probs(teacher, x, task, inp.device, inp.amp)[0])
+            return BatchResult(x, label, teacher_labels=label[None])
+
+        return label_in_batches(inp, batch)
+
+
+@LABELERS.register
 class ModelEnsembleLabeler(LabelerPart):
+    """Hard vote: positive (a class) only where every teacher agrees; soft vote: the
+    thresholded mean. Disagreement is recorded as a mask but not blocked."""
+
     name: Literal["model_ensemble"] = "model_ensemble"
     soft_vote: bool = Field(False, description="argmax of the mean instead of all-agree")
     GLOBALS: ClassVar[dict[str, str]] = {"soft_vote": "ssl.soft_vote"}
 
+    def label(self, inp: LabelingInput) -> PseudoSet:
+        task = inp.task
 
-@LABELER_PARTS.register
+        def batch(x: torch.Tensor) -> BatchResult:
+            probs = teacher_probs(inp.teachers, x, task, inp.device, inp.amp)
+            votes = task.to_label(probs.flatten(0, 1)).unflatten(0, probs.shape[:2])
+            agreed = agreement(task, votes)
+            label = task.to_label(probs.mean(dim=0)) if self.soft_vote else agreed.label
+            return BatchResult(x, label, mask=agreed.mask, teacher_labels=votes)
+
+        return label_in_batches(inp, batch)
+
+
+LIGHT_NOISE = AugmentParams(flip_h=False, flip_v=False, rotate=False, brightness_prob=0.5,
+                            alpha_range=(0.9, 1.1), beta_range=(-5.0, 5.0), max_blur=0,
+                            max_noise=5)
+"""The input ensemble's photometric noise on every view but the first."""
+
+
+@LABELERS.register
 class InputEnsembleLabeler(LabelerPart):
+    """The top-1 teacher on ``views`` random flips/rotations with light photometric
+    noise; predictions are transformed back and kept where all views agree. Images
+    whose prediction is empty after a 5×5 erosion are dropped (binary, multilabel)."""
+
     name: Literal["input_ensemble"] = "input_ensemble"
     views: int = Field(0, ge=0, description="0: 2n - 1 for teacher count n")
     GLOBALS: ClassVar[dict[str, str]] = {"views": "ssl.input_ensemble_views"}
@@ -323,11 +266,39 @@ class InputEnsembleLabeler(LabelerPart):
     def needs(self) -> Needs:
         return Needs(per_teacher_count=True)
 
+    def label(self, inp: LabelingInput) -> PseudoSet:
+        task, teacher = inp.task, inp.teachers[:1]
+        views = self.views or (2 * inp.n - 1)
+        geometry = AugmentParams(rotate=inp.rotate)
 
-@LABELER_PARTS.register
+        def batch(x: torch.Tensor) -> BatchResult:
+            per_view = []
+            for v in range(views):
+                if v == 0:
+                    codes = torch.zeros(x.shape[0], dtype=torch.long)  # the image as it is
+                else:
+                    codes = random_geometry(x.shape[0], geometry, inp.generator,
+                                            square=x.shape[-2] == x.shape[-1])
+                xv = photometric(apply_geometry(x, codes), LIGHT_NOISE, inp.generator) if v else x
+                label = task.to_label(teacher_probs(teacher, xv, task, inp.device, inp.amp)[0])
+                per_view.append(invert_geometry(label, codes))
+            votes = torch.stack(per_view)
+            agreed = agreement(task, votes)
+            keep = None
+            if task.kind != "multiclass":
+                core = erode(agreed.label.amax(dim=1, keepdim=True).bool(), 5)
+                keep = core.flatten(1).any(dim=1)
+            return BatchResult(x, agreed.label, keep=keep, mask=agreed.mask, teacher_labels=votes)
+
+        return label_in_batches(inp, batch)
+
+
+@LABELERS.register
 class InconsistencyLabeler(LabelerPart, InconsistencyConfig):
-    """The IM labeler: ``ssl.inconsistency``'s settings plus ``ignore_im`` (IM pixels VOID
-    in the label instead of background / class 0; ``train.ignore_im``)."""
+    """The Inconsistency Mask: agreed label, IM refined, input and label blocked, and
+    (binary) the keep/drop filter. Its settings are ``ssl.inconsistency``'s plus
+    ``ignore_im`` (IM pixels VOID in the label instead of background / class 0;
+    ``train.ignore_im``)."""
 
     name: Literal["inconsistency"] = "inconsistency"
     ignore_im: bool = False
@@ -336,16 +307,22 @@ class InconsistencyLabeler(LabelerPart, InconsistencyConfig):
         "ignore_im": "train.ignore_im",
     }
 
+    def label(self, inp: LabelingInput) -> PseudoSet:
+        task = inp.task
+        filtered = task.kind == "binary" and self.binary_filter
 
-@LABELER_PARTS.register
-class EvalNetSelectLabeler(LabelerPart):
-    name: Literal["evalnet_select"] = "evalnet_select"
-    threshold: float | None = Field(None, description="None: chosen on val")
-    GLOBALS: ClassVar[dict[str, str]] = {"threshold": "evalnet.threshold"}
+        def batch(x: torch.Tensor) -> BatchResult:
+            probs = teacher_probs(inp.teachers, x, task, inp.device, inp.amp)
+            votes = task.to_label(probs.flatten(0, 1)).unflatten(0, probs.shape[:2])
+            agreed = agreement(task, votes)
+            mask = refine(agreed.mask, self.erode, self.dilate)
+            images, label = block(task, x, agreed.label, mask, self.block_input,
+                                  self.block_output, self.ignore_im)
+            keep = binary_keep(agreed.label, mask) if filtered else None
+            return BatchResult(images, label, keep=keep, mask=mask, teacher_labels=votes)
 
-    def needs(self) -> Needs:
-        return Needs(evalnet_kinds=("evalnet",), state="evalnet_select", scores_pairs=True)
+        return label_in_batches(inp, batch)
 
 
-__all__ = ["LABELERS", "LABELER_PARTS", "IM_CLASS", "LabelerServices", "LabelingInput",
-           "PseudoSet", "label_in_batches"]
+__all__ = ["LABELERS", "IM_CLASS", "LabelerPart", "LabelingInput", "PartServices", "PseudoSet",
+           "label_in_batches"]
