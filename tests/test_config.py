@@ -86,3 +86,20 @@ def test_eval_batch_follows_the_training_batch_unless_set():
     assert cfg.train.eval_batch == 3
     with pytest.raises(ConfigError):
         build_config(overrides={"train": {"eval_batch_size": 0}})
+
+
+def test_each_set_changes_one_value_of_a_recipe(tmp_path: Path):
+    """Two ``--set``s on one recipe both hold, and a ``--set`` keeps the rest of a recipe
+    that a config file gave (a file's recipe still replaces an earlier one whole)."""
+    path = tmp_path / "mine.yaml"
+    path.write_text("recipes:\n  mine: {teachers: top_n, labeler: {name: inconsistency, dilate: 3}}\n")
+    cfg = build_config([path], sets=["recipes.fixmatch_im.labeler.block_input=true",
+                                     "recipes.fixmatch_im.trainer.threshold=0.9",
+                                     "recipes.mine.labeler.block_input=false"])
+    assert cfg.recipes["fixmatch_im"]["labeler"] == {"block_input": True}
+    assert cfg.recipes["fixmatch_im"]["trainer"] == {"threshold": 0.9}
+    assert cfg.recipes["mine"] == {"teachers": "top_n", "labeler": {
+        "name": "inconsistency", "dilate": 3, "block_input": False}}
+    later = tmp_path / "later.yaml"
+    later.write_text("recipes:\n  mine: {teachers: top_1}\n")
+    assert build_config([path, later]).recipes["mine"] == {"teachers": "top_1"}

@@ -29,6 +29,8 @@ from pydantic import (
 )
 
 from imseg.errors import ConfigError
+from imseg.models import names
+from imseg.models.names import TINY_UNET
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 """The presets shipped inside the package (found the same way from a clone or a wheel)."""
@@ -235,6 +237,45 @@ class InconsistencyConfig(Section):
     )
 
 
+WeakView = Literal["flips_rotations", "scale_crop"]
+"""The online trainers' weak view: the data set's flips/rotations (UniMatch's medical view),
+or a random rescale cropped back to size plus a horizontal flip (its natural-image view)."""
+
+
+def _scale_range(value: tuple[float, float]) -> tuple[float, float]:
+    low, high = value
+    if not 0 < low <= high:
+        raise ValueError(f"must be [low, high] with 0 < low <= high, got {list(value)}")
+    return value
+
+
+ScaleRange = Annotated[tuple[float, float], AfterValidator(_scale_range)]
+"""The scale-crop weak view's factors (UniMatch's 0.5–2.0)."""
+
+
+class MeanTeacherConfig(Section):
+    """The standard Mean Teacher's consistency term; defaults are SSL4MIS's
+    ``train_mean_teacher_2D``."""
+
+    consistency_weight: float = Field(0.1, ge=0, description="weight of the student-teacher "
+                                      "MSE once ramped up")
+    rampup_epochs: float | None = Field(None, gt=0, description="epochs the weight ramps up "
+                                        "over (sigmoid); None: all of train.epochs, as "
+                                        "SSL4MIS ramps over its whole run")
+    noise_std: float = Field(0.1, ge=0, description="Gaussian noise on the teacher's input, in "
+                             "image ranges (1 = 0..255)")
+    noise_clamp: float = Field(0.2, ge=0, description="the noise is clipped to ± this")
+
+
+class OnlineConfig(Section):
+    """What the online SSL trainers read globally (docs/method.md §6); a recipe's
+    ``trainer:`` mapping overrides it for that recipe."""
+
+    weak_view: WeakView = "flips_rotations"
+    scale_range: ScaleRange = (0.5, 2.0)
+    mean_teacher: MeanTeacherConfig = MeanTeacherConfig()
+
+
 class SSLConfig(Section):
     """The generation loop (docs/method.md §5)."""
 
@@ -250,6 +291,7 @@ class SSLConfig(Section):
     samples_per_generation: int = Field(4, ge=0, description="pseudo-label PNGs kept per generation")
     inconsistency: InconsistencyConfig = InconsistencyConfig()
     noise: NoiseSchedule = NoiseSchedule()
+    online: OnlineConfig = OnlineConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -279,10 +321,6 @@ class EvalNetConfig(Section):
     threshold: float | None = Field(None, description="evalnet_select: None = chosen on val")
     min_threshold: float | None = Field(None, description="IM++ copies: None = chosen on val")
     max_threshold: float | None = Field(None, description="IM++ copies: None = chosen on val")
-
-
-TINY_UNET = "tiny_unet"
-"""``model.arch`` of the paper's tiny U-Net (imseg.models.unet), the default."""
 
 
 class ModelConfig(Section):
@@ -333,22 +371,20 @@ class ModelConfig(Section):
         if data.get("arch", TINY_UNET) == TINY_UNET:
             _tiny_unet_takes_no_encoder(data)
             return data
-        from imseg.models import encoders
-
         weights = data["weights"]
         if isinstance(weights, str) and weights not in ("none", "imagenet"):
-            if not encoders.is_weight_file(weights):
+            if not names.is_weight_file(weights):
                 raise ValueError(f"model.weights must be none, imagenet or a file path, "
                                  f"got {weights!r}")
             data["weights"] = str(Path(weights).expanduser().resolve())
-        if encoders.models_installed():
-            data["arch"] = encoders.canonical_arch(data["arch"])
-            data["encoder"] = data.get("encoder") or encoders.default_encoder(data["arch"])
-            encoders.check_encoder(data["encoder"])
+        if names.models_installed():
+            data["arch"] = names.canonical_arch(data["arch"])
+            data["encoder"] = data.get("encoder") or names.default_encoder(data["arch"])
+            names.check_encoder(data["encoder"])
             for name in data.get("student_encoders") or []:
-                encoders.check_encoder(name, "model.student_encoders")
+                names.check_encoder(name, "model.student_encoders")
         others = set(data.get("student_encoders") or []) - {data.get("encoder")}
-        if encoders.is_weight_file(data["weights"]) and others:
+        if names.is_weight_file(data["weights"]) and others:
             raise ValueError(f"model.weights names a file for model.encoder; students with "
                              f"{sorted(others)} need weights none or imagenet")
         return data
@@ -392,15 +428,17 @@ class Config(Section):
 
 
 # --------------------------------------------------------------------------- loading
-def _deep_merge(base: dict, update: dict) -> dict:
+def _deep_merge(base: dict, update: dict, whole_recipes: bool = True) -> dict:
+    """``update`` over ``base``, mappings merged key by key. A config file's recipe replaces
+    one of the same name whole (``whole_recipes``); a ``--set`` changes one value in it."""
     out = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "recipes":
-            out[key] = _deep_merge(out[key], value)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+        if not (isinstance(value, dict) and isinstance(out.get(key), dict)):
+            out[key] = value
+        elif key == "recipes" and whole_recipes:
             out[key] = {**out[key], **value}
         else:
-            out[key] = value
+            out[key] = _deep_merge(out[key], value, whole_recipes)
     return out
 
 
@@ -478,7 +516,7 @@ def build_config(
         data = _deep_merge(data, overrides)
         sources.append("command line")
     for text in sets or []:
-        data = _deep_merge(data, parse_override(text))
+        data = _deep_merge(data, parse_override(text), whole_recipes=False)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

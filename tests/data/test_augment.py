@@ -10,12 +10,14 @@ import torch
 from imseg.data.augment import (
     AugmentParams,
     apply_geometry,
+    apply_scale_crop,
     augment_pairs,
     augmented_copies,
     gaussian_blur,
     invert_geometry,
     photometric,
     random_geometry,
+    random_scale_crop,
 )
 from imseg.errors import ConfigError
 
@@ -330,3 +332,66 @@ def test_cuda_matches_cpu_for_the_same_seed() -> None:
     assert gpu[0].is_cuda and gpu[1].is_cuda
     assert torch.equal(gpu[1].cpu(), cpu[1])
     assert (gpu[0].cpu().int() - cpu[0].int()).abs().max().item() <= 1  # float rounding only
+
+
+# ------------------------------------------------------------------------ scale-crop
+VOID = 255
+
+
+def _blocks(n: int = 4, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """A checkerboard of 8-pixel blocks: label 0/1, image 20 or 220 in every channel."""
+    rows = torch.arange(size).view(-1, 1) // 8
+    cols = torch.arange(size).view(1, -1) // 8
+    label = ((rows + cols) % 2).to(torch.uint8).expand(n, 1, size, size).clone()
+    image = (20 + 200 * label).expand(n, 3, size, size).clone()
+    return image, label
+
+
+def _scale_crop(image, label, scale_range, seed):
+    plan = random_scale_crop(image.shape[0], *image.shape[-2:], scale_range,
+                             torch.Generator().manual_seed(seed))
+    return (apply_scale_crop(image, plan, fill=0, smooth=True),
+            apply_scale_crop(label, plan, fill=VOID, smooth=False), plan)
+
+
+def test_scale_crop_keeps_image_and_label_aligned():
+    image, label = _blocks()
+    out_image, out_label, _ = _scale_crop(image, label, (0.5, 2.0), seed=0)
+    padded = out_label == VOID
+    assert torch.equal(padded, out_image[:, :1] == 0)  # the same pixels padded in both
+    content = ~padded
+    agree = ((out_image[:, :1] > 120).to(torch.uint8) == out_label)[content]
+    assert agree.float().mean() > 0.95  # only the blurred block edges may differ
+    assert set(out_label.unique().tolist()) <= {0, 1, VOID}  # labels moved, never mixed
+
+
+def test_a_shrunk_image_is_padded_with_void_at_the_bottom_and_right():
+    image, label = _blocks(n=2)
+    out_image, out_label, plan = _scale_crop(image, label, (0.5, 0.5), seed=1)
+    assert plan.sizes == [(32, 32), (32, 32)] and plan.offsets == [(0, 0), (0, 0)]
+    assert (out_label[..., 32:, :] == VOID).all() and (out_label[..., :, 32:] == VOID).all()
+    assert (out_image[..., 32:, :] == 0).all() and (out_image[..., :, 32:] == 0).all()
+    assert (out_label[..., :32, :32] != VOID).all()
+    # the kept part is the whole image at half size: 4-pixel blocks
+    assert torch.equal(out_label[0, 0, :32, :32], label[0, 0, ::2, ::2])
+
+
+def test_scale_crop_draws_scales_inside_its_range_and_crops_inside_the_image():
+    plan = random_scale_crop(400, 40, 60, (0.7, 1.3), torch.Generator().manual_seed(2))
+    scales = torch.tensor([h / 40 for h, _ in plan.sizes])
+    assert scales.min() >= 0.7 - 1 / 40 and scales.max() <= 1.3 + 1 / 40
+    assert scales.min() < 0.75 and scales.max() > 1.25  # the range is used, not a point
+    for (h, w), (top, left) in zip(plan.sizes, plan.offsets, strict=True):
+        assert abs(w / 60 - h / 40) < 2 / 40  # aspect kept
+        assert 0 <= top <= max(h - 40, 0) and 0 <= left <= max(w - 60, 0)
+    with pytest.raises(ConfigError, match="scale_range"):
+        random_scale_crop(1, 8, 8, (2.0, 0.5), torch.Generator())
+
+
+def test_scale_crop_is_the_same_for_the_same_seed():
+    image, label = _blocks()
+    first = _scale_crop(image, label, (0.5, 2.0), seed=3)
+    again = _scale_crop(image, label, (0.5, 2.0), seed=3)
+    other = _scale_crop(image, label, (0.5, 2.0), seed=4)
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert not torch.equal(first[0], other[0])

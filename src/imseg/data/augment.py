@@ -37,6 +37,8 @@ __all__ = [
     "random_geometry",
     "apply_geometry",
     "invert_geometry",
+    "random_scale_crop",
+    "apply_scale_crop",
     "gaussian_blur",
 ]
 
@@ -179,6 +181,64 @@ def apply_geometry(x: Tensor, codes: Tensor) -> Tensor:
 def invert_geometry(x: Tensor, codes: Tensor) -> Tensor:
     """Undo ``apply_geometry`` exactly (maps predictions back onto the input image)."""
     return _grouped(x, codes, _inverse)
+
+
+# ------------------------------------------------------------------------ scale-crop
+
+
+@dataclass(frozen=True)
+class ScaleCrop:
+    """One random rescale-and-crop per sample (UniMatch's natural-image weak view, drawn by
+    :func:`random_scale_crop`): sample ``i`` is resized to ``sizes[i]`` (height, width),
+    padded at the bottom and right to at least the original size, and cropped back to it
+    at ``offsets[i]`` (top, left)."""
+
+    sizes: list[tuple[int, int]]
+    offsets: list[tuple[int, int]]
+
+
+def random_scale_crop(
+    n: int, height: int, width: int, scale_range: tuple[float, float], generator: torch.Generator
+) -> ScaleCrop:
+    """Per-sample scale factors uniform in ``scale_range`` (aspect kept) and crop corners
+    uniform over the scaled-and-padded image; drawn on the CPU like every other view."""
+    _check_generator(generator)
+    low, high = scale_range
+    if not 0 < low <= high:
+        raise ConfigError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range}")
+    scales = low + (high - low) * torch.rand(n, generator=generator, dtype=torch.float64)
+    corners = torch.rand(n, 2, generator=generator, dtype=torch.float64)
+    sizes, offsets = [], []
+    for scale, (u, v) in zip(scales.tolist(), corners.tolist(), strict=True):
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        spare = (max(size[0], height) - height, max(size[1], width) - width)
+        sizes.append(size)
+        offsets.append((int(u * (spare[0] + 1)), int(v * (spare[1] + 1))))
+    return ScaleCrop(sizes, offsets)
+
+
+def apply_scale_crop(x: Tensor, plan: ScaleCrop, *, fill: int, smooth: bool) -> Tensor:
+    """Rescale and crop each sample of uint8 ``x`` (N, C, H, W) by ``plan``; where a sample
+    shrank below the crop, the rest is ``fill`` (0 for images, VOID for labels).
+    ``smooth``: bilinear (antialiased when shrinking) for images; else nearest, which
+    moves label values without mixing them."""
+    _check_images(x, "scale-crop input")
+    height, width = x.shape[-2:]
+    out = torch.full_like(x, fill)
+    for i, ((h, w), (top, left)) in enumerate(zip(plan.sizes, plan.offsets, strict=True)):
+        scaled = _resize(x[i : i + 1], (h, w), smooth)[..., top : top + height, left : left + width]
+        out[i, :, : scaled.shape[-2], : scaled.shape[-1]] = scaled[0]
+    return out
+
+
+def _resize(x: Tensor, size: tuple[int, int], smooth: bool) -> Tensor:
+    if tuple(x.shape[-2:]) == size:
+        return x
+    if smooth:
+        y = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False,
+                          antialias=size[0] < x.shape[-2])
+        return y.round().clamp(0, 255).to(x.dtype)
+    return F.interpolate(x.float(), size=size, mode="nearest-exact").to(x.dtype)
 
 
 # ------------------------------------------------------------------------ photometric

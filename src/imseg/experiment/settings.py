@@ -30,8 +30,10 @@ teacher's output), and the ``ssl`` keys that only widen or narrow the study.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -44,8 +46,10 @@ import yaml
 from imseg.config import Config, TrainConfig, build_config
 from imseg.data.dataset import Dataset
 from imseg.errors import ConfigError, DataError
-from imseg.experiment.recipes import PART_KINDS, recipe_entries, resolve_recipes, validate_recipe
+from imseg.experiment.part_kinds import PART_KINDS
+from imseg.experiment.recipes import recipe_entries, resolve_recipes, validate_recipe
 from imseg.storage import atomic_write_text
+from imseg.training.trainers import TRAINERS
 
 SETTINGS_FILE = "settings.yaml"
 
@@ -62,9 +66,16 @@ BEFORE_IT_EXISTED: dict[str, object] = {
     "train.bn_stats": "running",
     # pretrained encoders were fine-tuned like the rest of the net
     "train.encoder_lr_factor": 1.0, "train.encoder_bn": "train", "train.warmup_epochs": 0,
+    # `mean_teacher` was today's mean_teacher_cutmix, without noise on the teacher's input:
+    # older mean_teacher rows are not the standard Mean Teacher's
+    "ssl.online.mean_teacher.noise_std": 0.0,
 }
 """What a setting amounted to in runs made before imseg had it, where that differs from
 today's default (a missing key otherwise counts as the default)."""
+
+REDEFINED: frozenset[str] = frozenset({"ssl.online.mean_teacher.noise_std"})
+"""Keys of :data:`BEFORE_IT_EXISTED` that mark a method whose name now means another one:
+setting the old value back would not train the old method, so no ``--set`` is offered."""
 
 DATA_KEY = "data"
 """The fingerprint's entry for the data set's content."""
@@ -233,11 +244,21 @@ def evalnet_dependencies(kind: str) -> Dependencies:
     return learns_from | own
 
 
+def trainer_dependencies(stage: Stage) -> Dependencies:
+    """A benchmark stage trained by an online trainer (approach ``mean_teacher``,
+    ``aldt_fixmatch_1a2b3c``) depends on the global settings that trainer reads too."""
+    name = stage.approach.removeprefix(f"{stage.stage}_")
+    for trainer, part in TRAINERS.classes.items():
+        if re.fullmatch(rf"{trainer}(_[0-9a-f]{{6}})?", name):
+            return Dependencies(keys=frozenset(part.GLOBALS.values()))
+    return Dependencies()
+
+
 def dependencies_of(stage: Stage, config: Config) -> Dependencies | None:
     """What ``stage``'s models depend on, with ``config``'s recipes; None for the
     generation of a recipe the config does not know (it cannot train it)."""
     if stage.stage in BENCHMARKS:
-        return benchmark_dependencies(stage.stage)
+        return benchmark_dependencies(stage.stage) | trainer_dependencies(stage)
     if stage.stage == EVALNET_STAGE:
         return evalnet_dependencies(stage.approach)
     if stage.stage != "ssl":
@@ -257,8 +278,7 @@ def dependencies_of(stage: Stage, config: Config) -> Dependencies | None:
         given = set(written) if isinstance(written, dict) else set()
         part = getattr(recipe, kind)
         keys |= {key for name, key in part.GLOBALS.items() if name not in given}
-    if recipe.students == "growing":
-        keys.add("model.student_encoders")
+        keys |= set(part.READS)
     own = Dependencies(keys=frozenset(keys), recipe=stage.approach, generation=stage.generation)
     deps = benchmark_dependencies(recipe.start.name) | own
     for kind in recipe.needs.evalnet_kinds:
@@ -447,7 +467,7 @@ def _restoring(changes: list[Change]) -> str:
     """``, or continue as before with --set k=v ...`` when plain settings changed."""
     flags = {}
     for key, before, _ in changes:
-        if key == DATA_KEY or "recipes" in key or \
+        if key in (DATA_KEY, *REDEFINED) or "recipes" in key or \
                 not isinstance(before, (str, int, float, bool, type(None))):
             return ""  # the data, a recipe or a list changed: no flags give the old run back
         flags[key] = f"--set {key}={yaml.safe_dump(before).splitlines()[0]}"
@@ -456,10 +476,13 @@ def _restoring(changes: list[Change]) -> str:
 
 def previous_values(raw: dict) -> dict:
     """An older run's config.yaml (``raw``), with what its imseg did for settings it lacked."""
-    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    raw = copy.deepcopy(raw)
     for dotted, value in BEFORE_IT_EXISTED.items():
-        section, key = dotted.split(".")
-        raw.setdefault(section, {}).setdefault(key, value)
+        *sections, key = dotted.split(".")
+        node = raw
+        for section in sections:
+            node = node.setdefault(section, {})
+        node.setdefault(key, value)
     return raw
 
 

@@ -69,11 +69,11 @@ class TrainerPart(Part):
 
     def stage_name(self, start: str = "ldt") -> str:
         """The ``approach`` of the benchmark stage this trainer trains from ``start`` (``ldt``
-        or ``aldt``): ``fixmatch`` (``aldt_fixmatch``), with a short hash of the settings
-        appended when they differ from the defaults, so differently set stages never share
-        rows."""
-        defaults = type(self).model_validate({"name": self.name}).settings()
-        changed = {k: v for k, v in self.settings().items() if defaults.get(k) != v}
+        or ``aldt``): ``fixmatch`` (``aldt_fixmatch``), with a short hash of the recipe's own
+        settings appended (:meth:`Part.recipe_settings`), so differently set stages of one
+        run never share rows. Config-wide values (``ssl.online.*``, a preset's) leave the
+        name as it is: the settings check refuses a run folder trained under others."""
+        changed = self.recipe_settings()
         name = self.name
         if changed:
             text = json.dumps(changed, sort_keys=True)
@@ -81,7 +81,7 @@ class TrainerPart(Part):
         return name if start == "ldt" else f"{start}_{name}"
 
 
-TRAINERS = PartRegistry("trainer", TrainerPart)
+TRAINERS = PartRegistry("trainer")
 
 
 @TRAINERS.register
