@@ -27,6 +27,7 @@ PREPARE_SOURCES = (
     "imseg.data.sources.hela",
     "imseg.data.sources.suim",
     "imseg.data.sources.cityscapes",
+    "imseg.active.add",
 )
 
 # Top-level commands: module with ``register(subparsers)``.
@@ -37,6 +38,7 @@ COMMANDS = (
     "imseg.commands.report",
     "imseg.commands.predict",
     "imseg.commands.export",
+    "imseg.commands.suggest",
 )
 
 

@@ -284,18 +284,29 @@ def predict_images(models: list[nn.Module], task: Task, images: list[np.ndarray]
     """Ensemble label and IM of each ``H×W×C`` image at its own size: the images resized
     to ``size`` in one batch, or each cut into ``size`` tiles (``tiling``) predicted
     ``batch_size`` at a time."""
+    return [prediction_of(task, p) for p in ensemble_probabilities(
+        models, task, images, size, device, amp, tiling, batch_size)]
+
+
+def ensemble_probabilities(models: list[nn.Module], task: Task, images: list[np.ndarray],
+                           size: tuple[int, int], device: torch.device,
+                           amp: AmpMode | bool = True, tiling: Tiling | None = None,
+                           batch_size: int = 8) -> Iterator[torch.Tensor]:
+    """Each image's ``(models, channels, H, W)`` probabilities at its own size, as
+    :func:`predict_images` predicts them (for scores beyond the label and the IM)."""
     if tiling is None:
-        probabilities = _resized_probabilities(models, task, images, size, device, amp)
-    else:
-        probabilities = (_tiled_probabilities(models, task, img, size, tiling, device, amp,
-                                              batch_size) for img in images)
-    out = []
-    for p in probabilities:
-        votes = task.to_label(p)  # (T, L, H, W)
-        im = agreement(task, votes[:, None]).mask[0, 0]
-        label = task.to_label(p.mean(dim=0, keepdim=True))[0]
-        out.append(ImagePrediction(label.cpu().numpy(), im.cpu().numpy()))
-    return out
+        return _resized_probabilities(models, task, images, size, device, amp)
+    return (_tiled_probabilities(models, task, img, size, tiling, device, amp, batch_size)
+            for img in images)
+
+
+def prediction_of(task: Task, probabilities: torch.Tensor) -> ImagePrediction:
+    """The ensemble label (mean probability) and the IM of one image's
+    ``(models, channels, H, W)`` probabilities."""
+    votes = task.to_label(probabilities)  # (T, L, H, W)
+    im = agreement(task, votes[:, None]).mask[0, 0]
+    label = task.to_label(probabilities.mean(dim=0, keepdim=True))[0]
+    return ImagePrediction(label.cpu().numpy(), im.cpu().numpy())
 
 
 def _resized_probabilities(models: list[nn.Module], task: Task, images: list[np.ndarray],

@@ -18,6 +18,7 @@ from imseg.data.tiles import (
     scaled_shape,
     source_groups,
     tile_name,
+    tile_origin,
     tile_origins,
     tile_source,
     tile_starts,
@@ -121,3 +122,10 @@ def test_pieces_name_their_source_image():
         assert tile_source(whole) == whole
     stems = ["b__y00000_x00000", "a", "b__y00000_x00016", "c__c0", "a__y00000_x00000", "c__c1"]
     assert source_groups(stems) == [0, 1, 0, 2, 1, 2]
+
+
+def test_a_tile_name_gives_back_its_source_and_origin():
+    for stem, y, x in [("2019_A1__x", 16, 11), ("a", 0, 0), ("img_y00001_x00002", 99999, 7)]:
+        assert tile_origin(tile_name(stem, y, x)) == (stem, (y, x))
+    for whole in ("plain", crop_name("d_r_1_", 3), "val-a__y1_x2", "a__c"):
+        assert tile_origin(whole) == (whole, None)  # crops and whole images stand alone

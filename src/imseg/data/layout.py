@@ -290,6 +290,31 @@ def staged_layout(out: Path) -> Iterator[Path]:
                 out.rmdir()  # only when empty: nothing was there before
 
 
+@contextlib.contextmanager
+def staged_update(root: Path) -> Iterator[Path]:
+    """A staged copy of the prepared set ``root`` to change, swapped in whole as
+    :func:`staged_layout` does (on any error ``root`` stays as it was). Its split
+    folders hold hard links to ``root``'s files (copies where the file system has
+    none), so a changed file must be removed before it is written anew: writing into a
+    linked file would change the live set."""
+    root = Path(root)
+    read_info(root)  # a prepared set, or one clear error
+    clear_left_over(root)
+    with staged_layout(root) as staging:
+        for split in SPLITS:
+            if (root / split).is_dir():
+                shutil.copytree(root / split, staging / split, copy_function=_link_or_copy)
+        shutil.copy2(root / INFO_FILE, staging / INFO_FILE)
+        yield staging
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
 def _swap_in(staging: Path, out: Path) -> None:
     """Move ``out``'s set aside and the staged one in, dataset.yaml last (a set is whole
     when its dataset.yaml is there); on any error or interrupt, move everything back."""

@@ -75,7 +75,8 @@ def crop_name(stem: str, index: int) -> str:
     return f"{stem}{TILE_SEP}c{index}"
 
 
-_PIECE = re.compile(re.escape(TILE_SEP) + r"(y\d{5}_x\d{5}|c\d+)$")
+_PIECE = re.compile(re.escape(TILE_SEP) + r"(?:y(\d{5})_x(\d{5})|c\d+)$")
+"""The suffix :func:`tile_name` (with its position) or :func:`crop_name` adds."""
 
 
 def tile_source(stem: str) -> str:
@@ -83,6 +84,15 @@ def tile_source(stem: str) -> str:
     other stems are their own. Pieces of one source must stay on one side of a split."""
     found = _PIECE.search(stem)
     return stem[: found.start()] if found else stem
+
+
+def tile_origin(stem: str) -> tuple[str, tuple[int, int] | None]:
+    """``(source stem, (y, x))`` of a tile's stem (:func:`tile_name`); ``(stem, None)``
+    for any other stem (a crop stands for itself: it does not cover its source)."""
+    found = _PIECE.search(stem)
+    if found is None or found.group(1) is None:
+        return stem, None
+    return stem[: found.start()], (int(found.group(1)), int(found.group(2)))
 
 
 def source_groups(stems: list[str]) -> list[int]:
@@ -137,11 +147,11 @@ def first_cover(stems: list[str], tile: tuple[int, int]) -> np.ndarray:
     out = np.ones((len(stems), th, tw), bool)
     earlier: dict[str, list[tuple[int, int]]] = {}
     for i in sorted(range(len(stems)), key=lambda i: stems[i]):
-        found = _PIECE.search(stems[i])
-        if found is None or not found.group(1).startswith("y"):
+        source, origin = tile_origin(stems[i])
+        if origin is None:
             continue
-        y, x = (int(part[1:]) for part in found.group(1).split("_"))
-        before = earlier.setdefault(stems[i][: found.start()], [])
+        y, x = origin
+        before = earlier.setdefault(source, [])
         for ey, ex in before:
             oy, ox = max(ey - y, 0), max(ex - x, 0)  # the earlier tile, in this tile's frame
             out[i, oy : max(ey + th - y, 0), ox : max(ex + tw - x, 0)] = False
