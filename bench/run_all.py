@@ -14,7 +14,8 @@ import time
 
 from _common import BENCH, parser
 
-BENCHES = ["train_speed", "train_command", "pseudo_speed", "generation_memory", "tensorboard_cost"]
+BENCHES = ["train_speed", "train_command", "pseudo_speed", "generation_memory", "tensorboard_cost",
+           "generation_cost"]
 WITH_KERAS = {"train_speed", "train_command", "pseudo_speed"}
 """The benchmarks with a Keras side (skipped on CUDA)."""
 

@@ -141,3 +141,17 @@ def test_learned_from_follows_stages_and_chains():
     assert learned_from(rows, ldt) == rows[1:5]  # every SSL row of its run
     assert learned_from(rows, _ssl(1)) == [_ssl(2)]  # later generations of its chain
     assert learned_from(rows, _ssl(2)) == []
+
+
+def test_a_known_row_with_its_model_stands_in_for_an_unmatched_one(tmp_path: Path):
+    """results.csv's row of a model names another checkpoint (pasted from elsewhere) and a
+    worker has retrained the model: a table that knows the worker's row (a live report)
+    uses it, and the file keeps its own row, unused."""
+    path = _stored(tmp_path, _row(0, 0.5))
+    ResultsTable(path).add({**_row(1, 0.6), "n_teachers": None, "checkpoint": "models/x.pt"})
+    (tmp_path / "models/ldt/r0_g0/c1.pt").write_bytes(b"retrained")
+    retrained = {**_row(1, 0.7), "n_teachers": None, "checkpoint": "models/ldt/r0_g0/c1.pt"}
+    assert [r["candidate"] for r in ResultsTable(path).rows] == [0]
+    table = ResultsTable(path, known=[retrained])
+    assert sorted((r["candidate"], r["val_iou"]) for r in table.rows) == [(0, 0.5), (1, 0.7)]
+    assert "models/x.pt" in path.read_text()

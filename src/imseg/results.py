@@ -120,15 +120,15 @@ class ResultsTable:
                 raise DataError(f"{self.path}: two rows for {place_name(row)}; delete the one "
                                 "that does not belong to this run folder")
             self._take(row, check, own=True)
-        for row in known:
-            if _key(row) not in self._keys and _key(row) not in self.unmatched:
+        for row in known:  # a known row with its model on disk stands in for an unmatched one
+            if _key(row) not in self._keys:
                 self._take({c: row.get(c) for c in COLUMNS}, check, own=False)
         self._warn_unmatched()
 
     def _take(self, row: dict, check: bool, own: bool) -> None:
         why = checkpoint_problem(row, self.run_dir) if check else ""
         if why:
-            self.unmatched[_key(row)] = Unmatched(row, why, own)
+            self.unmatched.setdefault(_key(row), Unmatched(row, why, own))
             return
         self.rows.append(row)
         self._keys.add(_key(row))
@@ -217,17 +217,23 @@ JOURNAL_DIR = "journal"
 """Folder of the per-job journals (Ray workers' tables) inside the run folder."""
 
 
+def journal_tables(run_dir: Path) -> list[tuple[Path, ResultsTable]]:
+    """The journals a parallel run (still running, or stopped) left in ``run_dir``."""
+    folder = Path(run_dir) / JOURNAL_DIR
+    if not folder.is_dir():
+        return []
+    return [(path, ResultsTable(path, run_dir=run_dir)) for path in sorted(folder.glob("*.csv"))]
+
+
 def merge_journals(results: ResultsTable, run_dir: Path) -> int:
     """Take the rows of every journal in ``run_dir`` into ``results``, then delete the
     journals; returns how many rows were new. Run on every start too, before the settings
     check, so rows an interrupted parallel run left are checked like the others."""
-    folder = Path(run_dir) / JOURNAL_DIR
-    if not folder.is_dir():
-        return 0
     added = 0
-    for path in sorted(folder.glob("*.csv")):
-        added += results.merge(ResultsTable(path, run_dir=run_dir).rows)
+    for path, journal in journal_tables(run_dir):
+        added += results.merge(journal.rows)
         path.unlink()
-    if not any(folder.iterdir()):
+    folder = Path(run_dir) / JOURNAL_DIR
+    if folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
     return added

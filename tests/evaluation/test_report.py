@@ -261,3 +261,16 @@ def test_rows_of_other_settings_are_never_pooled(tmp_path):
     pooled = list(csv.DictReader((out / "scores.csv").read_text().splitlines()))
     assert [(r["approach"], r["n"], r["settings"]) for r in pooled] == [("ldt", "3", ""),
                                                                      ("im", "1", "")]
+
+
+def test_a_running_parallel_study_reports_its_journals_rows(tmp_path):
+    """Rows a Ray worker has journaled but the driver has not merged yet are in the report,
+    and the report leaves the journal in place (the driver merges it)."""
+    run = write_run(tmp_path / "run", RUN1[:3], tmp_path / "data")
+    write_run(tmp_path / "run" / "journal" / "x", RUN1[3:5], tmp_path / "data")
+    journal = run / "journal" / "im_r0_n2.csv"
+    (run / "journal" / "x" / "results.csv").rename(journal)
+    rows = load_run(run).rows
+    assert sorted((r["stage"], r["candidate"]) for r in rows) == [
+        ("ldt", 0), ("ldt", 1), ("ldt", 2), ("ssl", 0), ("ssl", 1)]
+    assert journal.is_file()

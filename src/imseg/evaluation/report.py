@@ -45,7 +45,7 @@ from imseg.data.layout import DatasetInfo, read_info
 from imseg.errors import DataError
 from imseg.evaluation.summary import BENCHMARK_ORDER, group_scores, split_labels
 from imseg.evaluation.visualize import display_name, sample_figures, save_figure
-from imseg.results import ResultsTable, top_k
+from imseg.results import ResultsTable, journal_tables, top_k
 
 BENCHMARKS = ("fdt", "aldt", "ldt")
 # Fixed order (and so fixed colours) of the paper's approaches; others follow by name.
@@ -133,12 +133,15 @@ SETTINGS_GROUP = "settings_group"
 
 
 def load_run(run_dir: Path, groups_of: GroupsOf | None = None) -> RunData:
-    """Read a run's results.csv (required), run.yaml and config.yaml (optional)."""
+    """Read a run's results.csv (required), run.yaml and config.yaml (optional), and the rows
+    of the journals a parallel run is still writing (read only: a report of a study that
+    is running shows every model finished so far)."""
     run_dir = Path(run_dir)
     path = run_dir / "results.csv"
     if not path.is_file():
         raise DataError(f"{path} not found: {run_dir} is not a run folder")
-    rows = [with_details(r) for r in ResultsTable(path).rows]
+    journals = [row for _, journal in journal_tables(run_dir) for row in journal.rows]
+    rows = [with_details(r) for r in ResultsTable(path, known=journals).rows]
     if groups_of is not None:
         rows = [{**r, SETTINGS_GROUP: g} for r, g in zip(rows, groups_of(run_dir, rows),
                                                          strict=True)]
