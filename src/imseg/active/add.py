@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from imseg.active.corrections import FORMATS, READERS, Masks, guess_format, read_masks_folder
-from imseg.active.images import SourceImage, pixel_key, split_sources
-from imseg.data.imageio import list_images, read_image, resize_image, resize_mask
+from imseg.active.images import SourceImage, split_sources
+from imseg.data.imageio import list_images, pixel_digest, read_image, resize_image, resize_mask
 from imseg.data.layout import (
     SPLITS,
     DatasetInfo,
@@ -98,7 +98,7 @@ def set_index(data: Path, info: DatasetInfo) -> dict[bytes, tuple[str, SourceIma
     index = {}
     for split in SPLITS:
         for source in split_sources(data, split):
-            index.setdefault(pixel_key(source.read(info)), (split, source))
+            index.setdefault(pixel_digest(source.read(info)), (split, source))
     return index
 
 
@@ -145,11 +145,11 @@ def _name_clashes(source: SourceImage, labeled_images: Path) -> list[Path]:
 
 def _keys(image: np.ndarray, info: DatasetInfo) -> list[tuple[str, bytes]]:
     """The pixel keys an image may have in the set: as it is, and as prepare makes it."""
-    keys = [("as_is", pixel_key(image))]
+    keys = [("as_is", pixel_digest(image))]
     if info.tile_scale and info.tile_scale != 1:
-        keys.append(("scaled", pixel_key(scale_image(image, info.tile_scale))))
+        keys.append(("scaled", pixel_digest(scale_image(image, info.tile_scale))))
     elif not info.tile_scale and image.shape[:2] != tuple(info.image_size):
-        keys.append(("resized", pixel_key(resize_image(image, info.image_size))))
+        keys.append(("resized", pixel_digest(resize_image(image, info.image_size))))
     return keys
 
 

@@ -10,7 +10,6 @@ and whole images stand for themselves.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,11 +92,3 @@ def folder_sources(folder: Path) -> list[SourceImage]:
     """Every image file of a folder, each its own source image."""
     return [SourceImage(stem, {stem: Piece(path)}, prepared=False)
             for stem, path in list_images(Path(folder)).items()]
-
-
-def pixel_key(image: np.ndarray) -> bytes:
-    """A hash of an image's pixels and shape: equal for equal images, whatever the file
-    or its name."""
-    digest = hashlib.blake2b(str(image.shape).encode(), digest_size=16)
-    digest.update(np.ascontiguousarray(image).tobytes())
-    return digest.digest()

@@ -12,6 +12,7 @@ did.)
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +145,11 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if mask.ndim == 3:
         return np.stack([resize_mask(mask[..., c], size) for c in range(mask.shape[2])], axis=-1)
     return np.asarray(Image.fromarray(mask).resize((size[1], size[0]), Image.NEAREST))
+
+
+def pixel_digest(image: np.ndarray) -> bytes:
+    """A hash of an image's decoded pixels and shape: equal for equal images, whatever the
+    file or its name (prepare's leak check, prepare add's matching)."""
+    digest = hashlib.blake2b(str(image.shape).encode(), digest_size=16)
+    digest.update(np.ascontiguousarray(image).tobytes())
+    return digest.digest()

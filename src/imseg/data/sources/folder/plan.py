@@ -227,11 +227,7 @@ def _binary_plan(
     plan.lut[fg] = 255
     plan.allowed[[0, fg]] = True
     plan.expect = f"0/{fg}"
-    if ignore is not None:
-        plan.lut[ignore] = DISK_BINARY_VOID
-        plan.allowed[ignore] = True
-        plan.expect += f" (void {ignore})"
-    return plan
+    return with_void(plan, ignore, DISK_BINARY_VOID)
 
 
 def _channel_count(items: list[Item]) -> int:
@@ -293,11 +289,7 @@ def _multiclass_plan(
     plan.expect = f"class ids of {n} classes"
     if palette is not None:
         plan.expect = f"palette entries of {n} classes"
-    if ignore is not None:
-        plan.lut[ignore] = DISK_MULTICLASS_VOID
-        plan.allowed[ignore] = True
-        plan.expect += f" (void {ignore})"
-    return plan
+    return with_void(plan, ignore, DISK_MULTICLASS_VOID)
 
 
 def _mask_problem(present: np.ndarray, plan: Plan) -> str | None:
@@ -363,3 +355,12 @@ def assign_splits(
     if not keys["val"]:
         raise ConfigError("no validation images: pass --val-fraction > 0 or --val-images")
     return {split: [by_stem[s] for s in sorted(stems)] for split, stems in keys.items()}
+
+
+def with_void(plan: Plan, ignore: int | None, void: int) -> Plan:
+    """``plan`` with the mask value ``ignore`` (if any) read as the void value ``void``."""
+    if ignore is not None:
+        plan.lut[ignore] = void
+        plan.allowed[ignore] = True
+        plan.expect += f" (void {ignore})"
+    return plan

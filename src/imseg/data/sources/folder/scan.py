@@ -7,7 +7,6 @@ The rules: :mod:`imseg.data.sources.folder`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from imseg.data.imageio import list_images, orientation_hint, read_image
+from imseg.data.imageio import list_images, orientation_hint, pixel_digest, read_image
 from imseg.data.sources.folder.masks import MaskRead, read_mask
 from imseg.data.tiles import tile_name
 from imseg.errors import Problems
@@ -220,7 +219,7 @@ def scan_item(item: Item, how: MaskRead, channels: int, problems: Problems) -> N
     image = problems.attempt(read_image, item.image, channels)
     if image is not None:
         item.size = (int(image.shape[0]), int(image.shape[1]))
-        item.digest = _pixel_digest(image)
+        item.digest = pixel_digest(image)
     if item.mask is None:
         return
     mask = problems.attempt(read_mask, item.mask, how)
@@ -238,13 +237,6 @@ def scan_item(item: Item, how: MaskRead, channels: int, problems: Problems) -> N
     item.present = np.stack(
         [np.bincount(planes[..., c].ravel(), minlength=256) > 0 for c in range(planes.shape[2])]
     )
-
-
-def _pixel_digest(image: np.ndarray) -> bytes:
-    """A hash of an image's decoded pixels and shape: equal for equal images, whatever the file."""
-    digest = hashlib.blake2b(str(image.shape).encode(), digest_size=16)
-    digest.update(np.ascontiguousarray(image).tobytes())
-    return digest.digest()
 
 
 def check_leaks(items: list[Item], problems: Problems) -> None:
