@@ -37,6 +37,8 @@ COLUMNS: tuple[str, ...] = (
     "settings", "note",
 )
 KEY: tuple[str, ...] = ("stage", "approach", "run", "n_teachers", "generation", "candidate")
+BENCHMARKS: tuple[str, ...] = ("fdt", "ldt", "aldt")
+"""The ``stage`` of a benchmark's rows (the yardsticks: docs/method.md §4)."""
 INT_COLUMNS = {"run", "n_teachers", "generation", "candidate", "seed", "params",
                "n_train_pairs", "best_epoch"}
 FLOAT_COLUMNS = {"alpha", "val_iou", "test_iou", "val_dice", "test_dice", "pseudo_iou",

@@ -45,9 +45,8 @@ from imseg.data.layout import DatasetInfo, read_info
 from imseg.errors import DataError
 from imseg.evaluation.summary import BENCHMARK_ORDER, group_scores, split_labels
 from imseg.evaluation.visualize import display_name, sample_figures, save_figure
-from imseg.results import ResultsTable, journal_tables, top_k
+from imseg.results import BENCHMARKS, ResultsTable, journal_tables, top_k
 
-BENCHMARKS = ("fdt", "aldt", "ldt")
 # Fixed order (and so fixed colours) of the paper's approaches; others follow by name.
 APPROACH_ORDER = ("aim_plus_plus", "im_plus_plus", "aim_plus", "im_plus", "im", "noisy_student",
                   "evalnet", "model_ensemble", "input_ensemble", "consistency_loss",

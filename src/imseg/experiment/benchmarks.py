@@ -14,11 +14,9 @@ from imseg.errors import ConfigError, DataError
 from imseg.experiment.context import RunContext
 from imseg.experiment.stages import Place, train_stage
 from imseg.experiment.watch import announce_stage, record_stage
-from imseg.results import top_k
+from imseg.results import BENCHMARKS, top_k
 from imseg.runtime import derive_seed, seed_everything
 from imseg.training.trainers import TrainerPart, TrainingSetup
-
-BENCHMARKS = ("fdt", "ldt", "aldt")
 
 
 def augment_params(cfg: AugmentConfig, rotate_default: bool, **changes) -> AugmentParams:

@@ -48,6 +48,7 @@ from imseg.data.dataset import Dataset
 from imseg.errors import ConfigError, DataError
 from imseg.experiment.part_kinds import PART_KINDS
 from imseg.experiment.recipes import recipe_entries, resolve_recipes, validate_recipe
+from imseg.results import BENCHMARKS
 from imseg.storage import atomic_write_text
 from imseg.training.trainers import TRAINERS
 
@@ -80,7 +81,6 @@ setting the old value back would not train the old method, so no ``--set`` is of
 DATA_KEY = "data"
 """The fingerprint's entry for the data set's content."""
 
-BENCHMARKS = ("fdt", "ldt", "aldt")
 EVALNET_STAGE = "evalnet"
 """The ``stage`` of an EvalNet kind (``approach``: the kind); its models are in
 evalnet_results.csv, their settings in their checkpoints."""
