@@ -11,6 +11,7 @@ name a file. Any difference is printed and the script exits 1.
     python bench/same_numbers.py 60dd324    # a commit against the working tree
     python bench/same_numbers.py --keep /tmp/same   # keep the run folders there
     python bench/same_numbers.py --tree /tmp/copy   # another tree as 'after'
+    python bench/same_numbers.py --skip mean_teacher_im,mean_teacher   # redefined on purpose
 
 A refactor that changes no numbers passes; a deliberate change of numbers shows here
 which rows moved.
@@ -80,14 +81,17 @@ def run_tree(tree: Path, data: Path, out: Path, approaches: list[str]) -> Path:
     return out / "results.csv"
 
 
-def read_rows(path: Path) -> dict[tuple, dict]:
+def read_rows(path: Path, skip: frozenset[str] = frozenset()) -> dict[tuple, dict]:
+    """The rows of a results.csv by key, without the approaches in ``skip``."""
     with path.open(newline="") as f:
-        return {tuple(row[k] for k in KEY): row for row in csv.DictReader(f)}
+        return {tuple(row[k] for k in KEY): row for row in csv.DictReader(f)
+                if row["approach"] not in skip}
 
 
-def compare(before: Path, after: Path, label: str) -> list[str]:
+def compare(before: Path, after: Path, label: str,
+            skip: frozenset[str] = frozenset()) -> list[str]:
     """Every difference between two results.csv files, as lines."""
-    old, new = read_rows(before), read_rows(after)
+    old, new = read_rows(before, skip), read_rows(after, skip)
     out = [f"{label}: row {k} only before" for k in sorted(old.keys() - new.keys())]
     out += [f"{label}: row {k} only after" for k in sorted(new.keys() - old.keys())]
     for key in sorted(old.keys() & new.keys()):
@@ -105,13 +109,18 @@ def main() -> int:
     parser.add_argument("--tree", type=Path, default=ROOT,
                         help="the 'after' source tree (default: this working tree)")
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated task kinds")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated recipes and trainer stages a change redefined on "
+                             "purpose: not run, not compared (a row's seed follows its name, so "
+                             "a renamed recipe cannot be compared either)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="same_numbers_") as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         before_tree = export_ref(args.ref, Path(tmp))
         names_before, names_after = recipes_of(before_tree), recipes_of(args.tree)
-        approaches = [n for n in names_after if n in names_before]
+        skip = frozenset(filter(None, args.skip.split(",")))
+        approaches = [n for n in names_after if n in names_before and n not in skip]
         for name in sorted(set(names_before) ^ set(names_after)):
             print(f"recipe {name!r} is built in on one side only: not compared")
         problems: list[str] = []
@@ -124,8 +133,8 @@ def main() -> int:
             before = run_tree(before_tree, data, work / f"before_{task}", approaches)
             print(f"{task}: working tree ...", flush=True)
             after = run_tree(args.tree, data, work / f"after_{task}", approaches)
-            found = compare(before, after, task)
-            print(f"{task}: {len(read_rows(after))} rows, {len(found)} differences", flush=True)
+            found = compare(before, after, task, skip)
+            print(f"{task}: {len(read_rows(after, skip))} rows, {len(found)} differences", flush=True)
             problems += found
     for line in problems:
         print(line)
