@@ -17,9 +17,10 @@ Kept for inspection and resume (a finished round is skipped on a rerun):
 ``OUT/sets/<strategy>_s<seed>_r<round>/`` (round 0: ``start_s<seed>``, shared),
 ``OUT/runs/`` alike, ``OUT/picks/`` (suggest's output per choice).
 ``OUT/curves.csv``: strategy, seed, round, labeled images, approach, mean test IoU
-of the stage's models, seconds to train and to choose. ``OUT/active_labeling.png``:
-test IoU against labeled images, one line per strategy and approach (mean over seeds,
-the band spans them).
+of the stage's models, seconds to train and to choose. ``OUT/report/``: ``imseg report``
+of every round's run; its ``labeled.png`` is test IoU against labeled images, one line
+per strategy and stage (mean over seeds, the band spans them), as ``imseg report
+OUT/runs/*`` draws it.
 """
 
 from __future__ import annotations
@@ -29,11 +30,9 @@ import csv
 import shutil
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from imseg.active.add import add_labels
 from imseg.active.images import SourceImage, split_sources
@@ -41,6 +40,7 @@ from imseg.active.suggest import suggest
 from imseg.cli import main as imseg
 from imseg.data.layout import SPLITS, finalize_counts, read_info, split_dirs
 from imseg.errors import DataError
+from imseg.evaluation.report import write_report
 from imseg.predict import run_models
 from imseg.results import ResultsTable
 from imseg.storage import save_png
@@ -161,7 +161,8 @@ def annotate(chosen: list[SourceImage], data: Path, folder: Path) -> None:
         save_png(folder / "masks" / f"{source.stem}.png", source.read_mask())
 
 
-def next_set(data: Path, target: Path, chosen: list[SourceImage], folder: Path) -> None:
+def next_set(data: Path, target: Path, chosen: list[SourceImage], folder: Path,
+             strategy: str) -> None:
     """``data`` with the chosen images labeled, as ``target``."""
     if (target / "dataset.yaml").is_file():
         return
@@ -169,7 +170,7 @@ def next_set(data: Path, target: Path, chosen: list[SourceImage], folder: Path) 
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     link_copy(data, partial)
-    add_labels(partial, folder / "images", masks=folder / "masks")
+    add_labels(partial, folder / "images", masks=folder / "masks", chosen_by=strategy)
     partial.rename(target)
 
 
@@ -213,7 +214,7 @@ def simulate(args: argparse.Namespace, extra: list[str]) -> list[dict]:
                                 args.teachers)
                 choosing = time.perf_counter() - begin
                 previous, data = data, out / "sets" / name
-                next_set(previous, data, chosen, out / "annotator" / name)
+                next_set(previous, data, chosen, out / "annotator" / name, strategy)
                 run = out / "runs" / name
                 seconds = train(data, run, args.im, [*extra, "--seed", str(seed)])
     return rows
@@ -227,28 +228,6 @@ def write_curves(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def figure(rows: list[dict]) -> Figure:
-    """Test IoU against labeled images: mean over seeds, band from min to max."""
-    curves: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        curves[(r["strategy"], r["approach"])][r["labeled"]].append(r["test_iou"])
-    fig = Figure(figsize=(6, 4), layout="constrained")
-    ax = fig.subplots()
-    for (strategy, approach), points in sorted(curves.items()):
-        x = sorted(points)
-        ys = [points[v] for v in x]
-        line, = ax.plot(x, [np.mean(y) for y in ys], marker="o",
-                        linestyle="-" if approach == "ldt" else "--",
-                        label=f"{strategy} ({approach.upper()})")
-        ax.fill_between(x, [min(y) for y in ys], [max(y) for y in ys], alpha=0.15,
-                        color=line.get_color())
-    ax.set_xlabel("labeled images")
-    ax.set_ylabel("test IoU")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return fig
-
-
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse(argv)
     if extra and extra[0] == "--":
@@ -256,8 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     rows = simulate(args, extra)
     write_curves(args.out / "curves.csv", rows)
-    figure(rows).savefig(args.out / "active_labeling.png", dpi=150)
-    print(f"curves.csv and active_labeling.png in {args.out}")
+    runs = sorted(p.parent for p in (args.out / "runs").glob("*/results.csv"))
+    write_report(runs, args.out / "report", samples=False)
+    print(f"curves.csv in {args.out}; imseg report's labeled.png in {args.out / 'report'}")
     return 0
 
 

@@ -32,9 +32,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = Path("src/imseg/experiment/recipes.yaml")
 
-IGNORED = {"seconds", "checkpoint"}
-"""Columns that differ between two identical runs: wall time, and the file a row names
-(the same relative path, kept out only so a moved models folder shows as its scores)."""
+IGNORED = {"seconds", "checkpoint", "settings"}
+"""Columns that differ between two identical runs: wall time, the file a row names (the
+same relative path, kept out only so a moved models folder shows as its scores), and
+the settings id, a digest of the whole config that changes whenever a version adds a
+config key (what resumes is decided per stage on the keys it reads: the settings
+check's tests)."""
 KEY = ("stage", "approach", "run", "n_teachers", "generation", "candidate")
 
 TINY = [

@@ -72,6 +72,7 @@ def test_suggested_masks_come_back_as_the_labels_of_the_picks(sample_set, tmp_pa
     assert {split: tree_digest(data / split) for split in ("val", "test")} == kept
     assert read_info(data).extra["version"] == 2
     assert read_info(data).extra["history"][-1]["added"] == sorted(picks)
+    assert read_info(data).chosen_by == ["im"]  # suggest's score, read from its suggest.yaml
 
 
 def test_images_are_matched_by_pixels_not_names_and_others_are_refused(tmp_path):
@@ -103,6 +104,7 @@ def test_images_are_matched_by_pixels_not_names_and_others_are_refused(tmp_path)
     add_labels(data, given, masks=masks)
     label = np.asarray(Image.open(data / "train_labeled" / "masks" / f"{unlabeled[0].stem}.png"))
     assert label.shape == (32, 32) and (label == 255).all()  # resized like its image
+    assert read_info(data).chosen_by == ["by hand"]  # not suggest's output, no reason given
 
 
 def test_a_tiled_set_gets_its_source_images_back_and_their_tiles_labeled(tmp_path):

@@ -1,5 +1,5 @@
 """bench/active_labeling.py on a tiny sample set, one epoch: the rounds add the chosen
-images with their true masks, and the curves and the figure come out."""
+images with their true masks, and the curves and imseg report's figure come out."""
 
 from __future__ import annotations
 
@@ -38,12 +38,15 @@ def test_rounds_add_the_chosen_images_with_their_true_masks(binary_data, tmp_pat
     assert [(r["strategy"], r["round"], r["labeled"]) for r in rows] == [
         ("random", "0", "2"), ("random", "1", "4"), ("im", "0", "2"), ("im", "1", "4")]
     assert all(0 <= float(r["test_iou"]) <= 1 for r in rows)
-    assert (out / "active_labeling.png").is_file()
+    with (out / "report" / "labeled.csv").open() as fh:  # imseg report's curve of the rounds
+        curve = {(r["chosen_by"], r["labeled"]) for r in csv.DictReader(fh)}
+    assert curve == {("random", "2"), ("random", "4"), ("im", "2"), ("im", "4")}
     picks = [r for r in csv.DictReader((out / "picks" / "im_s0_r1" / "ranking.csv").open())
              if r["pick"]]
     after = out / "sets" / "im_s0_r1"
     assert sorted(read_info(after).extra["history"][-1]["added"]) == sorted(
         r["image"] for r in picks)
+    assert read_info(after).chosen_by == ["im"]
     for r in picks:  # the annotator's masks are the true ones
         truth = np.asarray(Image.open(data / "train_unlabeled" / "masks" / f"{r['image']}.png"))
         label = np.asarray(Image.open(after / "train_labeled" / "masks" / f"{r['image']}.png"))

@@ -18,7 +18,10 @@ Choices:
   images' hidden true masks, if the set has them, leave with them.
 * **History**: dataset.yaml's ``extra.version`` counts the set's versions (a set never
   added to is version 1) and ``extra.history`` lists each addition: version, time, the
-  source images added, where images and labels came from. The splits' stems and pixels
+  source images added, where images and labels came from, and how they were chosen
+  (``chosen_by``: ``imseg suggest``'s score when the images folder is its output, else
+  what the caller says, else ``by hand``; ``imseg report`` draws one line of test score
+  against labeled images per way of choosing). The splits' stems and pixels
   are part of the data set's hash (``experiment/settings.py: data_hash``), so a run
   folder trained on the earlier version refuses to resume on the new one; a new run
   trains on the new labels.
@@ -33,11 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from imseg.active.corrections import FORMATS, READERS, Masks, guess_format, read_masks_folder
 from imseg.active.images import SourceImage, split_sources
 from imseg.data.imageio import list_images, pixel_digest, read_image, resize_image, resize_mask
 from imseg.data.layout import (
+    BY_HAND,
     SPLITS,
     DatasetInfo,
     finalize_counts,
@@ -64,10 +69,12 @@ class Match:
 
 
 def add_labels(data: Path, images: Path, masks: Path | None = None,
-               annotations: Path | None = None, fmt: str | None = None) -> DatasetInfo:
+               annotations: Path | None = None, fmt: str | None = None,
+               chosen_by: str | None = None) -> DatasetInfo:
     """Move the images of ``images`` from the unlabeled to the labeled split of the set
     ``data``, with their labels from ``masks`` (PNG folder) or ``annotations`` (COCO
-    JSON, LabelMe JSON or folder); returns the new dataset.yaml."""
+    JSON, LabelMe JSON or folder); returns the new dataset.yaml. ``chosen_by``: how the
+    images were chosen (default: module doc, "History")."""
     data = Path(data)
     info = read_info(data)
     given = list_images(Path(images))
@@ -77,7 +84,8 @@ def add_labels(data: Path, images: Path, masks: Path | None = None,
         for stem, match in matches.items():
             _move(staging, info, match, labels[stem])
         record_addition(info, [m.source.stem for m in matches.values()], images,
-                        masks if masks is not None else annotations)
+                        masks if masks is not None else annotations,
+                        chosen_by or suggested_by(Path(images)))
         return finalize_counts(staging, info)
 
 
@@ -178,14 +186,28 @@ def _move(root: Path, info: DatasetInfo, match: Match, mask: np.ndarray) -> None
             os.remove(from_masks / f"{stem}.png")  # the hidden truth, replaced by the label
 
 
+def suggested_by(images: Path) -> str:
+    """The score ``imseg suggest`` picked ``images`` by (its suggest.yaml beside them,
+    e.g. ``im`` or ``im:cat``), else :data:`BY_HAND`."""
+    record = images.parent / "suggest.yaml"
+    try:
+        found = yaml.safe_load(record.read_text()) if record.is_file() else None
+    except (OSError, yaml.YAMLError):
+        found = None
+    if not isinstance(found, dict) or not found.get("score"):
+        return BY_HAND
+    return ":".join(str(v) for v in (found["score"], found.get("class")) if v)
+
+
 def record_addition(info: DatasetInfo, added: list[str], images: Path,
-                    labels: Path | None) -> None:
+                    labels: Path | None, chosen_by: str = BY_HAND) -> None:
     """Raise the set's version and list what was added (module doc, "History")."""
     version = int(info.extra.get("version", FIRST_VERSION)) + 1
     history = list(info.extra.get("history", []))
     history.append({"version": version, "when": time.strftime("%Y-%m-%d %H:%M:%S"),
                     "added": sorted(added), "images": str(Path(images).resolve()),
-                    "labels": str(Path(labels).resolve()) if labels else ""})
+                    "labels": str(Path(labels).resolve()) if labels else "",
+                    "chosen_by": chosen_by})
     info.extra = {**info.extra, "version": version, "history": history}
 
 
@@ -212,11 +234,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=FORMATS,
                    help="of --annotations (default: a folder or a file with 'shapes' is "
                         "LabelMe, else COCO)")
+    p.add_argument("--chosen-by", metavar="TEXT",
+                   help="how these images were chosen, for the set's history and imseg "
+                        "report's curve (default: imseg suggest's score when --images is "
+                        "its output, else 'by hand')")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    info = add_labels(args.data, args.images, args.masks, args.annotations, args.format)
+    info = add_labels(args.data, args.images, args.masks, args.annotations, args.format,
+                      args.chosen_by)
     added = info.extra["history"][-1]["added"]
     print(f"{args.data}: version {version_of(info)}: added {len(added)} labeled image"
           f"{'s' if len(added) != 1 else ''}; now {info.counts.get('train_labeled', 0)} "

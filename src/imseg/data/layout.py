@@ -39,6 +39,9 @@ from imseg.tasks import TASK_KINDS, Task, task_from_info
 SPLITS: tuple[str, ...] = ("train_labeled", "train_unlabeled", "val", "test")
 INFO_FILE = "dataset.yaml"
 
+BY_HAND = "by hand"
+"""How labeled images were chosen when neither ``imseg suggest`` nor its caller said."""
+
 # A readable default palette (RGB) for class colours in figures and overlays.
 DEFAULT_COLORS: list[tuple[int, int, int]] = [
     (0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
@@ -127,6 +130,14 @@ class DatasetInfo:
     @property
     def task_obj(self) -> Task:
         return task_from_info(self.task, self.classes, self.headline_classes, self.test_metrics)
+
+    @property
+    def chosen_by(self) -> list[str]:
+        """How the labeled images added since ``prepare`` were chosen, oldest addition
+        first (``extra.history``, written by :mod:`imseg.active.add`); empty for a set
+        as prepared."""
+        history = self.extra.get("history") or []
+        return [str(h.get("chosen_by") or BY_HAND) for h in history if isinstance(h, dict)]
 
     def plain(self) -> dict:
         """The fields as plain values; the newer optional keys only when set, so what is

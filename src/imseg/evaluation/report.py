@@ -21,6 +21,9 @@ Conventions (docs/method.md §9):
 * Pseudo-label quality (``pseudo_iou``) and IM size (``im_fraction``) are one
   value per stage (every student of a stage shares them), so they are averaged
   over stages, not students.
+* Runs trained on versions of one data set with different labeled counts (active
+  labeling's rounds) also get ``labeled.png``: the score against labeled images, a line
+  per way of choosing them (:mod:`imseg.evaluation.labeled_curve`).
 
 dataset.yaml (found through run.yaml) is read only for names and colours.
 """
@@ -43,6 +46,7 @@ from matplotlib.lines import Line2D
 
 from imseg.data.layout import DatasetInfo, read_info
 from imseg.errors import DataError
+from imseg.evaluation.labeled_curve import run_points, write_curve
 from imseg.evaluation.summary import BENCHMARK_ORDER, group_scores, split_labels
 from imseg.evaluation.visualize import display_name, sample_figures, save_figure
 from imseg.results import BENCHMARKS, ResultsTable, journal_tables, top_k
@@ -483,6 +487,10 @@ def write_report(run_dirs: list[Path], out: Path, column: str = "test_iou",
     (out / "quality.csv").write_text(_quality_csv(quality))
     written += save_figure(scores_figure(panels, scores, column), out / "scores")
     written += save_figure(quality_figure(panels, quality), out / "quality")
+    rows_of = kept_rows if kept_only else (lambda run: model_rows(run.rows))
+    written += write_curve([p for panel in panels for run in panel.runs
+                            for p in run_points(run.run_dir, rows_of(run), column)],
+                           out, metric_label(column, panels[0].info))
     if samples:
         for panel in panels:
             for run in panel.runs:
