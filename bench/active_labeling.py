@@ -1,7 +1,7 @@
 """Simulated active labeling: does labeling the images the IM ranks first beat random?
 
     python bench/active_labeling.py --data PREPARED --out OUT [--seeds 0 1]
-        [--strategies random im entropy] [--start 0.05] [--step 0.05] [--rounds 3] [--im]
+        [--strategies random im entropy im-clusters] [--start 0.05] [--step 0.05] [--rounds 3] [--im]
         [-- imseg train/run options, e.g. --epochs 30 --candidates 3 --device cuda]
 
 The true masks of the unlabeled images (a prepared set's ``train_unlabeled/masks``)
@@ -10,7 +10,8 @@ images; a tiled set's tiles stay with their image) is split anew: ``--start`` of
 labeled, the same start for every strategy. Each round trains LDT (with ``--im`` also
 IM generation 1, through ``imseg run``) on the round's set, then a strategy chooses
 ``--step`` of the pool more: ``random`` (seeded), ``im`` or ``entropy`` (``imseg
-suggest``'s ranking and diversity rule over the run's models); they are added with
+suggest``'s ranking and near-copy rule over the run's models), ``im-clusters`` or
+``entropy-clusters`` (the same ranking, ``--spread clusters``); they are added with
 their true masks by ``imseg prepare add``'s code, giving the next round's set.
 
 Kept for inspection and resume (a finished round is skipped on a rerun):
@@ -35,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from imseg.active.add import add_labels
+from imseg.active.diversity import SPREADS
 from imseg.active.images import SourceImage, split_sources
 from imseg.active.suggest import suggest
 from imseg.cli import main as imseg
@@ -45,7 +47,9 @@ from imseg.predict import run_models
 from imseg.results import ResultsTable
 from imseg.storage import save_png
 
-STRATEGIES = ("random", "im", "entropy")
+STRATEGIES = ("random", "im", "entropy", "im-clusters", "entropy-clusters")
+"""``random``, or a suggest score with its ``--spread`` rule after a dash (default
+near-copies)."""
 COLUMNS = ["strategy", "seed", "round", "labeled", "approach", "test_iou", "train_seconds",
            "choose_seconds"]
 
@@ -56,7 +60,7 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]
                    help="a prepared set whose unlabeled split has its true masks")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
+    p.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES[:3]))
     p.add_argument("--start", type=float, default=0.05, help="labeled share to start with")
     p.add_argument("--step", type=float, default=0.05, help="share of the pool added per round")
     p.add_argument("--rounds", type=int, default=3, help="rounds of adding")
@@ -144,8 +148,9 @@ def choose(strategy: str, data: Path, run: Path, picks: Path, n: int, seed: int,
     if strategy == "random":
         order = np.random.default_rng([seed, round_]).permutation(len(unlabeled))
         return [unlabeled[i] for i in order[:n]]
-    found = suggest(run_models(run, teachers=teachers), run, picks, k=n, score=strategy,
-                    overwrite=True)
+    score, _, spread = strategy.partition("-")
+    found = suggest(run_models(run, teachers=teachers), run, picks, k=n, score=score,
+                    overwrite=True, spread=spread or SPREADS[0])
     by_stem = {s.stem: s for s in unlabeled}
     return [by_stem[c.source.stem] for c in found.picks]
 

@@ -1,10 +1,11 @@
-"""The greedy diversity rule: near-copies skipped, refilled when too few unlike ones."""
+"""The spread rules: near-copies skipped (refilled when too few unlike ones), or the best
+of each cluster of alike scenes."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from imseg.active.diversity import distance, diverse_picks, thumbnail
+from imseg.active.diversity import THUMB, cluster_picks, distance, diverse_picks, kmeans, thumbnail
 
 
 def _scenes(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -27,3 +28,27 @@ def test_too_few_unlike_images_are_filled_up_in_rank_order():
     thumbs = [thumbnail(a)] * 3 + [thumbnail(np.zeros_like(a))]
     picked, near = diverse_picks(thumbs, 3, 0.15)
     assert picked == [0, 1, 3] and near == {2: 0}
+
+
+def test_clusters_give_each_kind_of_scene_its_best_ranked_image():
+    """A ranking whose top is all one rare kind of scene: the cluster rule picks the best
+    of each kind instead, in rank order, the same on every call."""
+    rng = np.random.default_rng(1)
+    kinds = [rng.normal(size=THUMB * THUMB) for _ in range(3)]  # three kinds of scene
+    # ranked best first: five of kind 0 (the hard, rare kind), then kinds 1 and 2 mixed
+    order = [0] * 5 + [1, 2] * 10
+    thumbs = [kinds[k] + 0.4 * rng.normal(size=THUMB * THUMB) for k in order]  # not near-copies
+    picked, near = cluster_picks(thumbs, 3)
+    assert picked == [0, 5, 6]  # the best of kind 0, of kind 1 and of kind 2
+    assert near == {1: 0, 2: 0, 3: 0, 4: 0}  # skipped: their cluster's pick ranks higher
+    assert diverse_picks(thumbs, 3, 0.15)[0] == [0, 1, 2]  # the near-copy rule keeps the top
+    assert cluster_picks(thumbs, 3) == (picked, near)
+    assert cluster_picks(thumbs[:2], 3) == ([0, 1], {})  # fewer images than picks: all
+
+
+def test_kmeans_finds_separated_groups():
+    rng = np.random.default_rng(0)
+    points = np.concatenate([rng.normal(c, 0.1, size=(20, 2)) for c in (0, 5, 10)])
+    label = kmeans(points, 3)
+    assert len(set(label.tolist())) == 3
+    assert all(len(set(label[i:i + 20].tolist())) == 1 for i in (0, 20, 40))

@@ -96,6 +96,25 @@ def test_near_copies_are_not_picked_together(multiclass_run, tmp_path):
     assert {r["image"] for r in skipped} | {r["near_copy_of"] for r in skipped} == copies
 
 
+def test_clusters_spread_the_picks_and_say_so_in_the_history(multiclass_run, tmp_path):
+    out = tmp_path / "clusters"
+    assert suggest_cli(multiclass_run, out, "--k", "4", "--spread", "clusters") == 0
+    rows = ranking(out)
+    picked = [int(r["rank"]) for r in rows if r["pick"]]
+    assert len(picked) == 4 and picked[0] == 1  # the top image is always its cluster's best
+    skipped = [r for r in rows if r["near_copy_of"]]
+    assert all(int(r["rank"]) < picked[-1] and not r["pick"] for r in skipped)
+    assert {r["image"] for r in rows if r["pick"]} >= {r["near_copy_of"] for r in skipped}
+    assert suggest_cli(multiclass_run, tmp_path / "again", "--k", "4", "--spread",
+                       "clusters") == 0
+    assert ranking(tmp_path / "again") == rows  # seeded: the same picks on every rerun
+    data = tmp_path / "data"
+    shutil.copytree(multiclass_run.parent / "data", data)
+    assert main(["prepare", "add", "--data", str(data), "--images", str(out / "images"),
+                 "--masks", str(out / "masks")]) == 0
+    assert read_info(data).chosen_by == ["im-clusters"]
+
+
 def test_prepare_coco_and_labelme_read_the_pre_annotations_back(multiclass_run, tmp_path):
     out = tmp_path / "out"
     assert suggest_cli(multiclass_run, out, "--k", "6") == 0

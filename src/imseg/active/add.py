@@ -39,6 +39,7 @@ import numpy as np
 import yaml
 
 from imseg.active.corrections import FORMATS, READERS, Masks, guess_format, read_masks_folder
+from imseg.active.diversity import SPREADS
 from imseg.active.images import SourceImage, split_sources
 from imseg.data.imageio import list_images, pixel_digest, read_image, resize_image, resize_mask
 from imseg.data.layout import (
@@ -188,7 +189,7 @@ def _move(root: Path, info: DatasetInfo, match: Match, mask: np.ndarray) -> None
 
 def suggested_by(images: Path) -> str:
     """The score ``imseg suggest`` picked ``images`` by (its suggest.yaml beside them,
-    e.g. ``im`` or ``im:cat``), else :data:`BY_HAND`."""
+    e.g. ``im``, ``im:cat``, ``im-clusters``), else :data:`BY_HAND`."""
     record = images.parent / "suggest.yaml"
     try:
         found = yaml.safe_load(record.read_text()) if record.is_file() else None
@@ -196,7 +197,9 @@ def suggested_by(images: Path) -> str:
         found = None
     if not isinstance(found, dict) or not found.get("score"):
         return BY_HAND
-    return ":".join(str(v) for v in (found["score"], found.get("class")) if v)
+    name = ":".join(str(v) for v in (found["score"], found.get("class")) if v)
+    spread = found.get("spread")
+    return f"{name}-{spread}" if spread and spread != SPREADS[0] else name
 
 
 def record_addition(info: DatasetInfo, added: list[str], images: Path,

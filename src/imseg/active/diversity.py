@@ -1,6 +1,16 @@
-"""Picks that are not near-copies of one scene.
+"""Picks that are not near-copies of one scene, or that follow the pool's mix of scenes.
 
-The rule (greedy, in rank order): each image is shrunk to a ``THUMB × THUMB`` grey
+Two rules (``suggest --spread``):
+
+* ``near-copies`` (the default): the top of the ranking, near-copies skipped.
+* ``clusters``: the thumbnails are grouped into ``k`` clusters (k-means, seeded: the
+  same picks on every rerun) and the best-ranked image of each is picked. The top of a
+  ranking by disagreement can be one kind of scene the models find hard (dsb2018: the
+  few stained-tissue images among mostly fluorescence ones), which teaches them that
+  kind and little else; clusters follow where the pool's images are, so each part of
+  it gets its hardest image labeled (docs/results.md, "Active labeling on dsb2018").
+
+The near-copy rule (greedy, in rank order): each image is shrunk to a ``THUMB × THUMB`` grey
 thumbnail, standardised (zero mean, unit variance: brightness and contrast do not
 count); the distance of two images is the root mean square of their thumbnails'
 difference over 2, in 0..1 (``sqrt((1 - r) / 2)`` for their correlation ``r``; blank
@@ -18,6 +28,9 @@ from imseg.data.imageio import resize_image
 
 THUMB = 16
 DEFAULT_MIN_DISTANCE = 0.15
+SPREADS = ("near-copies", "clusters")
+"""``suggest --spread``: how the picks are spread over the ranking (module doc)."""
+KMEANS_STEPS = 50
 
 
 def thumbnail(image: np.ndarray) -> np.ndarray:
@@ -50,3 +63,44 @@ def diverse_picks(thumbs: list[np.ndarray], k: int, min_distance: float = DEFAUL
     refill = list(near)[: k - len(picked)]  # too few unlike ones: skipped ones fill up, in rank order
     picked = sorted(picked + refill)
     return picked, {i: j for i, j in near.items() if i not in refill}
+
+
+def kmeans(points: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Each point's cluster among ``k`` (k-means++ start, Lloyd's steps; seeded)."""
+    rng = np.random.default_rng(seed)
+    centres = [points[rng.integers(len(points))]]
+    for _ in range(1, k):  # k-means++: far points are likelier next centres
+        d2 = np.min([((points - c) ** 2).sum(axis=1) for c in centres], axis=0)
+        total = d2.sum()
+        centres.append(points[rng.choice(len(points), p=d2 / total)] if total > 0
+                       else points[rng.integers(len(points))])
+    centre = np.stack(centres)
+    label = np.zeros(len(points), dtype=np.int64)
+    for _ in range(KMEANS_STEPS):
+        d2 = ((points[:, None, :] - centre[None]) ** 2).sum(axis=2)
+        new = d2.argmin(axis=1)
+        if _ and np.array_equal(new, label):
+            break
+        label = new
+        for j in range(k):
+            members = points[label == j]
+            if len(members):
+                centre[j] = members.mean(axis=0)
+    return label
+
+
+def cluster_picks(thumbs: list[np.ndarray], k: int, seed: int = 0
+                  ) -> tuple[list[int], dict[int, int]]:
+    """``(picked, near)`` by the cluster rule (module doc): the best-ranked position of
+    each cluster, and for each position ranked above the last pick but not picked, the
+    pick of its cluster."""
+    if len(thumbs) <= k:
+        return list(range(len(thumbs))), {}
+    label = kmeans(np.stack(thumbs).astype(np.float64), k, seed)
+    best: dict[int, int] = {}
+    for i, cluster in enumerate(label.tolist()):
+        best.setdefault(cluster, i)  # thumbs are in rank order: the first is the best
+    picked = sorted(best.values())
+    taken = set(picked)
+    near = {i: best[int(label[i])] for i in range(picked[-1]) if i not in taken}
+    return picked, near

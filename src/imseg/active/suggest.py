@@ -5,7 +5,7 @@ with the best mean validation IoU) predict every candidate image: by default the
 source images of the run's data set's unlabeled split (a tiled set's tiles stitched
 back, :mod:`imseg.active.images`), else the images of a folder. Each gets the scores of
 :mod:`imseg.active.scores`; the ranking by one of them, thinned by the diversity rule
-of :mod:`imseg.active.diversity`, gives the ``k`` picks.
+or the cluster rule of :mod:`imseg.active.diversity`, gives the ``k`` picks.
 
 ``--out`` gets ``ranking.csv`` (every candidate: rank, image, pick number, the pick it
 is a near-copy of, every score), ``contact_sheet.png`` (per pick: image, ensemble
@@ -31,7 +31,13 @@ import yaml
 from matplotlib.figure import Figure
 
 from imseg.active.annotations import preannotation, write_coco, write_labelme
-from imseg.active.diversity import DEFAULT_MIN_DISTANCE, diverse_picks, thumbnail
+from imseg.active.diversity import (
+    DEFAULT_MIN_DISTANCE,
+    SPREADS,
+    cluster_picks,
+    diverse_picks,
+    thumbnail,
+)
 from imseg.active.images import SourceImage, folder_sources, split_sources
 from imseg.active.scores import (
     SCORES,
@@ -142,12 +148,15 @@ def predict_sources(models: ModelSet, sources: list[SourceImage], device: torch.
 
 def choose(candidates: list[Candidate], k: int, score: str = "im",
            class_name: str | None = None,
-           min_distance: float = DEFAULT_MIN_DISTANCE) -> Suggestion:
+           min_distance: float = DEFAULT_MIN_DISTANCE, spread: str = SPREADS[0]
+           ) -> Suggestion:
     """Rank by ``score`` (of one class with ``class_name``), highest first (ties by
-    name), and pick ``k`` by the diversity rule."""
+    name), and pick ``k`` by the ``spread`` rule."""
     ranked = sorted(candidates, key=lambda c: (-c.scores.value(score, class_name),
                                                c.source.stem))
-    picked, near = diverse_picks([c.thumb for c in ranked], k, min_distance)
+    thumbs = [c.thumb for c in ranked]
+    picked, near = (cluster_picks(thumbs, k) if spread == "clusters" else
+                    diverse_picks(thumbs, k, min_distance))
     return Suggestion(ranked, picked, near)
 
 
@@ -155,22 +164,24 @@ def choose(candidates: list[Candidate], k: int, score: str = "im",
 def suggest(models: ModelSet, run_dir: Path, out: Path, k: int = 20,
             images: Path | None = None, score: str = "im", class_name: str | None = None,
             min_distance: float = DEFAULT_MIN_DISTANCE, device: str = "auto",
-            batch_size: int = 8, progress: bool = False, overwrite: bool = False
-            ) -> Suggestion:
+            batch_size: int = 8, progress: bool = False, overwrite: bool = False,
+            spread: str = SPREADS[0]) -> Suggestion:
     """Rank, pick and write everything the module doc lists into ``out``."""
     _check_options(models, k, score, class_name, min_distance, out, overwrite)
+    if spread not in SPREADS:
+        raise ConfigError(f"--spread must be one of {SPREADS}, not {spread!r}")
     sources, origin = candidate_sources(run_dir, models, images)
     dev = resolve_device(device)
     predicted = predict_sources(models, sources, dev, batch_size, progress)
     candidates = [Candidate(source, scores, thumbnail(image))
                   for source, image, scores, _ in predicted]
-    found = choose(candidates, k, score, class_name, min_distance)
+    found = choose(candidates, k, score, class_name, min_distance, spread)
     by_stem = {source.stem: (image, prediction) for source, image, _, prediction in predicted}
     if overwrite:
         remove_outputs(out)
     write_outputs(out, models, found, by_stem, {
         **origin, "run": str(Path(run_dir).resolve()), "score": score, "class": class_name,
-        "k": k, "min_distance": min_distance,
+        "k": k, "min_distance": min_distance, "spread": spread,
         "stage": list(models.stage) if models.stage else None,
         "models": [str(m.path) for m in models.metas]})
     return found

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imseg.active.diversity import DEFAULT_MIN_DISTANCE
+from imseg.active.diversity import DEFAULT_MIN_DISTANCE, SPREADS
 from imseg.active.scores import SCORES
 from imseg.active.suggest import suggest
 from imseg.commands.predict import add_model_options, describe_models, models_from_args
@@ -36,6 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--diversity", type=float, default=DEFAULT_MIN_DISTANCE,
                    help="skip an image whose thumbnail is closer than this (0..1; 0: off) "
                         f"to one already picked (default: {DEFAULT_MIN_DISTANCE})")
+    p.add_argument("--spread", choices=SPREADS, default=SPREADS[0],
+                   help="near-copies: the top of the ranking, near-copies skipped "
+                        "(--diversity; default); clusters: the best image of each of k "
+                        "groups of alike images, so the picks follow the pool's mix of scenes")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out, removing what an earlier suggest wrote there first")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -53,9 +57,10 @@ def _run(args: argparse.Namespace) -> int:
     print(describe_models(models))
     found = suggest(models, args.run, args.out, args.k, args.images, args.score,
                     args.class_name, args.diversity, args.device, args.batch_size,
-                    not args.no_progress, args.overwrite)
+                    not args.no_progress, args.overwrite, args.spread)
     print(f"picked {len(found.picked)} of {len(found.ranked)} images "
-          f"({len(found.near)} skipped as near-copies):")
+          f"({len(found.near)} skipped: "
+          f"{'near-copies' if args.spread == SPREADS[0] else 'in a cluster picked already'}):")
     for candidate in found.picks[:5]:
         print(f"  {candidate.source.stem:<30} IM {candidate.scores.im:.3f}  "
               f"entropy {candidate.scores.entropy:.3f}")
