@@ -118,6 +118,13 @@ def curve_csv(points: list[CurvePoint]) -> str:
 LINE_STYLES = ("-", "--", ":", "-.")
 
 
+def short_source(source: str) -> str:
+    """``/data/dsb2018/images (binary)`` → ``dsb2018/images (binary)``."""
+    path, _, task = source.rpartition(" (")
+    parts = Path(path).parts[-2:]
+    return f"{'/'.join(parts)} ({task}" if path and parts else source
+
+
 def curve_figure(points: list[CurvePoint], ylabel: str) -> Figure:
     """One panel per source: a colour per way of choosing, a line style per stage."""
     sources = list(dict.fromkeys(p.source for p in points))
@@ -140,7 +147,7 @@ def curve_figure(points: list[CurvePoint], ylabel: str) -> Figure:
                         label=f"{line} ({stage})")
                 ax.fill_between(x, [p.low for p in series], [p.high for p in series],
                                 color=color, alpha=0.12)
-        ax.set_title(source, fontsize=9)
+        ax.set_title(short_source(source), fontsize=9)
         ax.set_xlabel("labeled training images")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
