@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from imseg.active.diversity import THUMB, cluster_picks, distance, diverse_picks, kmeans, thumbnail
+from imseg.active.diversity import (
+    THUMB,
+    cluster_picks,
+    distance,
+    diverse_picks,
+    kmeans,
+    proportional_shares,
+    thumbnail,
+)
 
 
 def _scenes(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -30,20 +38,27 @@ def test_too_few_unlike_images_are_filled_up_in_rank_order():
     assert picked == [0, 1, 3] and near == {2: 0}
 
 
-def test_clusters_give_each_kind_of_scene_its_best_ranked_image():
-    """A ranking whose top is all one rare kind of scene: the cluster rule picks the best
-    of each kind instead, in rank order, the same on every call."""
+def test_clusters_share_the_picks_by_group_size_and_take_each_groups_best():
+    """A ranking whose top is all one rare kind of scene: the cluster rule gives each kind
+    picks in proportion to its size, its best-ranked ones, the same on every call."""
     rng = np.random.default_rng(1)
     kinds = [rng.normal(size=THUMB * THUMB) for _ in range(3)]  # three kinds of scene
     # ranked best first: five of kind 0 (the hard, rare kind), then kinds 1 and 2 mixed
     order = [0] * 5 + [1, 2] * 10
     thumbs = [kinds[k] + 0.4 * rng.normal(size=THUMB * THUMB) for k in order]  # not near-copies
-    picked, near = cluster_picks(thumbs, 3)
-    assert picked == [0, 5, 6]  # the best of kind 0, of kind 1 and of kind 2
-    assert near == {1: 0, 2: 0, 3: 0, 4: 0}  # skipped: their cluster's pick ranks higher
-    assert diverse_picks(thumbs, 3, 0.15)[0] == [0, 1, 2]  # the near-copy rule keeps the top
-    assert cluster_picks(thumbs, 3) == (picked, near)
+    picked, near = cluster_picks(thumbs, 5, clusters=3)
+    assert picked == [0, 5, 6, 7, 8]  # kind 0: 5 of 25 images, 1 pick; kinds 1, 2: 2 each
+    assert near == {1: 0, 2: 0, 3: 0, 4: 0}  # skipped: their group's share was full
+    assert diverse_picks(thumbs, 5, 0.15)[0] == [0, 1, 2, 3, 4]  # near-copy rule: the top
+    assert cluster_picks(thumbs, 5, clusters=3) == (picked, near)
     assert cluster_picks(thumbs[:2], 3) == ([0, 1], {})  # fewer images than picks: all
+
+
+def test_shares_are_proportional_and_never_exceed_a_group():
+    assert proportional_shares({0: 80, 1: 20}, 10) == {0: 8, 1: 2}
+    assert proportional_shares({0: 5, 1: 10, 2: 10}, 5) == {0: 1, 1: 2, 2: 2}
+    shares = proportional_shares({0: 1, 1: 1, 2: 98}, 3)
+    assert sum(shares.values()) == 3 and shares[2] >= 2
 
 
 def test_kmeans_finds_separated_groups():

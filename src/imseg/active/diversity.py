@@ -3,12 +3,13 @@
 Two rules (``suggest --spread``):
 
 * ``near-copies`` (the default): the top of the ranking, near-copies skipped.
-* ``clusters``: the thumbnails are grouped into ``k`` clusters (k-means, seeded: the
-  same picks on every rerun) and the best-ranked image of each is picked. The top of a
-  ranking by disagreement can be one kind of scene the models find hard (dsb2018: the
-  few stained-tissue images among mostly fluorescence ones), which teaches them that
-  kind and little else; clusters follow where the pool's images are, so each part of
-  it gets its hardest image labeled (docs/results.md, "Active labeling on dsb2018").
+* ``clusters``: the thumbnails are grouped into :data:`CLUSTERS` groups of alike
+  scenes (k-means, seeded: the same picks on every rerun); each group gets a share of
+  the ``k`` picks in proportion to its size (largest remainders) and fills it with its
+  best-ranked images. The top of a ranking by disagreement can be one kind of scene the
+  models find hard (dsb2018: the stained-tissue fifth of the images), which teaches
+  them that kind and little else; shares by size keep the picks in the pool's mix of
+  scenes, the hardest of each (docs/results.md, "Active labeling on dsb2018").
 
 The near-copy rule (greedy, in rank order): each image is shrunk to a ``THUMB × THUMB`` grey
 thumbnail, standardised (zero mean, unit variance: brightness and contrast do not
@@ -30,6 +31,8 @@ THUMB = 16
 DEFAULT_MIN_DISTANCE = 0.15
 SPREADS = ("near-copies", "clusters")
 """``suggest --spread``: how the picks are spread over the ranking (module doc)."""
+CLUSTERS = 8
+"""Groups of alike scenes the cluster rule shares the picks among."""
 KMEANS_STEPS = 50
 
 
@@ -89,18 +92,31 @@ def kmeans(points: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     return label
 
 
-def cluster_picks(thumbs: list[np.ndarray], k: int, seed: int = 0
+def cluster_picks(thumbs: list[np.ndarray], k: int, clusters: int = CLUSTERS, seed: int = 0
                   ) -> tuple[list[int], dict[int, int]]:
-    """``(picked, near)`` by the cluster rule (module doc): the best-ranked position of
-    each cluster, and for each position ranked above the last pick but not picked, the
-    pick of its cluster."""
+    """``(picked, near)`` by the cluster rule (module doc): the ranking positions picked,
+    and for each position ranked above the last pick but not picked (its group's share
+    was full), the group's best pick."""
     if len(thumbs) <= k:
         return list(range(len(thumbs))), {}
-    label = kmeans(np.stack(thumbs).astype(np.float64), k, seed)
-    best: dict[int, int] = {}
-    for i, cluster in enumerate(label.tolist()):
-        best.setdefault(cluster, i)  # thumbs are in rank order: the first is the best
-    picked = sorted(best.values())
+    label = kmeans(np.stack(thumbs).astype(np.float64), min(clusters, k), seed).tolist()
+    members: dict[int, list[int]] = {}
+    for i, group in enumerate(label):  # thumbs are in rank order: members best first
+        members.setdefault(group, []).append(i)
+    shares = proportional_shares({g: len(m) for g, m in members.items()}, k)
+    picked = sorted(i for g, m in members.items() for i in m[: shares[g]])
     taken = set(picked)
-    near = {i: best[int(label[i])] for i in range(picked[-1]) if i not in taken}
+    near = {i: members[label[i]][0] for i in range(picked[-1]) if i not in taken}
     return picked, near
+
+
+def proportional_shares(sizes: dict[int, int], k: int) -> dict[int, int]:
+    """``k`` split in proportion to ``sizes`` by largest remainders (ties: the larger
+    group, then the lower id); no group gets more than its size."""
+    total = sum(sizes.values())
+    exact = {g: k * n / total for g, n in sizes.items()}
+    shares = {g: int(v) for g, v in exact.items()}
+    by_remainder = sorted(sizes, key=lambda g: (-(exact[g] - shares[g]), -sizes[g], g))
+    for g in by_remainder[: k - sum(shares.values())]:
+        shares[g] += 1
+    return {g: min(v, sizes[g]) for g, v in shares.items()}

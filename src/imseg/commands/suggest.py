@@ -38,8 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"to one already picked (default: {DEFAULT_MIN_DISTANCE})")
     p.add_argument("--spread", choices=SPREADS, default=SPREADS[0],
                    help="near-copies: the top of the ranking, near-copies skipped "
-                        "(--diversity; default); clusters: the best image of each of k "
-                        "groups of alike images, so the picks follow the pool's mix of scenes")
+                        "(--diversity; default); clusters: the picks shared among groups of "
+                        "alike images in proportion to their sizes, the best-ranked of each, "
+                        "so they follow the pool's mix of scenes")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out, removing what an earlier suggest wrote there first")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
