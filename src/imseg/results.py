@@ -23,7 +23,7 @@ A damaged line is a DataError naming the file and line (:func:`imseg.csvrows.rea
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path, PurePath
 
 from imseg.csvrows import format_cell, read_rows, write_rows
@@ -58,6 +58,25 @@ def model_folder(approach: str, run: int, n_teachers: int | None, generation: in
     """``<approach>/r<run>[_n<n>]_g<gen>``: a stage's folder under models/ and samples/."""
     n = f"_n{n_teachers}" if n_teachers is not None else ""
     return f"{approach}/r{run}{n}_g{generation}"
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a model sits in a study (a row's :data:`KEY`); its seed, results row and
+    checkpoint follow from this."""
+
+    stage: str
+    approach: str
+    run: int = 0
+    n_teachers: int | None = None
+    generation: int = 0
+    candidate: int = 0
+
+    def key(self) -> dict:
+        return asdict(self)
+
+    def folder(self) -> str:
+        return model_folder(self.approach, self.run, self.n_teachers, self.generation)
 
 
 def checkpoint_name(row: dict) -> str:

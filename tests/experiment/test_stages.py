@@ -12,9 +12,9 @@ from imseg.csvrows import format_cell
 from imseg.errors import DataError
 from imseg.experiment import stages
 from imseg.experiment.context import RunContext
-from imseg.experiment.stages import Place, load_models, train_stage
+from imseg.experiment.stages import load_models, train_stage
 from imseg.models.checkpoint import load_model
-from imseg.results import COLUMNS, checkpoint_name
+from imseg.results import COLUMNS, Place, checkpoint_name
 
 SCORE_TOLERANCE = 0.05
 """float32 Adam amplifies rounding on near-zero gradients (tests/training/test_fused.py

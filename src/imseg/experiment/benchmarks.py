@@ -12,9 +12,9 @@ from imseg.data.augment import AugmentParams, augmented_copies
 from imseg.data.dataset import Split
 from imseg.errors import ConfigError, DataError
 from imseg.experiment.context import RunContext
-from imseg.experiment.stages import Place, train_stage
+from imseg.experiment.stages import train_stage
 from imseg.experiment.watch import announce_stage, record_stage
-from imseg.results import BENCHMARKS, top_k
+from imseg.results import BENCHMARKS, Place, top_k
 from imseg.runtime import derive_seed, seed_everything
 from imseg.training.trainers import TrainerPart, TrainingSetup
 

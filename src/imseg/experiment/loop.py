@@ -26,11 +26,12 @@ from imseg.experiment.benchmarks import (
 from imseg.experiment.context import RunContext
 from imseg.experiment.evalnet_stage import scoring_services
 from imseg.experiment.recipes import Recipe
-from imseg.experiment.stages import Place, load_models
+from imseg.experiment.stages import load_models
 from imseg.experiment.watch import PseudoSample, show_pseudo_labels
 from imseg.logs import log, stage_name
 from imseg.pseudo.labelers import LabelerPart, LabelingInput, PartServices, PseudoSet
 from imseg.pseudo.state import FileStateStore
+from imseg.results import Place
 from imseg.runtime import derive_seed, seed_everything
 from imseg.storage import save_png
 from imseg.tasks import VOID

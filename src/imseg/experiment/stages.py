@@ -10,7 +10,7 @@ so rather than mix them.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -26,30 +26,12 @@ from imseg.logs import log, model_line, place_name, stage_name
 from imseg.models.checkpoint import CheckpointMeta, ModelSpec, checkpoint_payload, read_checkpoint
 from imseg.models.grouped import why_spec_not_groupable
 from imseg.models.unet import count_parameters
-from imseg.results import checkpoint_name, learned_from, model_folder
+from imseg.results import Place, checkpoint_name, learned_from
 from imseg.runtime import derive_seed, seed_everything
 from imseg.storage import save_checkpoint
 from imseg.training.fit import EpochFn, FitResult, fit
 from imseg.training.fused import fit_fused, fusable, use_fused
 from imseg.training.inference import evaluate_model
-
-
-@dataclass(frozen=True)
-class Place:
-    """Where a model sits in a study; its seed and its results row follow from this."""
-
-    stage: str
-    approach: str
-    run: int = 0
-    n_teachers: int | None = None
-    generation: int = 0
-    candidate: int = 0
-
-    def key(self) -> dict:
-        return asdict(self)
-
-    def folder(self) -> str:
-        return model_folder(self.approach, self.run, self.n_teachers, self.generation)
 
 
 def checkpoint_path(ctx: RunContext, place: Place) -> Path:

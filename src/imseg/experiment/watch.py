@@ -27,18 +27,15 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from imseg.experiment.context import RunContext
 from imseg.experiment.settings import flatten
 from imseg.logs import log, stage_name
+from imseg.results import Place
 from imseg.training import tensorboard
 from imseg.training.tensorboard import FOLDER, Board, EpochHook, EpochLog, epoch_scalars, numbers
-
-if TYPE_CHECKING:
-    from imseg.experiment.stages import Place
 
 _said_missing: list[bool] = []
 """Whether this process already said the tensorboard package is missing (once)."""

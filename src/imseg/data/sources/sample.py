@@ -150,10 +150,24 @@ def _add_noise(rng: np.random.Generator, img: np.ndarray, lo: float, hi: float) 
 
 # --------------------------------------------------------------------------- binary
 def _make_binary(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Lesion-like blobs with fuzzy borders on textured, unevenly lit, hairy skin."""
-    s = size / 64
+    """Lesion-like blobs with fuzzy borders on textured, unevenly lit, hairy skin (the
+    parts draw from ``rng`` in this order: the images depend on it)."""
     yy, xx = _grid(size)
-    # Skin colour, a smooth illumination gradient with vignetting, skin texture.
+    skin, light, texture = _skin(rng, n, size, yy, xx)
+    img = skin * (light * texture)[:, None]
+    sd, r0 = _lesion_outline(rng, n, size, yy, xx)
+    label = (sd > 0).astype(np.uint8)[:, None]
+    img, tint = _paint_lesion(rng, n, size, img, skin, light, sd, r0)
+    img = img * (1 - _freckles(rng, n, size, yy, xx)[:, None] * tint)
+    img = img * _hairs(rng, n, size, yy, xx)[:, None]
+    img = _add_noise(rng, img, 0.01, 0.045)
+    return _to_uint8(img), label
+
+
+def _skin(rng: np.random.Generator, n: int, size: int, yy: np.ndarray, xx: np.ndarray
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Skin colour ``(n, 3, 1, 1)``, its light ``(n, H, W)`` (a smooth illumination
+    gradient with vignetting; the lesion shares it) and the skin's texture."""
     red = _u(rng, 0.62, 0.92, n)
     green = red * _u(rng, 0.66, 0.86, n)
     blue = green * _u(rng, 0.78, 0.98, n)
@@ -164,10 +178,14 @@ def _make_binary(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarra
     vign = ((yy - _col(vy)) ** 2 + (xx - _col(vx)) ** 2) / (size * size)
     light = 1 + _col(_u(rng, 0.1, 0.5, n)) * ramp - _col(_u(rng, 0.0, 0.5, n)) * vign
     texture = 1 + _col(_u(rng, 0.03, 0.08, n)) * _noise(rng, n, size, (4, 8, 16))
-    img = skin * (light * texture)[:, None]
+    return skin, light, texture
 
-    # The lesion: an irregular ellipse, sometimes with a satellite blob; large enough
-    # that a few briefly trained teachers mostly agree on it (the demo's IM needs that).
+
+def _lesion_outline(rng: np.random.Generator, n: int, size: int, yy: np.ndarray,
+                    xx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The lesion's signed distance ``(n, H, W)`` (inside > 0) and base radius: an
+    irregular ellipse, sometimes with a satellite blob; large enough that a few briefly
+    trained teachers mostly agree on it (the demo's IM needs that)."""
     r0 = _u(rng, 0.2, 0.35, n) * size
     cy, cx = _u(rng, 0.3, 0.7, n) * size, _u(rng, 0.3, 0.7, n) * size
     touch = rng.random(n) < 0.2  # centre close to (or past) one image edge
@@ -177,38 +195,26 @@ def _make_binary(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarra
     cy = np.where(touch & (side < 2), edge, cy)
     cx = np.where(touch & (side >= 2), edge, cx)
     harm = _u(rng, 0, 1, (n, 4)) * np.array([0.15, 0.1, 0.07, 0.05], F32)
-    sd = _blob_sd(
-        yy,
-        xx,
-        cy,
-        cx,
-        r0,
-        _u(rng, 0.6, 1.0, n),
-        _u(rng, 0, np.pi, n),
-        harm,
-        _u(rng, 0, 2 * np.pi, (n, 4)),
-    )
+    sd = _blob_sd(yy, xx, cy, cx, r0, _u(rng, 0.6, 1.0, n), _u(rng, 0, np.pi, n), harm,
+                  _u(rng, 0, 2 * np.pi, (n, 4)))
     sat = rng.random(n) < 0.3
     sat_r = r0 * _u(rng, 0.3, 0.55, n)
     sat_a = _u(rng, 0, 2 * np.pi, n)
     sat_d = r0 * _u(rng, 0.7, 1.2, n)
-    sd_sat = _blob_sd(
-        yy,
-        xx,
-        cy + sat_d * np.sin(sat_a),
-        cx + sat_d * np.cos(sat_a),
-        sat_r,
-        _u(rng, 0.6, 1.0, n),
-        _u(rng, 0, np.pi, n),
-        harm * 0.5,
-        _u(rng, 0, 2 * np.pi, (n, 4)),
-    )
+    sd_sat = _blob_sd(yy, xx, cy + sat_d * np.sin(sat_a), cx + sat_d * np.cos(sat_a), sat_r,
+                      _u(rng, 0.6, 1.0, n), _u(rng, 0, np.pi, n), harm * 0.5,
+                      _u(rng, 0, 2 * np.pi, (n, 4)))
     sd = np.where(_col(sat), np.maximum(sd, sd_sat), sd)
     sd += _col(r0 * _u(rng, 0.03, 0.1, n)) * _noise(rng, n, size, (8, 16))
-    label = (sd > 0).astype(np.uint8)[:, None]
+    return sd, r0
 
-    # Lesion colour: darker than the skin (brown, red, blue-grey or plain dark);
-    # a darker or lighter core; mottled.
+
+def _paint_lesion(rng: np.random.Generator, n: int, size: int, img: np.ndarray,
+                  skin: np.ndarray, light: np.ndarray, sd: np.ndarray, r0: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``img`` with the lesion blended in, and its tint: darker than the skin (brown,
+    red, blue-grey or plain dark), a darker or lighter core, mottled."""
+    s = size / 64
     dark = _u(rng, 0.3, 0.6, n)
     tint = LESION_TINTS[rng.integers(0, len(LESION_TINTS), n)][:, :, None, None]
     lesion = skin * (1 - dark[:, None, None, None] * tint)
@@ -220,9 +226,14 @@ def _make_binary(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarra
     )
     lesion = lesion * (light * variegation)[:, None]
     alpha = _sigmoid(sd / _col(_u(rng, 0.4, 1.0, n) * s))[:, None]
-    img = img * (1 - alpha) + lesion * alpha
+    return img * (1 - alpha) + lesion * alpha, tint
 
-    # Freckles: small spots of the lesion's colour, too small to count (not labeled).
+
+def _freckles(rng: np.random.Generator, n: int, size: int, yy: np.ndarray, xx: np.ndarray
+              ) -> np.ndarray:
+    """Shading ``(n, H, W)`` of up to two small spots of the lesion's colour, too small
+    to count (not labeled)."""
+    s = size / 64
     freckles = rng.integers(0, 3, n)
     shading = np.zeros((n, size, size), F32)
     for j in range(2):
@@ -231,9 +242,14 @@ def _make_binary(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarra
         dist = np.sqrt((yy - _col(fy)) ** 2 + (xx - _col(fx)) ** 2)
         spot = _sigmoid((radius - dist) / F32(0.7 * s)) * _col((freckles > j).astype(F32))
         shading = np.maximum(shading, spot * _col(_u(rng, 0.15, 0.5, n)))
-    img = img * (1 - shading[:, None] * tint)
+    return shading
 
-    # Hairs: thin dark curves, over skin and lesion alike (not part of the label).
+
+def _hairs(rng: np.random.Generator, n: int, size: int, yy: np.ndarray, xx: np.ndarray
+           ) -> np.ndarray:
+    """Shadow ``(n, H, W)`` of up to two thin dark curves, over skin and lesion alike
+    (not part of the label)."""
+    s = size / 64
     hairs = rng.choice(3, size=n, p=[0.6, 0.3, 0.1])
     shadow = np.ones((n, size, size), F32)
     for j in range(2):
@@ -247,10 +263,7 @@ def _make_binary(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarra
         width = _col(_u(rng, 0.35, 0.8, n) * s)
         depth = _col(np.where(on, _u(rng, 0.3, 0.75, n), 0).astype(F32))
         shadow *= 1 - depth * np.exp(-((dist / width) ** 2))
-    img = img * shadow[:, None]
-
-    img = _add_noise(rng, img, 0.01, 0.045)
-    return _to_uint8(img), label
+    return shadow
 
 
 # ----------------------------------------------------------------------- multiclass
