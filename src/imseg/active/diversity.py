@@ -79,10 +79,10 @@ def kmeans(points: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
                        else points[rng.integers(len(points))])
     centre = np.stack(centres)
     label = np.zeros(len(points), dtype=np.int64)
-    for _ in range(KMEANS_STEPS):
+    for step in range(KMEANS_STEPS):
         d2 = ((points[:, None, :] - centre[None]) ** 2).sum(axis=2)
         new = d2.argmin(axis=1)
-        if _ and np.array_equal(new, label):
+        if step and np.array_equal(new, label):
             break
         label = new
         for j in range(k):
