@@ -89,6 +89,8 @@ def test_fine_tuning_settings_bind_pretrained_encoders_only():
     assert not fine_tuning & set(scratch)
     assert differences(scratch, config_values(build_config(
         overrides={"train": {"encoder_lr_factor": 0.5}}))) == []
+    recorded = {**scratch, "train.encoder_lr_factor": 0.1, "train.warmup_epochs": 2}
+    assert differences(recorded, scratch) == []  # a record from when they still bound
     pretrained = config_values(build_config(overrides={"model": {
         "arch": "Unet", "encoder": "resnet18", "weights": "imagenet"}}))
     assert fine_tuning <= set(pretrained)

@@ -301,8 +301,11 @@ Change = tuple[str, object, object]
 
 
 def _changed(old: dict[str, object], new: dict[str, object]) -> list[Change]:
-    """Every differing key (see :func:`differences`)."""
+    """Every differing key (see :func:`differences`) among those that shape numbers on
+    both sides (a record made before a key stopped binding, e.g. fine-tuning settings
+    of a net from scratch, still carries it)."""
     defaults = known_defaults()
+    old, new = shaping_numbers(old), shaping_numbers(new)
     out = []
     for key in sorted(set(old) | set(new)):
         before = old.get(key, defaults.get(key, "(not set)"))
