@@ -167,9 +167,7 @@ def suggest(models: ModelSet, run_dir: Path, out: Path, k: int = 20,
             batch_size: int = 8, progress: bool = False, overwrite: bool = False,
             spread: str = SPREADS[0]) -> Suggestion:
     """Rank, pick and write everything the module doc lists into ``out``."""
-    _check_options(models, k, score, class_name, min_distance, out, overwrite)
-    if spread not in SPREADS:
-        raise ConfigError(f"--spread must be one of {SPREADS}, not {spread!r}")
+    _check_options(models, k, score, class_name, min_distance, spread, out, overwrite)
     sources, origin = candidate_sources(run_dir, models, images)
     dev = resolve_device(device)
     predicted = predict_sources(models, sources, dev, batch_size, progress)
@@ -188,7 +186,7 @@ def suggest(models: ModelSet, run_dir: Path, out: Path, k: int = 20,
 
 
 def _check_options(models: ModelSet, k: int, score: str, class_name: str | None,
-                   min_distance: float, out: Path, overwrite: bool) -> None:
+                   min_distance: float, spread: str, out: Path, overwrite: bool) -> None:
     if k < 1:
         raise ConfigError("--k must be at least 1")
     if score not in SCORES:
@@ -202,6 +200,8 @@ def _check_options(models: ModelSet, k: int, score: str, class_name: str | None,
                           f"of {names}")
     if not 0 <= min_distance <= 1:
         raise ConfigError("--diversity must lie in 0..1 (0: off)")
+    if spread not in SPREADS:
+        raise ConfigError(f"--spread must be one of {SPREADS}, not {spread!r}")
     if Path(out).is_file() or (Path(out).is_dir() and any(Path(out).iterdir())
                                and not overwrite):
         raise DataError(f"{out}: --out is not an empty folder; choose a new one or pass "

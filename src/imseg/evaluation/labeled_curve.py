@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 
 from imseg.data.layout import read_info
 from imseg.errors import DataError
-from imseg.evaluation.visualize import save_figure
+from imseg.evaluation.visualize import display_name, save_figure
 
 AS_PREPARED = "as prepared"
 """The line of runs whose sets were not added to, when no run of the source was."""
@@ -60,7 +60,9 @@ class CurvePoint:
 
 
 def stage_name(approach: str, generation: int) -> str:
-    return approach.upper() if generation == 0 else f"{approach.upper()} G{generation}"
+    """``LDT``, ``IM+ G1``: the approach's display name, and its generation past 0."""
+    name = display_name(approach)
+    return name if generation == 0 else f"{name} G{generation}"
 
 
 def run_points(run_dir: Path, rows: list[dict], column: str) -> list[Point]:
