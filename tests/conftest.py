@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -75,24 +76,28 @@ def cli_run(data: Path, out: Path, config: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
 
-def kill_and_resume(data: Path, config: Path, tmp_path: Path, after_rows: int = 3):
+def rows_done(out: Path) -> int:
+    path = out / "results.csv"
+    return len(read_rows(path)) if path.is_file() else 0
+
+
+def kill_and_resume(data: Path, config: Path, tmp_path: Path, after_rows: int = 3,
+                    until: Callable[[Path], bool] | None = None):
     """Run ``config`` uninterrupted; run it again, SIGKILL it once ``after_rows`` models are
-    done, start it once more. Returns (the uninterrupted rows, the resumed rows)."""
+    done (or once ``until(run folder)`` holds), start it once more. Returns (the
+    uninterrupted rows, the resumed rows)."""
     ref = cli_run(data, tmp_path / "ref", config)
     assert ref.wait(timeout=300) == 0, ref.stderr.read().decode()
     expected = read_rows(tmp_path / "ref" / "results.csv")
     out = tmp_path / "killed"
     proc = cli_run(data, out, config)
+    until = until or (lambda folder: rows_done(folder) >= after_rows)
     deadline = time.time() + 300
-    while time.time() < deadline:
-        path = out / "results.csv"
-        if path.is_file() and len(read_rows(path)) >= after_rows:
-            break
-        time.sleep(0.05)
+    while time.time() < deadline and not until(out):
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    partial = read_rows(out / "results.csv")
-    assert after_rows <= len(partial) < len(expected)
+    assert until(out) and rows_done(out) < len(expected)
     again = cli_run(data, out, config)
     assert again.wait(timeout=300) == 0, again.stderr.read().decode()
     return expected, read_rows(out / "results.csv")

@@ -158,6 +158,13 @@ class TrainConfig(Section):
                     "rise linearly over this many epochs (epoch e of k at e/(k+1) of the rate); "
                     "0: none",
     )
+    snapshot_minutes: float | None = Field(
+        5.0, ge=0,
+        description="save an unfinished model's training state after an epoch once this many "
+                    "minutes have passed since the last save, so that a killed run resumes "
+                    "inside that model (the same numbers as without a stop); 0: after every "
+                    "epoch; null: never. Models done within this time write none",
+    )
     fuse: AutoMode = Field(
         "auto",
         description="train a stage's models at once as one grouped network (same results as "

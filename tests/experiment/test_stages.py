@@ -1,11 +1,12 @@
-"""A stage's candidates trained fused (one grouped net) or one at a time give the same rows."""
+"""A stage's candidates trained fused (one grouped net) or one at a time give the same rows;
+a run killed inside a model resumes inside it."""
 
 from __future__ import annotations
 
 import shutil
 
 import pytest
-from conftest import TINY
+from conftest import TINY, kill_and_resume, same_rows
 
 from imseg.config import build_config
 from imseg.csvrows import format_cell
@@ -142,3 +143,75 @@ def test_a_damaged_checkpoint_says_how_to_recover(binary_data, tmp_path):
     with pytest.raises(DataError, match=r"c0.pt: not the model of its results row ldt r0 c0 "
                                         r"\(it records ldt r0 c1\); delete it"):
         load_models(ctx, rows)
+
+
+def _unfinished(run_dir) -> list:
+    return sorted((run_dir / "models").glob("*/*/*.unfinished")) if run_dir.is_dir() else []
+
+
+def test_a_run_killed_inside_a_model_resumes_inside_it(binary_data, tmp_path):
+    """With a snapshot after every epoch, a run killed in the middle of a model picks that
+    model up at its next epoch and ends with the rows of a run never stopped; no snapshot
+    is left behind."""
+    import yaml
+
+    train = {**TINY["train"], "epochs": 40, "steps_per_epoch": 2, "snapshot_minutes": 0}
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "train": train,
+                                      "benchmark": {**TINY["benchmark"], "candidates": 1},
+                                      "ssl": {**TINY["ssl"], "approaches": ["im"],
+                                              "teachers": [1], "students": 1}}))
+    expected, resumed = kill_and_resume(binary_data, config, tmp_path, until=_unfinished)
+    assert same_rows(resumed, expected)
+    log = (tmp_path / "killed" / "log.txt").read_text()
+    assert "resuming at epoch" in log
+    assert _unfinished(tmp_path / "killed") == _unfinished(tmp_path / "ref") == []
+
+
+def test_a_fused_stage_resumes_from_its_snapshot_and_leaves_none(binary_data, tmp_path,
+                                                                  monkeypatch, caplog):
+    """A fused group's snapshot is taken up by the same group; one whose group changed is
+    set aside and removed once the stage is done."""
+    import logging
+
+    from imseg.training import fused
+    from imseg.training.snapshot import Snapshots
+
+    class Stop(Exception):
+        pass
+
+    real = fused.fit_fused
+
+    def stopped(*args, **kwargs):  # stop after epoch 1 of 2, past its snapshot
+        def hook(log):
+            if log.epoch == 2:
+                raise Stop
+        return real(*args, **{**kwargs, "on_epoch": [hook]})
+
+    cfg = build_config(overrides={**TINY, "train": {**TINY["train"], "epochs": 2,
+                                                    "fuse": "always", "snapshot_minutes": 0}})
+    run = tmp_path / "run"
+    ctx = RunContext.open(binary_data, run, cfg, progress=False)
+    train, _ = ctx.splits_for_run(0)
+    monkeypatch.setattr(stages, "fit_fused", stopped)
+    with pytest.raises(Stop):
+        train_stage(ctx, Place("ldt", "ldt"), 3, train, cfg.train.alpha)
+    snapshot = run / "models/ldt/r0_g0/fused.unfinished"
+    assert snapshot.is_file() and not ctx.results.rows
+    monkeypatch.setattr(stages, "fit_fused", real)
+    with caplog.at_level(logging.INFO, logger="imseg"):
+        rows = train_stage(ctx, Place("ldt", "ldt"), 3, train, cfg.train.alpha)
+    assert "ldt r0 n- g0 x3: resuming at epoch 2" in caplog.text
+    assert not snapshot.exists() and len(rows) == 3
+    _, whole = _stage(binary_data, tmp_path / "whole", "always", count=3)
+    assert [r["val_iou"] for r in rows] == [r["val_iou"] for r in whole]
+
+    # a snapshot of another group is set aside, and removed once the stage is done
+    ctx2 = RunContext.open(binary_data, tmp_path / "other", cfg, progress=False)
+    stale = tmp_path / "other/models/ldt/r0_g0/fused.unfinished"
+    Snapshots(stale, {"models": []}, 0.0).write({"epoch": 1})
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="imseg"):
+        train_stage(ctx2, Place("ldt", "ldt"), 3, train, cfg.train.alpha)
+    assert "training state not used (it belongs to" in caplog.text
+    assert not stale.exists()

@@ -92,7 +92,7 @@ def test_compile_modes(monkeypatch):
 
 
 # ------------------------------------------------------------------------ fine-tuning
-class _Pretrained(torch.nn.Module):
+class PretrainedLike(torch.nn.Module):
     """An encoder-decoder net as an encoder model presents itself to fit: its
     ``pretrained_encoder`` is the encoder when that started from pretrained weights."""
 
@@ -135,7 +135,7 @@ def _fit_recording_rates(model, cfg_fields, epochs=4):
 
 
 def test_a_pretrained_encoder_learns_slower_after_a_warm_up():
-    rates = _fit_recording_rates(_Pretrained(True), {"lr": 0.01, "encoder_lr_factor": 0.1,
+    rates = _fit_recording_rates(PretrainedLike(True), {"lr": 0.01, "encoder_lr_factor": 0.1,
                                                      "warmup_epochs": 2})
     full = [0.001, 0.01]  # the encoder's group, then the decoder's
     expected = [[r / 3 for r in full], [2 * r / 3 for r in full], full, full]
@@ -143,13 +143,13 @@ def test_a_pretrained_encoder_learns_slower_after_a_warm_up():
 
 
 def test_a_net_from_scratch_trains_on_one_rate_as_before():
-    assert _fit_recording_rates(_Pretrained(False), {"lr": 0.01}) == [[0.01]] * 4
+    assert _fit_recording_rates(PretrainedLike(False), {"lr": 0.01}) == [[0.01]] * 4
     assert _fit_recording_rates(build_unet(3, 1, 0.25), {"lr": 0.01}) == [[0.01]] * 4
 
 
 @pytest.mark.parametrize("encoder_bn", ["train", "frozen"])
 def test_frozen_encoder_batchnorm_keeps_its_pretrained_statistics(encoder_bn):
-    model = _Pretrained(True)
+    model = PretrainedLike(True)
     encoder_bn_layer, decoder_bn_layer = model.encoder[1], model.decoder[1]
     encoder_bn_layer.running_mean.fill_(0.25)
     before = model.decoder[1].running_mean.clone()

@@ -58,6 +58,7 @@ FREE_KEYS: frozenset[str] = frozenset({
     "device",  # numbers are reproducible per machine type anyway (see README)
     "log.tensorboard",  # where curves are written, not what they show
     "train.compile_inference",  # compiled teachers differ from eager ones in the last bits only
+    "train.snapshot_minutes",  # when a model's state is saved, not what it learns
     "ssl.approaches", "ssl.runs", "ssl.teachers", "ssl.generations",
     "ssl.samples_per_generation", "benchmark.keep",
 })

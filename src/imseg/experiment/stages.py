@@ -29,9 +29,11 @@ from imseg.models.unet import count_parameters
 from imseg.results import Place, checkpoint_name, learned_from
 from imseg.runtime import derive_seed, seed_everything
 from imseg.storage import save_checkpoint
+from imseg.training import distributed
 from imseg.training.fit import EpochFn, FitResult, fit
 from imseg.training.fused import fit_fused, fusable, use_fused
 from imseg.training.inference import evaluate_model
+from imseg.training.snapshot import SUFFIX, Snapshots
 
 
 def checkpoint_path(ctx: RunContext, place: Place) -> Path:
@@ -201,14 +203,46 @@ def train_candidate(
     """
     done = ctx.results.get(**place.key())
     if done is not None:
+        model_snapshots(ctx, place).remove()  # a run stopped between checkpoint and removal
         return done
     cand = _start(ctx, place, alpha, init, encoder)
     epoch_fn: EpochFn | None = epoch_fn_factory(cand.generator) if epoch_fn_factory else None
-    watch = watch_model(ctx, place)
+    snapshots = model_snapshots(ctx, place, [place], [cand.seed])
+    watch = watch_model(ctx, place, _say_resuming(snapshots, _desc(place)))
     result = fit(cand.model, ctx.task, train, ctx.dataset.val, ctx.config.train, ctx.device,
                  cand.generator, epochs=epochs, epoch_fn=epoch_fn, desc=_desc(place),
-                 progress=ctx.progress, on_epoch=watch.on_epoch)
-    return watch.finish(_finish(ctx, cand, result, train, alpha, extra))
+                 progress=ctx.progress, on_epoch=watch.on_epoch, snapshots=snapshots)
+    row = watch.finish(_finish(ctx, cand, result, train, alpha, extra))
+    snapshots.remove()
+    return row
+
+
+FUSED = "fused"
+"""The snapshot of a stage's models trained fused: ``models/<approach>/r0_g0/fused.unfinished``."""
+
+
+def model_snapshots(ctx: RunContext, place: Place, places: list[Place] | None = None,
+                    seeds: list[int] | None = None) -> Snapshots:
+    """Where the model at ``place`` keeps its training state while unfinished (``c2.unfinished``
+    beside ``c2.pt``; a fused group of several ``places``: ``fused.unfinished``), as
+    ``train.snapshot_minutes`` asks; never under torchrun (each process would write it). It
+    belongs to the models at ``places`` with ``seeds``, under the run's settings."""
+    minutes = ctx.config.train.snapshot_minutes
+    every = None if minutes is None or distributed.active() else 60.0 * minutes
+    path = checkpoint_path(ctx, place).with_suffix(SUFFIX)
+    if places is not None and len(places) > 1:
+        path = path.with_name(FUSED + SUFFIX)
+    identity = {"models": [p.key() for p in places or [place]], "seeds": seeds,
+                "settings": ctx.settings_id}
+    return Snapshots(path, identity, every)
+
+
+def _say_resuming(snapshots: Snapshots, what: str) -> int:
+    """The epoch training starts at, said in the log when it is not the first."""
+    first = snapshots.first_epoch()
+    if first > 1:
+        log.info(f"{what}: resuming at epoch {first} ({snapshots.path.name})")
+    return first
 
 
 def train_stage(ctx: RunContext, place: Place, count: int, train: Split, alpha: float,
@@ -229,17 +263,25 @@ def train_stage(ctx: RunContext, place: Place, count: int, train: Split, alpha: 
         cands = [] if why else [_start(ctx, p, alpha, init, encoder) for p in todo]
         why = why or fusable([c.model for c in cands])
         if why is None:
-            watches = [watch_model(ctx, c.place) for c in cands]
+            snapshots = model_snapshots(ctx, place, [c.place for c in cands],
+                                        [c.seed for c in cands])
+            first = _say_resuming(snapshots, f"{_desc(place, False)} x{len(cands)}")
+            watches = [watch_model(ctx, c.place, first) for c in cands]
             results = fit_fused([c.model for c in cands], ctx.task, train, ctx.dataset.val,
                                 cfg.train, ctx.device, [c.generator for c in cands],
                                 epochs=epochs, desc=f"{_desc(place, False)} x{len(cands)}",
-                                progress=ctx.progress, on_epoch=[w.on_epoch for w in watches])
+                                progress=ctx.progress, on_epoch=[w.on_epoch for w in watches],
+                                snapshots=snapshots)
             for cand, result, watch in zip(cands, results, watches, strict=True):
                 watch.finish(_finish(ctx, cand, result, train, alpha, extra))
+            snapshots.remove()
         else:
             log.info(f"{_desc(place, False)}: trained one at a time ({why})")
-    return [train_candidate(ctx, p, train, alpha, extra, init, epochs, epoch_fn_factory, encoder)
+    rows = [train_candidate(ctx, p, train, alpha, extra, init, epochs, epoch_fn_factory, encoder)
             for p in places]
+    if count > 1:  # a fused group's snapshot that a stop or a changed group left behind
+        model_snapshots(ctx, place, places).remove()
+    return rows
 
 
 def load_models(ctx: RunContext, rows: list[dict]) -> list[nn.Module]:

@@ -91,9 +91,10 @@ def settings_params(ctx: RunContext, *sections: str) -> dict:
             if not sections or k.split(".")[0] in sections}
 
 
-def watch_model(ctx: RunContext, place: Place) -> Watch:
-    """The board of the model at ``place`` (``models/<approach>/r0_n3_g1/c2``)."""
-    board = open_board(ctx, f"models/{place.folder()}/c{place.candidate}", 1)
+def watch_model(ctx: RunContext, place: Place, first_epoch: int = 1) -> Watch:
+    """The board of the model at ``place`` (``models/<approach>/r0_n3_g1/c2``), restarted at
+    ``first_epoch`` (a model resumed from its snapshot keeps the epochs before)."""
+    board = open_board(ctx, f"models/{place.folder()}/c{place.candidate}", first_epoch)
     if board is None:
         return Watch(None)
     params = {**settings_params(ctx), **{k: v for k, v in place.key().items() if v is not None}}

@@ -8,9 +8,10 @@ BatchNorm layers may be frozen (``train.encoder_bn``), and the rates warm up ove
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import nn
@@ -31,6 +32,7 @@ from imseg.training.batchnorm import (
     stats_batches,
 )
 from imseg.training.inference import autocast, evaluate_model, to_input
+from imseg.training.snapshot import Resumable, Snapshots, random_state, restore_random_state
 from imseg.training.tensorboard import EpochHook, EpochLog, learning_rate
 
 EpochFn = Callable[[nn.Module, torch.optim.Optimizer, int], float]
@@ -194,6 +196,76 @@ def refresh_bn_stats(model: nn.Module, images: torch.Tensor, cfg: TrainConfig,
                                             generator, distributed.shard()), forward)
 
 
+@dataclass
+class Progress:
+    """What one model's training has come to after ``epoch`` epochs: the best epoch, its
+    weights and scores, the validation history, and the seconds spent before this process
+    took over (a snapshot carries it over a stop)."""
+
+    epoch: int = 0
+    best_score: float = -1.0
+    best_epoch: int = 0
+    best_state: dict | None = None
+    best_val: dict = field(default_factory=dict)
+    history: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def record(self, epoch: int, scores: dict, weights: Callable[[], Mapping]) -> None:
+        """Note epoch ``epoch``'s validation ``scores``; when it is the best so far, keep a
+        CPU copy of ``weights()`` (the model's state dict)."""
+        score = float(scores["iou"])
+        self.epoch = epoch
+        self.history.append(score)
+        if score > self.best_score:
+            self.best_score, self.best_epoch, self.best_val = score, epoch, scores
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in weights().items()}
+
+    def result(self, elapsed: float) -> FitResult:
+        assert self.best_state is not None
+        return FitResult(self.best_state, self.best_val, self.best_epoch, self.history,
+                         self.seconds + elapsed)
+
+    def saved(self, elapsed: float) -> dict:
+        """Itself as a snapshot holds it (plain types), ``elapsed`` seconds later."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["best_val"] = json.loads(json.dumps(self.best_val))
+        out["seconds"] = self.seconds + elapsed
+        return out
+
+
+@dataclass
+class Streams:
+    """What training holds beyond the weights: the optimizer, the random generators it
+    draws from (by name), and a trainer's epoch function with a state of its own."""
+
+    optimizer: torch.optim.Optimizer
+    generators: dict[str, torch.Generator | None]
+    epoch_fn: EpochFn | None = None
+
+    def capture(self, model: nn.Module, progress: list[Progress], elapsed: float) -> dict:
+        """The state a snapshot saves after the epoch ``progress`` has come to (one per
+        model ``model`` trains: one, or a fused stage's)."""
+        trainer = self.epoch_fn.state_dict() if isinstance(self.epoch_fn, Resumable) else None
+        return {"epoch": progress[0].epoch, "model": model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "random": random_state(self.generators),
+                "trainer": trainer, "progress": [p.saved(elapsed) for p in progress]}
+
+    def restore(self, model: nn.Module, state: dict) -> list[Progress]:
+        """Load a snapshot's state into ``model``, the optimizer, the generators and the
+        trainer; return the progress it records."""
+        model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        restore_random_state(state["random"], self.generators)
+        if isinstance(self.epoch_fn, Resumable) and state["trainer"] is not None:
+            self.epoch_fn.load_state_dict(state["trainer"])
+        return [Progress(**p) for p in state["progress"]]
+
+    def start(self, model: nn.Module, snapshots: Snapshots | None, count: int = 1) -> list[Progress]:
+        """The progress training starts from: the snapshot's (its state loaded), or none."""
+        saved = snapshots.latest() if snapshots is not None else None
+        return self.restore(model, saved) if saved is not None else [Progress() for _ in range(count)]
+
+
 def fit(
     model: nn.Module,
     task: Task,
@@ -207,6 +279,7 @@ def fit(
     desc: str = "train",
     progress: bool = True,
     on_epoch: EpochHook | None = None,
+    snapshots: Snapshots | None = None,
 ) -> FitResult:
     """Train ``model`` and return the weights of its best validation epoch.
 
@@ -217,6 +290,8 @@ def fit(
     "precise"`` the BatchNorm statistics are recomputed over ``train`` before each
     validation, so the kept best-epoch weights carry them. ``on_epoch`` hears each
     epoch's loss, scores and learning rate (TensorBoard: :mod:`imseg.training.tensorboard`).
+    ``snapshots``: the model's training state is saved there as it trains, and training
+    continues from the one it holds (:mod:`imseg.training.snapshot`).
     """
     start = time.perf_counter()
     model.to(device)
@@ -228,10 +303,11 @@ def fit(
     batches = None if epoch_fn else Batches(train, cfg.batch_size, device, generator,
                                             cfg.steps_per_epoch, distributed.shard())
     bn_generator = derived_generator(generator) if cfg.bn_stats == "precise" else None
+    streams = Streams(optimizer, {"model": generator, "bn_stats": bn_generator}, epoch_fn)
+    (done,) = streams.start(model, snapshots)
     n_epochs = epochs or cfg.epochs
-    best_score, best_epoch, best_state, best_val = -1.0, 0, None, {}
-    history: list[float] = []
-    bar = tqdm(range(1, n_epochs + 1), desc=desc, leave=False, disable=bar_disable(progress))
+    bar = tqdm(range(done.epoch + 1, n_epochs + 1), desc=desc, leave=False,
+               initial=done.epoch, total=n_epochs, disable=bar_disable(progress))
     for epoch in bar:
         if warmup_epochs:
             warm_up(optimizer, epoch, warmup_epochs)
@@ -245,15 +321,13 @@ def fit(
                 refresh_bn_stats(model, train.images if batches is None else batches.images,
                                  cfg, device, bn_generator)
         scores = evaluate_model(model, val, task, device, cfg.eval_batch, cfg.amp)
-        score = float(scores["iou"])
-        history.append(score)
-        if score > best_score:
-            best_score, best_epoch, best_val = score, epoch, scores
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        bar.set_postfix(loss=f"{loss:.4f}", val=f"{score:.3f}", best=f"{best_score:.3f}")
+        done.record(epoch, scores, model.state_dict)
+        bar.set_postfix(loss=f"{loss:.4f}", val=f"{done.history[-1]:.3f}",
+                        best=f"{done.best_score:.3f}")
         if on_epoch is not None:
             on_epoch(EpochLog(epoch, loss, scores, learning_rate(optimizer)))
-    assert best_state is not None
-    model.load_state_dict(best_state)
-    return FitResult(best_state, best_val, best_epoch, history,
-                     time.perf_counter() - start)
+        if snapshots is not None and epoch < n_epochs and snapshots.due():
+            snapshots.write(streams.capture(model, [done], time.perf_counter() - start))
+    result = done.result(time.perf_counter() - start)
+    model.load_state_dict(result.state)
+    return result

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import get_args
 
 import torch
@@ -43,8 +42,9 @@ from imseg.training.batchnorm import (
     recompute_bn_stats,
     stats_batches,
 )
-from imseg.training.fit import Batches, FitResult, compiled, make_optimizer
+from imseg.training.fit import Batches, FitResult, Streams, compiled, make_optimizer
 from imseg.training.inference import autocast, to_input
+from imseg.training.snapshot import Snapshots
 from imseg.training.tensorboard import EpochHook, EpochLog, learning_rate
 
 
@@ -66,17 +66,6 @@ def use_fused(mode: str, device: torch.device) -> bool:
     if mode not in get_args(AutoMode):
         raise ValueError(f"train.fuse must be auto, always or never, got {mode!r}")
     return mode == "always" or (mode == "auto" and device.type == "cuda")
-
-
-@dataclass
-class _Best:
-    """One model's record across epochs: what :class:`FitResult` reports."""
-
-    score: float = -1.0
-    epoch: int = 0
-    state: dict | None = None
-    val: dict = field(default_factory=dict)
-    history: list[float] = field(default_factory=list)
 
 
 def fused_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -152,9 +141,10 @@ def fit_fused(
     desc: str = "train",
     progress: bool = True,
     on_epoch: Sequence[EpochHook | None] = (),
+    snapshots: Snapshots | None = None,
 ) -> list[FitResult]:
     """Train ``nets`` together; result ``k`` is what ``fit(nets[k], ..., generators[k])`` gives
-    (``on_epoch[k]``: net ``k``'s as fit's ``on_epoch``).
+    (``on_epoch[k]``: net ``k``'s as fit's ``on_epoch``; ``snapshots``: one for the group).
 
     Each net ends holding its best epoch's weights, as after :func:`fit`.
     ``seconds`` of each result is its share (1/S) of the wall time.
@@ -178,8 +168,13 @@ def fit_fused(
                for g in generators]
     bn_generators = ([derived_generator(g) for g in generators]
                      if cfg.bn_stats == "precise" else None)
-    records = [_Best() for _ in nets]
-    bar = tqdm(range(1, (epochs or cfg.epochs) + 1), desc=desc, leave=False, disable=bar_disable(progress))
+    streams = Streams(optimizer, {
+        **{f"model{k}": g for k, g in enumerate(generators)},
+        **{f"bn_stats{k}": g for k, g in enumerate(bn_generators or [])}})
+    records = streams.start(grouped, snapshots, len(nets))
+    n_epochs = epochs or cfg.epochs
+    bar = tqdm(range(records[0].epoch + 1, n_epochs + 1), desc=desc, leave=False,
+               initial=records[0].epoch, total=n_epochs, disable=bar_disable(progress))
     for epoch in bar:
         with one_value_batches_explained():
             losses = fused_epoch(step_model, optimizer, batches, task, cfg, device)
@@ -188,21 +183,20 @@ def fit_fused(
         for k, (rec, scores) in enumerate(zip(
                 records, evaluate_grouped(grouped, val, task, device, cfg.eval_batch, cfg.amp),
                 strict=True)):
-            score = float(scores["iou"])
-            rec.history.append(score)
-            if score > rec.score:
-                rec.score, rec.epoch, rec.val = score, epoch, scores
-                rec.state = {key: t.to("cpu") for key, t in grouped.model_state(k).items()}
+            rec.record(epoch, scores, lambda k=k: grouped.model_state(k))
             if k < len(on_epoch) and on_epoch[k] is not None:
                 on_epoch[k](EpochLog(epoch, float(losses[k]), scores, learning_rate(optimizer)))
         bar.set_postfix(loss=f"{float(losses.mean()):.4f}",
-                        best=f"{max(rec.score for rec in records):.3f}")
+                        best=f"{max(rec.best_score for rec in records):.3f}")
+        if snapshots is not None and epoch < n_epochs and snapshots.due():
+            snapshots.write(streams.capture(grouped, records,
+                                            (time.perf_counter() - start) / len(nets)))
     seconds = (time.perf_counter() - start) / len(nets)
     results = []
     for net, rec in zip(nets, records, strict=True):
-        assert rec.state is not None
+        result = rec.result(seconds)
         if cfg.channels_last:
             net.to(memory_format=torch.channels_last)
-        net.load_state_dict(rec.state)
-        results.append(FitResult(rec.state, rec.val, rec.epoch, rec.history, seconds))
+        net.load_state_dict(result.state)
+        results.append(result)
     return results

@@ -290,6 +290,7 @@ class PairedEpochs:
         self.batches = online_batches(setup, trainer.unlabeled_ratio, generator)
         self.teacher: nn.Module | None = None
         self.steps = 0
+        self._saved_teacher: dict | None = None
 
     def __call__(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> float:
         after = None
@@ -304,10 +305,24 @@ class PairedEpochs:
         raise NotImplementedError
 
     def teacher_of(self, model: nn.Module) -> nn.Module:
-        """The EMA teacher, a copy of ``model`` when first asked for."""
+        """The EMA teacher, a copy of ``model`` when first asked for (with a snapshot's
+        teacher weights when training resumes)."""
         if self.teacher is None:
             self.teacher = copy.deepcopy(unwrap(model))
+            if self._saved_teacher is not None:
+                self.teacher.load_state_dict(self._saved_teacher)
+                self._saved_teacher = None
         return self.teacher
+
+    def state_dict(self) -> dict:
+        """The trainer's own state for a snapshot (:mod:`imseg.training.snapshot`): its step
+        count and its EMA teacher's weights."""
+        teacher = None if self.teacher is None else self.teacher.state_dict()
+        return {"steps": self.steps, "teacher": teacher}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = int(state["steps"])
+        self.teacher, self._saved_teacher = None, state["teacher"]
 
     def _update_teacher(self, model: nn.Module) -> None:
         decay = self.trainer.teacher_decay()
