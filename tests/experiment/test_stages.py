@@ -201,7 +201,7 @@ def test_a_fused_stage_resumes_from_its_snapshot_and_leaves_none(binary_data, tm
     monkeypatch.setattr(stages, "fit_fused", real)
     with caplog.at_level(logging.INFO, logger="imseg"):
         rows = train_stage(ctx, Place("ldt", "ldt"), 3, train, cfg.train.alpha)
-    assert "ldt r0 n- g0 x3: resuming at epoch 2" in caplog.text
+    assert "ldt r0 c0, ldt r0 c1, ldt r0 c2: resuming at epoch 2" in caplog.text
     assert not snapshot.exists() and len(rows) == 3
     _, whole = _stage(binary_data, tmp_path / "whole", "always", count=3)
     assert [r["val_iou"] for r in rows] == [r["val_iou"] for r in whole]

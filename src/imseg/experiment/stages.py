@@ -208,7 +208,7 @@ def train_candidate(
     cand = _start(ctx, place, alpha, init, encoder)
     epoch_fn: EpochFn | None = epoch_fn_factory(cand.generator) if epoch_fn_factory else None
     snapshots = model_snapshots(ctx, place, [place], [cand.seed])
-    watch = watch_model(ctx, place, _say_resuming(snapshots, _desc(place)))
+    watch = watch_model(ctx, place, _say_resuming(snapshots, place_name(place.key())))
     result = fit(cand.model, ctx.task, train, ctx.dataset.val, ctx.config.train, ctx.device,
                  cand.generator, epochs=epochs, epoch_fn=epoch_fn, desc=_desc(place),
                  progress=ctx.progress, on_epoch=watch.on_epoch, snapshots=snapshots)
@@ -265,7 +265,7 @@ def train_stage(ctx: RunContext, place: Place, count: int, train: Split, alpha: 
         if why is None:
             snapshots = model_snapshots(ctx, place, [c.place for c in cands],
                                         [c.seed for c in cands])
-            first = _say_resuming(snapshots, f"{_desc(place, False)} x{len(cands)}")
+            first = _say_resuming(snapshots, ", ".join(place_name(c.place.key()) for c in cands))
             watches = [watch_model(ctx, c.place, first) for c in cands]
             results = fit_fused([c.model for c in cands], ctx.task, train, ctx.dataset.val,
                                 cfg.train, ctx.device, [c.generator for c in cands],
