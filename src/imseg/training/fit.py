@@ -228,7 +228,7 @@ class Progress:
     def saved(self, elapsed: float) -> dict:
         """Itself as a snapshot holds it (plain types), ``elapsed`` seconds later."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["best_val"] = json.loads(json.dumps(self.best_val))
+        out["best_val"] = json.loads(json.dumps(self.best_val, default=float))
         out["seconds"] = self.seconds + elapsed
         return out
 
