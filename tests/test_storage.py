@@ -1,9 +1,11 @@
-"""Writes that fail (full disk, unwritable folder) give one message and leave nothing behind."""
+"""Writes that fail (full disk, unwritable folder) give one message and leave nothing behind;
+writes that succeed leave files as readable as the umask allows."""
 
 from __future__ import annotations
 
 import csv
 import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -93,3 +95,26 @@ def test_a_damaged_checkpoint_is_one_error_naming_it(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(DataError, match=r"e0.pt: not an imseg checkpoint"):
         load_checkpoint(path)
+
+
+@pytest.fixture
+def group_umask():
+    old = os.umask(0o027)
+    yield
+    os.umask(old)
+
+
+def test_written_files_and_sample_sets_follow_the_umask_not_private_temp_files(
+        tmp_path, group_umask):
+    from imseg.data.sources.sample import prepare_sample
+
+    new = tmp_path / "results.csv"
+    atomic_write_text(new, "a\n")
+    assert new.stat().st_mode & 0o777 == 0o640  # 0666 under umask 027, not mkstemp's 0600
+    new.chmod(0o604)
+    atomic_write_text(new, "b\n")  # a rewrite keeps the file's own permissions
+    assert new.stat().st_mode & 0o777 == 0o604
+    data = tmp_path / "sample"
+    prepare_sample("binary", data, n=8, size=16, seed=0)
+    assert data.stat().st_mode & 0o777 == 0o750  # not mkdtemp's 0700
+    assert (data / "dataset.yaml").stat().st_mode & 0o777 == 0o640

@@ -53,8 +53,32 @@ def storage_error(path: Path, exc: OSError, outcome: str | None = None) -> Write
     return WriteFailed(f"cannot write {path}: {reason} (errno {code} {name}){hint}", path, exc)
 
 
+def umask() -> int:
+    """The process's file-creation mask (read by setting a strict one for an instant)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def new_mode(folder: bool = False) -> int:
+    """The permissions a plain ``open`` (``mkdir``) gives a new file (folder) under the
+    umask. Temporary files and folders are created private (0600, 0700); renamed into
+    place as they are, a colleague or a Ray worker running as another user of the group
+    could not read a checkpoint or a data set."""
+    return (0o777 if folder else 0o666) & ~umask()
+
+
+def usual_mode(path: Path) -> int:
+    """The permissions ``path`` gets when written: those it has, else a new file's."""
+    try:
+        return Path(path).stat().st_mode & 0o7777
+    except OSError:
+        return new_mode()
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place,
+    with the permissions ``path`` has or a new file gets (:func:`usual_mode`).
 
     Any OSError (full disk, read-only or missing folder) becomes a StorageError naming
     ``path``; the temporary file is removed, so nothing half-written stays.
@@ -67,6 +91,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.close(fd)
         tmp = Path(tmp_name)
         write(tmp)
+        tmp.chmod(usual_mode(path))
         os.replace(tmp, path)
     except OSError as exc:
         raise storage_error(path, exc) from None

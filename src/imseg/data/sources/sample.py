@@ -34,6 +34,7 @@ from imseg.data.layout import (
     write_pair,
 )
 from imseg.errors import DataError
+from imseg.storage import new_mode
 from imseg.tasks import TASK_KINDS
 
 GENERATOR_VERSION = 2
@@ -521,6 +522,7 @@ def prepare_sample(
     info.extra = params
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    tmp.chmod(new_mode(folder=True))  # not mkdtemp's private 0700
     try:
         _write(tmp, info, n, max(1, int(round(labeled_fraction * n))))
         try:
