@@ -1,4 +1,6 @@
-"""Train the candidates of one stage, resumably: a checkpoint and a results row per model.
+"""Train the candidates of one stage, resumably: a checkpoint and a results row per model,
+and while a model trains, its snapshot (:mod:`imseg.training.snapshot`), so that a stop
+inside it costs at most ``train.snapshot_minutes``.
 
 A model whose row is unmatched (:mod:`imseg.results`: its checkpoint was deleted or
 lost) is trained again. Its seed follows from its place, so on the same device it
